@@ -1,0 +1,277 @@
+//! The one error type of the crate.
+//!
+//! Every fallible operation returns [`Result`]. Messages say what was wrong
+//! and what was expected; where torch raises for the same input, the message
+//! is torch's (so `"Invalid learning rate: -0.1"` reads the same in both).
+
+use crate::tensor::Dtype;
+
+/// `Result` with ferroptim's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in ferroptim.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A hyperparameter is out of its valid range; the message is torch's.
+    #[error("{message}")]
+    InvalidHyperparameter {
+        /// torch's argument name, e.g. `"lr"` or `"betas"`.
+        name: &'static str,
+        /// The message torch raises for this input.
+        message: String,
+    },
+
+    /// A configuration (JSON or group overrides) could not be read.
+    #[error("invalid {optimizer} configuration: {reason}")]
+    InvalidConfig {
+        /// The optimizer's torch name.
+        optimizer: &'static str,
+        /// What serde or the merge found wrong.
+        reason: String,
+    },
+
+    /// A param group names a hyperparameter this optimizer does not have.
+    #[error("{optimizer} has no hyperparameter {key:?}; expected one of: {expected}")]
+    UnknownHyperparameter {
+        /// The optimizer's torch name.
+        optimizer: &'static str,
+        /// The key given.
+        key: String,
+        /// The keys this optimizer has, comma separated.
+        expected: String,
+    },
+
+    /// `build` was asked for an optimizer ferroptim does not have.
+    #[error("unknown optimizer {name:?}; expected one of: {expected}")]
+    UnknownOptimizer {
+        /// The name given.
+        name: String,
+        /// The names ferroptim knows, comma separated.
+        expected: String,
+    },
+
+    /// The optimizer was given no parameters at all (torch's message).
+    #[error("optimizer got an empty parameter list")]
+    EmptyParamList,
+
+    /// The same parameter appears twice in one group.
+    #[error(
+        "optimizer contains a parameter group with duplicate parameters: \
+         entries {first} and {second} of the group are the same parameter"
+    )]
+    DuplicateParamInGroup {
+        /// Position of the first occurrence in the group.
+        first: usize,
+        /// Position of the repeat.
+        second: usize,
+    },
+
+    /// A parameter of a new group is already in another group (torch's message).
+    #[error("some parameters appear in more than one parameter group")]
+    DuplicateParamAcrossGroups,
+
+    /// Tensor data does not fill its shape.
+    #[error("shape {shape:?} holds {expected} elements, but {actual} values were given")]
+    ShapeDataMismatch {
+        /// The shape asked for.
+        shape: Vec<usize>,
+        /// Its number of elements.
+        expected: usize,
+        /// The number of values given.
+        actual: usize,
+    },
+
+    /// Two tensors that must have the same shape do not.
+    #[error("{what} has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch {
+        /// What was checked, e.g. `"gradient of parameter 3"`.
+        what: String,
+        /// The shape required.
+        expected: Vec<usize>,
+        /// The shape found.
+        found: Vec<usize>,
+    },
+
+    /// A tensor has a different dtype than required.
+    #[error("{what} has dtype {found}, expected {expected}")]
+    DtypeMismatch {
+        /// What was checked.
+        what: String,
+        /// The dtype required.
+        expected: Dtype,
+        /// The dtype found.
+        found: Dtype,
+    },
+
+    /// Slices handed to a kernel differ in length.
+    #[error("kernel {kernel}: slice {name} has {found} elements, expected {expected}")]
+    LengthMismatch {
+        /// The kernel's name.
+        kernel: &'static str,
+        /// The argument's name.
+        name: &'static str,
+        /// The parameter slice's length.
+        expected: usize,
+        /// The argument's length.
+        found: usize,
+    },
+
+    /// A param group index is out of range.
+    #[error("no param group {group}: the optimizer has {groups}")]
+    NoSuchGroup {
+        /// The index asked for.
+        group: usize,
+        /// The number of groups.
+        groups: usize,
+    },
+
+    /// This optimizer does not take sparse gradients (torch raises too).
+    #[error("{optimizer} does not support sparse gradients (parameter {param})")]
+    SparseGradUnsupported {
+        /// The optimizer's torch name.
+        optimizer: &'static str,
+        /// The parameter's index in state_dict numbering.
+        param: usize,
+    },
+
+    /// `load_state_dict` got another number of param groups (torch's message, with counts).
+    #[error(
+        "loaded state dict has a different number of parameter groups: \
+         it has {found}, the optimizer has {expected}"
+    )]
+    GroupCountMismatch {
+        /// Groups in the optimizer.
+        expected: usize,
+        /// Groups in the state_dict.
+        found: usize,
+    },
+
+    /// `load_state_dict` got a group of another size (torch's message, with sizes).
+    #[error(
+        "loaded state dict contains a parameter group that doesn't match the size of \
+         optimizer's group: group {group} has {found} params, the optimizer's has {expected}"
+    )]
+    GroupSizeMismatch {
+        /// The group's index.
+        group: usize,
+        /// Its size in the optimizer.
+        expected: usize,
+        /// Its size in the state_dict.
+        found: usize,
+    },
+
+    /// A state_dict group lacks a hyperparameter this optimizer needs.
+    #[error("state_dict param_groups[{group}] has no {key:?}, which {optimizer} needs")]
+    MissingGroupKey {
+        /// The optimizer's torch name.
+        optimizer: &'static str,
+        /// The group's index.
+        group: usize,
+        /// The missing key.
+        key: String,
+    },
+
+    /// Anything else wrong with a state_dict, located by a path such as
+    /// `state[3].exp_avg` or `param_groups[1].params`.
+    #[error("invalid state_dict at {path}: {reason}")]
+    InvalidStateDict {
+        /// Where in the state_dict.
+        path: String,
+        /// What is wrong there and what was expected.
+        reason: String,
+    },
+
+    /// A state_dict could not be read or written as JSON.
+    #[error("state_dict JSON: {0}")]
+    Json(#[from] serde_json::Error),
+
+    /// The closure passed to `step_with_closure` failed.
+    #[error("closure failed: {0}")]
+    Closure(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    /// Wraps any error of a closure (for `step_with_closure`).
+    ///
+    /// ```
+    /// let e = ferroptim::Error::closure(std::io::Error::other("data loader died"));
+    /// assert_eq!(e.to_string(), "closure failed: data loader died");
+    /// ```
+    pub fn closure(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Closure(Box::new(e))
+    }
+
+    pub(crate) fn hyper(name: &'static str, message: String) -> Self {
+        Error::InvalidHyperparameter { name, message }
+    }
+
+    pub(crate) fn state(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidStateDict {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// torch's `if not 0.0 <= value: raise ValueError(f"{label}: {value}")`.
+/// NaN fails, as in torch.
+pub(crate) fn check_non_negative(name: &'static str, label: &str, value: f64) -> Result<()> {
+    if value >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::hyper(name, format!("{label}: {}", py_float(value))))
+    }
+}
+
+/// torch's `if not 0.0 <= value < 1.0: raise ValueError(f"{label}: {value}")`.
+pub(crate) fn check_unit_interval(name: &'static str, label: &str, value: f64) -> Result<()> {
+    if (0.0..1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::hyper(name, format!("{label}: {}", py_float(value))))
+    }
+}
+
+/// Formats an f64 as Python's `repr` does for the values torch puts in its
+/// messages (`1.0`, `-0.5`, `1e-08`), so our messages read like torch's.
+pub(crate) fn py_float(x: f64) -> String {
+    if x.is_nan() {
+        return "nan".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let abs = x.abs();
+    if abs != 0.0 && !(1e-4..1e16).contains(&abs) {
+        // Python: shortest digits, exponent with a sign and at least two digits.
+        let s = format!("{x:e}");
+        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+        let exp: i32 = exp.parse().unwrap_or(0);
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.abs());
+    }
+    format!("{x:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::py_float;
+
+    #[test]
+    fn py_float_matches_python_repr() {
+        for (x, repr) in [
+            (1.0, "1.0"),
+            (-0.5, "-0.5"),
+            (0.001, "0.001"),
+            (-1e-8, "-1e-08"),
+            (1e-5, "1e-05"),
+            (1e20, "1e+20"),
+            (0.0, "0.0"),
+            (f64::NAN, "nan"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
+            assert_eq!(py_float(x), repr, "repr of {x}");
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Fused element-wise update kernels on slices: one pass over memory per parameter.
+//!
+//! Each kernel is a pure function of slices and a struct of scalars. The
+//! scalars torch computes in Python floats (bias corrections, step sizes) are
+//! computed once per step in `f64` by the algorithm module, exactly as torch
+//! does, then rounded to the tensor's dtype, as torch rounds a Python scalar
+//! when it meets a tensor. Per element, the kernels follow the order of
+//! torch's CPU operations (`add(alpha)`, `lerp` and `addcmul` are fused
+//! multiply-adds there, `addcdiv` is not), so results agree to the bit.
+
+use crate::error::{Error, Result};
+use crate::tensor::Element;
+
+fn check_len(
+    kernel: &'static str,
+    name: &'static str,
+    expected: usize,
+    found: usize,
+) -> Result<()> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(Error::LengthMismatch {
+            kernel,
+            name,
+            expected,
+            found,
+        })
+    }
+}
+
+/// torch's `lerp(start, end, weight)` on CPU: the formula depends on whether
+/// the weight is below one half, for accuracy at both ends.
+#[inline]
+pub fn lerp<T: Element>(start: T, end: T, weight: T) -> T {
+    let diff = end - start;
+    if weight.abs() < T::from_f64(0.5) {
+        weight.mul_add(diff, start)
+    } else {
+        (weight - T::ONE).mul_add(diff, end)
+    }
+}
+
+/// The scalars of one SGD step, rounded to the parameter's dtype.
+#[derive(Clone, Copy, Debug)]
+pub struct SgdScalars<T> {
+    /// `-lr`.
+    pub neg_lr: T,
+    /// The L2 penalty, `None` when `weight_decay == 0`.
+    pub weight_decay: Option<T>,
+    /// The momentum factor (used only by [`sgd_momentum`]).
+    pub momentum: T,
+    /// `1 - dampening`.
+    pub one_minus_dampening: T,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// Ascend instead of descend.
+    pub maximize: bool,
+}
+
+impl<T: Element> SgdScalars<T> {
+    #[inline]
+    fn grad(&self, g: T, p: T) -> T {
+        let g = if self.maximize { -g } else { g };
+        match self.weight_decay {
+            Some(wd) => p.mul_add(wd, g),
+            None => g,
+        }
+    }
+}
+
+/// SGD without momentum: `p ← p − lr·(±g + λ·p)`.
+pub fn sgd<T: Element>(param: &mut [T], grad: &[T], h: &SgdScalars<T>) -> Result<()> {
+    check_len("sgd", "grad", param.len(), grad.len())?;
+    for (p, &g) in param.iter_mut().zip(grad) {
+        let d = h.grad(g, *p);
+        *p = d.mul_add(h.neg_lr, *p);
+    }
+    Ok(())
+}
+
+/// SGD with momentum: `b ← μ·b + (1−τ)·g` (or `b ← g` on the buffer's first
+/// step), then `p ← p − lr·(g + μ·b)` with Nesterov, `p ← p − lr·b` without.
+pub fn sgd_momentum<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    buf: &mut [T],
+    first: bool,
+    h: &SgdScalars<T>,
+) -> Result<()> {
+    check_len("sgd_momentum", "grad", param.len(), grad.len())?;
+    check_len("sgd_momentum", "momentum_buffer", param.len(), buf.len())?;
+    for ((p, &g), b) in param.iter_mut().zip(grad).zip(buf.iter_mut()) {
+        let d = h.grad(g, *p);
+        *b = if first {
+            d
+        } else {
+            d.mul_add(h.one_minus_dampening, *b * h.momentum)
+        };
+        let d = if h.nesterov {
+            b.mul_add(h.momentum, d)
+        } else {
+            *b
+        };
+        *p = d.mul_add(h.neg_lr, *p);
+    }
+    Ok(())
+}
+
+/// The scalars of one Adam step, rounded to the parameter's dtype.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamScalars<T> {
+    /// `1 − β₁`, the weight of `exp_avg.lerp_(grad, 1 − β₁)`.
+    pub one_minus_beta1: T,
+    /// `β₂`.
+    pub beta2: T,
+    /// `1 − β₂`.
+    pub one_minus_beta2: T,
+    /// The L2 penalty added to the gradient, `None` when off or decoupled.
+    pub weight_decay: Option<T>,
+    /// `1 − lr·λ`, the decoupled (AdamW) decay factor, `None` when off or coupled.
+    pub decay: Option<T>,
+    /// `√(1 − β₂ᵗ)`.
+    pub bias_correction2_sqrt: T,
+    /// `ε`.
+    pub eps: T,
+    /// `−lr / (1 − β₁ᵗ)`.
+    pub neg_step_size: T,
+    /// Ascend instead of descend.
+    pub maximize: bool,
+}
+
+/// One Adam step:
+/// `m ← lerp(m, g, 1−β₁)`, `v ← β₂·v + (1−β₂)·g²`, `v̂ ← max(v̂, v)` (AMSGrad),
+/// `p ← p − (lr/(1−β₁ᵗ))·m / (√v / √(1−β₂ᵗ) + ε)`.
+pub fn adam<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    exp_avg: &mut [T],
+    exp_avg_sq: &mut [T],
+    mut max_exp_avg_sq: Option<&mut [T]>,
+    h: &AdamScalars<T>,
+) -> Result<()> {
+    let n = param.len();
+    check_len("adam", "grad", n, grad.len())?;
+    check_len("adam", "exp_avg", n, exp_avg.len())?;
+    check_len("adam", "exp_avg_sq", n, exp_avg_sq.len())?;
+    if let Some(max) = &max_exp_avg_sq {
+        check_len("adam", "max_exp_avg_sq", n, max.len())?;
+    }
+    for i in 0..n {
+        let mut p = param[i];
+        let mut g = if h.maximize { -grad[i] } else { grad[i] };
+        if let Some(decay) = h.decay {
+            p = p * decay;
+        }
+        if let Some(wd) = h.weight_decay {
+            g = p.mul_add(wd, g);
+        }
+        let m = lerp(exp_avg[i], g, h.one_minus_beta1);
+        exp_avg[i] = m;
+        // exp_avg_sq.mul_(β₂).addcmul_(g, g, 1 − β₂): torch's addcmul fuses the last multiply-add.
+        let v = (h.one_minus_beta2 * g).mul_add(g, exp_avg_sq[i] * h.beta2);
+        exp_avg_sq[i] = v;
+        let v = match max_exp_avg_sq.as_deref_mut() {
+            Some(max) => {
+                max[i] = max[i].nan_max(v);
+                max[i]
+            }
+            None => v,
+        };
+        let denom = v.sqrt() / h.bias_correction2_sqrt + h.eps;
+        param[i] = p + (h.neg_step_size * m) / denom;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lerp_hits_both_ends_exactly() {
+        for w in [0.0f32, 0.1, 0.49, 0.5, 0.9, 1.0] {
+            let got = lerp(2.0f32, 5.0, w);
+            assert!((got - (2.0 + 3.0 * w)).abs() < 1e-6, "{w}: {got}");
+        }
+        assert_eq!(lerp(2.0f64, 5.0, 1.0), 5.0);
+        assert_eq!(lerp(2.0f64, 5.0, 0.0), 2.0);
+    }
+
+    #[test]
+    fn kernels_reject_slices_of_other_lengths() {
+        let h = SgdScalars {
+            neg_lr: -0.1f32,
+            weight_decay: None,
+            momentum: 0.0,
+            one_minus_dampening: 1.0,
+            nesterov: false,
+            maximize: false,
+        };
+        let mut p = [1.0f32; 3];
+        assert!(matches!(
+            sgd(&mut p, &[1.0; 2], &h),
+            Err(Error::LengthMismatch { name: "grad", .. })
+        ));
+        assert!(sgd_momentum(&mut p, &[1.0; 3], &mut [0.0; 4], false, &h).is_err());
+        assert_eq!(p, [1.0; 3]);
+    }
+
+    #[test]
+    fn sgd_descends_and_maximize_ascends() {
+        let mut h = SgdScalars {
+            neg_lr: -0.5f64,
+            weight_decay: None,
+            momentum: 0.0,
+            one_minus_dampening: 1.0,
+            nesterov: false,
+            maximize: false,
+        };
+        let mut p = [1.0f64];
+        sgd(&mut p, &[2.0], &h).unwrap();
+        assert_eq!(p, [0.0]);
+        h.maximize = true;
+        sgd(&mut p, &[2.0], &h).unwrap();
+        assert_eq!(p, [1.0]);
+    }
+}

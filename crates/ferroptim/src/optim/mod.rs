@@ -1,0 +1,53 @@
+//! The optimization algorithms, one module each, and [`build`] to make one by name.
+//!
+//! Each module holds the algorithm's `Config` (torch's arguments and
+//! defaults), its per-parameter `State` (torch's state keys) and its update;
+//! the type alias (`Sgd`, `Adam`, ...) is the ready-to-use optimizer.
+
+mod adam;
+mod sgd;
+
+pub use adam::{Adam, AdamConfig, AdamState};
+pub use sgd::{Sgd, SgdConfig, SgdState};
+
+use crate::error::{Error, Result};
+use crate::group::IntoParamGroups;
+use crate::optimizer::{Algorithm, Optim, Optimizer};
+
+/// The names [`build`] accepts (case-insensitive), torch's class names in lower case.
+pub const NAMES: &[&str] = &["sgd", "adam"];
+
+/// Builds an optimizer by name from a JSON object of torch's arguments;
+/// arguments left out take torch's defaults.
+///
+/// ```
+/// use ferroptim::{optim, Optimizer, Param};
+/// let p = Param::zeros::<f32>(&[4]);
+/// let opt = optim::build("adam", r#"{"lr": 0.01, "amsgrad": true}"#, [p])?;
+/// assert_eq!((opt.name(), opt.lr(0)), ("Adam", Some(0.01)));
+/// assert!(optim::build("adam", r#"{"lr": 0.01, "amsgard": true}"#, [Param::zeros::<f32>(&[1])]).is_err());
+/// assert!(optim::build("adamz", "{}", [Param::zeros::<f32>(&[1])]).is_err());
+/// # Ok::<(), ferroptim::Error>(())
+/// ```
+pub fn build(
+    name: &str,
+    config_json: &str,
+    params: impl IntoParamGroups,
+) -> Result<Box<dyn Optimizer>> {
+    fn make<A: Algorithm>(json: &str, params: impl IntoParamGroups) -> Result<Box<dyn Optimizer>> {
+        let json = if json.trim().is_empty() { "{}" } else { json };
+        let config: A = serde_json::from_str(json).map_err(|e| Error::InvalidConfig {
+            optimizer: A::NAME,
+            reason: e.to_string(),
+        })?;
+        Ok(Box::new(Optim::new(params, config)?))
+    }
+    match name.to_ascii_lowercase().as_str() {
+        "sgd" => make::<SgdConfig>(config_json, params),
+        "adam" => make::<AdamConfig>(config_json, params),
+        _ => Err(Error::UnknownOptimizer {
+            name: name.to_string(),
+            expected: NAMES.join(", "),
+        }),
+    }
+}

@@ -1,0 +1,423 @@
+//! The stateful optimizer of torch's `torch.optim.Optimizer`, written once.
+//!
+//! [`Optimizer`] is the interface every optimizer offers (`zero_grad`, `step`,
+//! `add_param_group`, `state_dict`, `load_state_dict`, ...); it is object safe,
+//! so `Box<dyn Optimizer>` works (see [`optim::build`](crate::optim::build)).
+//! [`Optim<A>`] implements it for every algorithm `A` whose update is per
+//! parameter: the algorithm module only supplies its hyperparameters (an
+//! [`Algorithm`]), its per-parameter state (a [`ParamState`]) and the update
+//! of one parameter. Param groups, lazy state, validation and checkpoints
+//! live here.
+
+use std::fmt::Debug;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::group::{merge_options, options_from_saved, GroupSpec, IntoParamGroups, ParamGroup};
+use crate::param::{Grad, Param};
+use crate::state::{ParamStateDict, StateDict, StateEntries};
+use crate::tensor::{Element, Tensor, TensorData};
+
+/// What every optimizer offers: torch's `Optimizer` methods.
+pub trait Optimizer: Send {
+    /// torch's class name, e.g. `"Adam"`.
+    fn name(&self) -> &'static str;
+
+    /// Drops every gradient (torch's default `zero_grad(set_to_none=True)`).
+    fn zero_grad(&mut self) {
+        self.zero_grad_with(true);
+    }
+
+    /// `zero_grad(set_to_none)`: drop the gradients, or set them to zero in place.
+    fn zero_grad_with(&mut self, set_to_none: bool);
+
+    /// One update of every parameter that has a gradient. Parameters without a
+    /// gradient are skipped, as in torch. If any gradient is unusable the call
+    /// fails before anything changes.
+    fn step(&mut self) -> Result<()>;
+
+    /// Calls `closure` (which recomputes the loss and gradients), then steps,
+    /// and returns the loss, as torch's `step(closure)`.
+    fn step_with_closure(&mut self, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64>;
+
+    /// Adds a param group; hyperparameters it leaves out come from the defaults.
+    fn add_param_group(&mut self, group: GroupSpec) -> Result<()>;
+
+    /// The state and hyperparameters, shaped like torch's `state_dict()`.
+    fn state_dict(&self) -> StateDict;
+
+    /// Restores a state_dict. Everything is checked first; on error the
+    /// optimizer is exactly as it was.
+    fn load_state_dict(&mut self, state_dict: &StateDict) -> Result<()>;
+
+    /// The number of param groups.
+    fn num_param_groups(&self) -> usize;
+
+    /// Every parameter, numbered as in the state_dict.
+    fn params(&self) -> Vec<Param>;
+
+    /// The defaults, as JSON (torch's `optimizer.defaults`).
+    fn defaults_json(&self) -> Map<String, Value>;
+
+    /// A group's hyperparameter by torch's name (`group["momentum"]`).
+    fn hyperparameter(&self, group: usize, key: &str) -> Option<Value>;
+
+    /// Sets a group's hyperparameter by name; the result is validated.
+    fn set_hyperparameter(&mut self, group: usize, key: &str, value: Value) -> Result<()>;
+
+    /// A group's learning rate (`None` if there is no such group).
+    fn lr(&self, group: usize) -> Option<f64>;
+
+    /// Sets a group's learning rate, as schedulers do (not validated, as in torch).
+    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()>;
+}
+
+/// The state an algorithm keeps for one parameter, and its state_dict form.
+pub trait ParamState: Clone + Debug + Send + Sync + 'static {
+    /// The state under torch's key names. Empty means "no state" (omitted from the state_dict).
+    fn to_entries(&self) -> ParamStateDict;
+    /// Reads saved state, checking it against the parameter.
+    fn from_entries(entries: StateEntries<'_>) -> Result<Self>;
+}
+
+/// An optimization algorithm whose update is per parameter: its value is a
+/// param group's hyperparameters (torch's argument names, via serde).
+pub trait Algorithm:
+    Clone + Debug + Default + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// torch's class name.
+    const NAME: &'static str;
+    /// The implementation flags torch keeps in this optimizer's groups.
+    const TORCH_FLAGS: &'static [&'static str];
+    /// Hyperparameters that torch's `__setstate__` fills in when an older
+    /// checkpoint lacks them; any other missing one fails `load_state_dict`.
+    const OPTIONAL_KEYS: &'static [&'static str];
+    /// Per-parameter state.
+    type State: ParamState;
+
+    /// torch's constructor checks, with torch's messages.
+    fn validate(&self) -> Result<()>;
+    /// The learning rate.
+    fn lr(&self) -> f64;
+    /// Sets the learning rate.
+    fn set_lr(&mut self, lr: f64);
+    /// The state of a parameter on its first step.
+    fn init_state(&self, param: &Tensor) -> Self::State;
+    /// One update of one parameter of `shape` with a dense gradient. The
+    /// state's tensors have the parameter's dtype `T` and shape.
+    fn update<T: Element>(
+        &self,
+        param: &mut [T],
+        grad: &[T],
+        shape: &[usize],
+        state: &mut Self::State,
+    ) -> Result<()>;
+}
+
+/// An optimizer running algorithm `A` over param groups: `Optim<AdamConfig>`
+/// is [`Adam`](crate::optim::Adam).
+#[derive(Clone, Debug)]
+pub struct Optim<A: Algorithm> {
+    defaults: A,
+    param_groups: Vec<ParamGroup<A>>,
+}
+
+impl<A: Algorithm> Optim<A> {
+    /// An optimizer over `params` (a list of [`Param`]s or of [`GroupSpec`]s)
+    /// with `defaults` for every hyperparameter a group does not set.
+    pub fn new(params: impl IntoParamGroups, defaults: A) -> Result<Self> {
+        defaults.validate()?;
+        let groups = params.into_param_groups();
+        if groups.is_empty() {
+            return Err(Error::EmptyParamList);
+        }
+        let mut opt = Optim {
+            defaults,
+            param_groups: Vec::with_capacity(groups.len()),
+        };
+        for group in groups {
+            opt.add_param_group(group)?;
+        }
+        Ok(opt)
+    }
+
+    /// The defaults (torch's `optimizer.defaults`).
+    pub fn defaults(&self) -> &A {
+        &self.defaults
+    }
+
+    /// The param groups.
+    pub fn param_groups(&self) -> &[ParamGroup<A>] {
+        &self.param_groups
+    }
+
+    /// The param groups, to change hyperparameters between steps.
+    pub fn param_groups_mut(&mut self) -> &mut [ParamGroup<A>] {
+        &mut self.param_groups
+    }
+
+    /// The state of `param` (torch's `optimizer.state[param]`); `None` before its first step.
+    pub fn state(&self, param: &Param) -> Option<&A::State> {
+        self.param_groups.iter().find_map(|g| {
+            let i = g.params.iter().position(|p| p.same_as(param))?;
+            g.state[i].as_ref()
+        })
+    }
+
+    /// Checks every gradient before anything is updated.
+    fn check_grads(&self) -> Result<()> {
+        let mut index = 0;
+        for group in &self.param_groups {
+            for p in &group.params {
+                let inner = p.read();
+                match &inner.grad {
+                    Some(Grad::Sparse(_)) => {
+                        return Err(Error::SparseGradUnsupported {
+                            optimizer: A::NAME,
+                            param: index,
+                        })
+                    }
+                    Some(Grad::Dense(g)) if g.shape() != inner.value.shape() => {
+                        return Err(Error::ShapeMismatch {
+                            what: format!("gradient of parameter {index}"),
+                            expected: inner.value.shape().to_vec(),
+                            found: g.shape().to_vec(),
+                        })
+                    }
+                    Some(Grad::Dense(g)) if g.dtype() != inner.value.dtype() => {
+                        return Err(Error::DtypeMismatch {
+                            what: format!("gradient of parameter {index}"),
+                            expected: inner.value.dtype(),
+                            found: g.dtype(),
+                        })
+                    }
+                    _ => {}
+                }
+                index += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn group(&self, group: usize) -> Result<&ParamGroup<A>> {
+        let groups = self.param_groups.len();
+        self.param_groups
+            .get(group)
+            .ok_or(Error::NoSuchGroup { group, groups })
+    }
+}
+
+impl<A: Algorithm> Optimizer for Optim<A> {
+    fn name(&self) -> &'static str {
+        A::NAME
+    }
+
+    fn zero_grad_with(&mut self, set_to_none: bool) {
+        for p in self.param_groups.iter().flat_map(|g| &g.params) {
+            if set_to_none {
+                p.clear_grad();
+            } else {
+                p.zero_grad_in_place();
+            }
+        }
+    }
+
+    fn step(&mut self) -> Result<()> {
+        self.check_grads()?;
+        for group in &mut self.param_groups {
+            let options = &group.options;
+            for (p, slot) in group.params.iter().zip(group.state.iter_mut()) {
+                let mut guard = p.write();
+                let inner = &mut *guard;
+                let Some(Grad::Dense(grad)) = &inner.grad else {
+                    continue;
+                };
+                let state = slot.get_or_insert_with(|| options.init_state(&inner.value));
+                match inner.value.parts_mut() {
+                    (shape, TensorData::F32(v)) => {
+                        options.update(v, grad.as_slice::<f32>()?, shape, state)?
+                    }
+                    (shape, TensorData::F64(v)) => {
+                        options.update(v, grad.as_slice::<f64>()?, shape, state)?
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn step_with_closure(&mut self, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64> {
+        let loss = closure()?;
+        self.step()?;
+        Ok(loss)
+    }
+
+    fn add_param_group(&mut self, group: GroupSpec) -> Result<()> {
+        for (i, p) in group.params.iter().enumerate() {
+            if let Some(first) = group.params[..i].iter().position(|q| q.same_as(p)) {
+                return Err(Error::DuplicateParamInGroup { first, second: i });
+            }
+            if self
+                .param_groups
+                .iter()
+                .flat_map(|g| &g.params)
+                .any(|q| q.same_as(p))
+            {
+                return Err(Error::DuplicateParamAcrossGroups);
+            }
+        }
+        let options = merge_options(&self.defaults, &group.options)?;
+        let state = vec![None; group.params.len()];
+        self.param_groups.push(ParamGroup {
+            params: group.params,
+            state,
+            options,
+            extra: Map::new(),
+        });
+        Ok(())
+    }
+
+    fn state_dict(&self) -> StateDict {
+        let mut sd = StateDict::default();
+        let mut index = 0;
+        for group in &self.param_groups {
+            let mut ids = Vec::with_capacity(group.params.len());
+            for state in &group.state {
+                let entries = state
+                    .as_ref()
+                    .map(ParamState::to_entries)
+                    .unwrap_or_default();
+                if !entries.is_empty() {
+                    sd.state.insert(index, entries);
+                }
+                ids.push(Value::from(index));
+                index += 1;
+            }
+            let mut map = group.options_json();
+            map.insert("params".into(), Value::Array(ids));
+            sd.param_groups.push(map);
+        }
+        sd
+    }
+
+    fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
+        let (expected, found) = (self.param_groups.len(), sd.param_groups.len());
+        if expected != found {
+            return Err(Error::GroupCountMismatch { expected, found });
+        }
+        // Saved index -> (group, position), pairing saved and current params in order, as torch does.
+        let mut slot_of = std::collections::BTreeMap::new();
+        let mut options = Vec::with_capacity(found);
+        for (g, (saved, group)) in sd.param_groups.iter().zip(&self.param_groups).enumerate() {
+            let ids = saved_param_ids(saved, g)?;
+            if ids.len() != group.params.len() {
+                return Err(Error::GroupSizeMismatch {
+                    group: g,
+                    expected: group.params.len(),
+                    found: ids.len(),
+                });
+            }
+            for (i, id) in ids.into_iter().enumerate() {
+                if slot_of.insert(id, (g, i)).is_some() {
+                    return Err(Error::state(
+                        format!("param_groups[{g}].params"),
+                        format!("index {id} appears twice"),
+                    ));
+                }
+            }
+            options.push(options_from_saved::<A>(saved, g)?);
+        }
+        let mut states: Vec<Vec<Option<A::State>>> = self
+            .param_groups
+            .iter()
+            .map(|g| vec![None; g.params.len()])
+            .collect();
+        for (&id, entries) in &sd.state {
+            let &(g, i) = slot_of.get(&id).ok_or_else(|| {
+                Error::state(
+                    format!("state[{id}]"),
+                    "no param group lists this parameter index",
+                )
+            })?;
+            let param = self.param_groups[g].params[i].read();
+            let reader = StateEntries::new(id, param.value.shape(), param.value.dtype(), entries);
+            states[g][i] = Some(A::State::from_entries(reader)?);
+        }
+        // Everything checked: commit.
+        for ((group, (opts, extra)), state) in self.param_groups.iter_mut().zip(options).zip(states)
+        {
+            group.options = opts;
+            group.extra = extra;
+            group.state = state;
+        }
+        Ok(())
+    }
+
+    fn num_param_groups(&self) -> usize {
+        self.param_groups.len()
+    }
+
+    fn params(&self) -> Vec<Param> {
+        self.param_groups
+            .iter()
+            .flat_map(|g| g.params.iter().cloned())
+            .collect()
+    }
+
+    fn defaults_json(&self) -> Map<String, Value> {
+        crate::group::options_map(&self.defaults)
+    }
+
+    fn hyperparameter(&self, group: usize, key: &str) -> Option<Value> {
+        self.group(group).ok()?.options_json().remove(key)
+    }
+
+    fn set_hyperparameter(&mut self, group: usize, key: &str, value: Value) -> Result<()> {
+        let current = self.group(group)?.options.clone();
+        let updated = merge_options(&current, &Map::from_iter([(key.to_string(), value)]))?;
+        self.param_groups[group].options = updated;
+        Ok(())
+    }
+
+    fn lr(&self, group: usize) -> Option<f64> {
+        self.param_groups.get(group).map(|g| g.options.lr())
+    }
+
+    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        let groups = self.param_groups.len();
+        let g = self
+            .param_groups
+            .get_mut(group)
+            .ok_or(Error::NoSuchGroup { group, groups })?;
+        g.options.set_lr(lr);
+        Ok(())
+    }
+}
+
+fn saved_param_ids(saved: &Map<String, Value>, group: usize) -> Result<Vec<usize>> {
+    let path = || format!("param_groups[{group}].params");
+    let list = saved
+        .get("params")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            Error::state(
+                path(),
+                "missing or not a list; expected the indices of the group's parameters",
+            )
+        })?;
+    list.iter()
+        .map(|v| {
+            v.as_u64()
+                .and_then(|i| usize::try_from(i).ok())
+                .ok_or_else(|| {
+                    Error::state(
+                        path(),
+                        format!("{v} is not a parameter index (an integer >= 0)"),
+                    )
+                })
+        })
+        .collect()
+}

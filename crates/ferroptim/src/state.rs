@@ -1,0 +1,269 @@
+//! The `state_dict`: torch's checkpoint shape, and the checked reading of it.
+//!
+//! ```text
+//! {"state": {"0": {"step": <tensor>, "exp_avg": <tensor>, ...}, ...},
+//!  "param_groups": [{"lr": 0.001, "betas": [0.9, 0.999], ..., "params": [0, 1]}, ...]}
+//! ```
+//!
+//! Parameters are numbered in group order, as torch numbers them. A
+//! parameter with no state (never stepped) has no entry.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::tensor::{Dtype, Tensor};
+
+/// One value of a parameter's state: a tensor, a number or a list of tensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StateValue {
+    /// An integer (e.g. LBFGS's `func_evals`).
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A tensor (e.g. `exp_avg`, or `step` as torch's 0-d float32 tensor).
+    Tensor(Tensor),
+    /// A list of tensors (e.g. LBFGS's `old_dirs`).
+    TensorList(Vec<Tensor>),
+}
+
+/// The state of one parameter: torch's state keys and their values.
+pub type ParamStateDict = BTreeMap<String, StateValue>;
+
+/// An optimizer's full state, shaped like torch's `optimizer.state_dict()`.
+///
+/// ```
+/// use ferroptim::{optim::{Sgd, SgdConfig}, Optimizer, Param, StateDict, Tensor};
+/// let p = Param::from_vec(vec![1.0f64, 2.0], &[2])?;
+/// let mut opt = Sgd::new([p.clone()], SgdConfig { lr: 0.1, momentum: 0.9, ..Default::default() })?;
+/// p.set_grad(Tensor::from_vec(vec![1.0f64, 1.0], &[2])?)?;
+/// opt.step()?;
+/// let json = opt.state_dict().to_json()?;
+/// assert!(json.contains("momentum_buffer"));
+/// let restored = StateDict::from_json(&json)?;
+/// assert_eq!(restored, opt.state_dict());
+/// # Ok::<(), ferroptim::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateDict {
+    /// Per-parameter state, keyed by the parameter's index in group order.
+    pub state: BTreeMap<usize, ParamStateDict>,
+    /// Each group's hyperparameters, plus `params`: the indices of its parameters.
+    pub param_groups: Vec<Map<String, Value>>,
+}
+
+impl StateDict {
+    /// The state_dict as JSON. Floats are written so that they read back bit for bit.
+    pub fn to_json(&self) -> Result<String> {
+        Ok(serde_json::to_string(self)?)
+    }
+
+    /// Reads a state_dict written by [`StateDict::to_json`] (or by torch's
+    /// layout converted to JSON).
+    pub fn from_json(json: &str) -> Result<Self> {
+        Ok(serde_json::from_str(json)?)
+    }
+}
+
+/// Reads one parameter's saved state, checking every entry against the parameter.
+///
+/// Optimizers implement [`ParamState::from_entries`](crate::ParamState::from_entries)
+/// with it: each accessor takes a key, checks its kind and shape, converts
+/// floating tensors to the parameter's dtype (as torch's `load_state_dict`
+/// does, except for `step`), and [`StateEntries::finish`] rejects keys nobody
+/// asked for. Errors name the parameter and the key.
+pub struct StateEntries<'a> {
+    index: usize,
+    shape: &'a [usize],
+    dtype: Dtype,
+    entries: &'a ParamStateDict,
+    used: BTreeSet<&'a str>,
+}
+
+impl<'a> StateEntries<'a> {
+    /// Entries of parameter `index` (state_dict numbering) whose value has `shape` and `dtype`.
+    pub fn new(
+        index: usize,
+        shape: &'a [usize],
+        dtype: Dtype,
+        entries: &'a ParamStateDict,
+    ) -> Self {
+        StateEntries {
+            index,
+            shape,
+            dtype,
+            entries,
+            used: BTreeSet::new(),
+        }
+    }
+
+    fn path(&self, key: &str) -> String {
+        format!("state[{}].{key}", self.index)
+    }
+
+    fn get(&mut self, key: &str) -> Option<&'a StateValue> {
+        let (k, v) = self.entries.get_key_value(key)?;
+        self.used.insert(k.as_str());
+        Some(v)
+    }
+
+    /// A tensor with the parameter's shape, converted to its dtype; an error if absent.
+    pub fn tensor(&mut self, key: &str) -> Result<Tensor> {
+        self.optional_tensor(key)?.ok_or_else(|| {
+            Error::state(
+                self.path(key),
+                "missing; this optimizer keeps it for every parameter",
+            )
+        })
+    }
+
+    /// Like [`StateEntries::tensor`], but `None` if the key is absent.
+    pub fn optional_tensor(&mut self, key: &str) -> Result<Option<Tensor>> {
+        let Some(value) = self.get(key) else {
+            return Ok(None);
+        };
+        let StateValue::Tensor(t) = value else {
+            return Err(Error::state(
+                self.path(key),
+                format!("expected a tensor, found {}", kind(value)),
+            ));
+        };
+        if t.shape() != self.shape {
+            return Err(Error::ShapeMismatch {
+                what: format!("state_dict {}", self.path(key)),
+                expected: self.shape.to_vec(),
+                found: t.shape().to_vec(),
+            });
+        }
+        Ok(Some(t.to_dtype(self.dtype)))
+    }
+
+    /// A step count: a 0-d tensor (torch's float32 `step`) or a number, which
+    /// must be a finite, non-negative whole number.
+    pub fn step(&mut self, key: &str) -> Result<f64> {
+        let value = self.get(key).ok_or_else(|| {
+            Error::state(
+                self.path(key),
+                "missing; expected the number of steps taken",
+            )
+        })?;
+        let step = match value {
+            StateValue::Int(i) => *i as f64,
+            StateValue::Float(x) => *x,
+            StateValue::Tensor(t) if t.numel() == 1 => t.to_f64_vec()[0],
+            other => {
+                return Err(Error::state(
+                    self.path(key),
+                    format!(
+                        "expected a step count (a number or a one-element tensor), found {}",
+                        kind(other)
+                    ),
+                ))
+            }
+        };
+        if !(step.is_finite() && step >= 0.0 && step.fract() == 0.0) {
+            return Err(Error::state(
+                self.path(key),
+                format!("step count must be a finite whole number >= 0, found {step}"),
+            ));
+        }
+        Ok(step)
+    }
+
+    /// Errors if the saved state holds keys that were not read.
+    pub fn finish(self) -> Result<()> {
+        if let Some(extra) = self
+            .entries
+            .keys()
+            .find(|k| !self.used.contains(k.as_str()))
+        {
+            return Err(Error::state(
+                self.path(extra),
+                "unknown state key for this optimizer",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn kind(value: &StateValue) -> &'static str {
+    match value {
+        StateValue::Int(_) => "an integer",
+        StateValue::Float(_) => "a float",
+        StateValue::Tensor(_) => "a tensor",
+        StateValue::TensorList(_) => "a list of tensors",
+    }
+}
+
+/// torch's `step` as it appears in a state_dict: a 0-d float32 tensor.
+pub(crate) fn step_value(step: f64) -> StateValue {
+    StateValue::Tensor(Tensor::scalar(step as f32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(pairs: &[(&str, StateValue)]) -> ParamStateDict {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn tensors_are_cast_to_the_param_dtype_and_shape_checked() {
+        let e = entries(&[(
+            "m",
+            StateValue::Tensor(Tensor::from_vec(vec![0.5f64, 1.5], &[2]).unwrap()),
+        )]);
+        let mut r = StateEntries::new(3, &[2], Dtype::F32, &e);
+        let t = r.tensor("m").unwrap();
+        assert_eq!(t.as_slice::<f32>().unwrap(), &[0.5, 1.5]);
+        r.finish().unwrap();
+
+        let mut r = StateEntries::new(3, &[3], Dtype::F32, &e);
+        let err = r.tensor("m").unwrap_err().to_string();
+        assert!(err.contains("state[3].m") && err.contains("[3]"), "{err}");
+        let mut r = StateEntries::new(3, &[2], Dtype::F32, &e);
+        assert!(r
+            .tensor("v")
+            .unwrap_err()
+            .to_string()
+            .contains("state[3].v"));
+    }
+
+    #[test]
+    fn steps_must_be_whole_non_negative_numbers() {
+        for (value, ok) in [
+            (StateValue::Tensor(Tensor::scalar(4.0f32)), true),
+            (StateValue::Int(7), true),
+            (StateValue::Float(2.0), true),
+            (StateValue::Float(f64::NAN), false),
+            (StateValue::Float(-1.0), false),
+            (StateValue::Float(1.5), false),
+            (StateValue::TensorList(vec![]), false),
+        ] {
+            let e = entries(&[("step", value.clone())]);
+            let got = StateEntries::new(0, &[], Dtype::F64, &e).step("step");
+            assert_eq!(got.is_ok(), ok, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = entries(&[("exp_avg", StateValue::Int(1))]);
+        let err = StateEntries::new(2, &[], Dtype::F64, &e)
+            .finish()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("state[2].exp_avg") && err.contains("unknown"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,458 @@
+//! Dense tensors with a runtime dtype: the storage behind a [`Param`](crate::Param),
+//! its gradient and the optimizer state.
+//!
+//! The dtype is checked once per tensor, never per element: kernels receive
+//! plain `&mut [f32]` / `&mut [f64]` slices through the [`Element`] trait.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The element type of a tensor, named as torch names it in a state_dict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Dtype {
+    /// `torch.float32`
+    #[serde(rename = "float32")]
+    F32,
+    /// `torch.float64`
+    #[serde(rename = "float64")]
+    F64,
+}
+
+impl fmt::Display for Dtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Dtype::F32 => "float32",
+            Dtype::F64 => "float64",
+        })
+    }
+}
+
+/// The values of a tensor, one variant per dtype.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorData {
+    /// `float32` values.
+    F32(Vec<f32>),
+    /// `float64` values.
+    F64(Vec<f64>),
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// A floating point element type that tensors can hold (`f32`, `f64`).
+///
+/// Kernels are generic over it; the scalar operations are the ones torch's
+/// CPU kernels use, so results agree to the bit where the order agrees.
+pub trait Element:
+    sealed::Sealed
+    + Copy
+    + Default
+    + PartialOrd
+    + fmt::Debug
+    + Send
+    + Sync
+    + 'static
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+{
+    /// The runtime dtype of this type.
+    const DTYPE: Dtype;
+    /// Zero.
+    const ZERO: Self;
+    /// One.
+    const ONE: Self;
+    /// Rounds an `f64` (a Python float) to this type, as torch does with scalars.
+    fn from_f64(x: f64) -> Self;
+    /// Widens to `f64` (exact).
+    fn to_f64(self) -> f64;
+    /// `self * a + b` with one rounding (torch's `fmadd`).
+    fn mul_add(self, a: Self, b: Self) -> Self;
+    /// Square root.
+    fn sqrt(self) -> Self;
+    /// Absolute value.
+    fn abs(self) -> Self;
+    /// Whether the value is NaN.
+    fn is_nan(self) -> bool;
+    /// The slice inside `data`, if it holds this type.
+    fn slice(data: &TensorData) -> Option<&[Self]>;
+    /// The mutable slice inside `data`, if it holds this type.
+    fn slice_mut(data: &mut TensorData) -> Option<&mut [Self]>;
+    /// Wraps a vector as tensor data.
+    fn into_data(values: Vec<Self>) -> TensorData;
+
+    /// `torch.maximum`: the larger value, NaN if either is NaN.
+    #[inline]
+    fn nan_max(self, other: Self) -> Self {
+        if self.is_nan() || other.is_nan() {
+            if self.is_nan() {
+                self
+            } else {
+                other
+            }
+        } else if self > other {
+            self
+        } else {
+            other
+        }
+    }
+}
+
+macro_rules! impl_element {
+    ($t:ty, $dtype:ident) => {
+        impl Element for $t {
+            const DTYPE: Dtype = Dtype::$dtype;
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            #[inline]
+            fn from_f64(x: f64) -> Self {
+                x as $t
+            }
+            #[inline]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
+            }
+            #[inline]
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            #[inline]
+            fn abs(self) -> Self {
+                <$t>::abs(self)
+            }
+            #[inline]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+            #[inline]
+            fn slice(data: &TensorData) -> Option<&[Self]> {
+                match data {
+                    TensorData::$dtype(v) => Some(v),
+                    _ => None,
+                }
+            }
+            #[inline]
+            fn slice_mut(data: &mut TensorData) -> Option<&mut [Self]> {
+                match data {
+                    TensorData::$dtype(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn into_data(values: Vec<Self>) -> TensorData {
+                TensorData::$dtype(values)
+            }
+        }
+    };
+}
+
+impl_element!(f32, F32);
+impl_element!(f64, F64);
+
+/// A dense, contiguous tensor: a shape and row-major values of one dtype.
+///
+/// ```
+/// use ferroptim::{Dtype, Tensor};
+/// let t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2])?;
+/// assert_eq!((t.shape(), t.dtype(), t.numel()), (&[2, 2][..], Dtype::F32, 4));
+/// assert_eq!(t.as_slice::<f32>()?, &[1.0, 2.0, 3.0, 4.0]);
+/// # Ok::<(), ferroptim::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "TensorRepr", into = "TensorRepr")]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: TensorData,
+}
+
+impl Tensor {
+    /// A tensor of `shape` holding `values` in row-major order.
+    pub fn from_vec<T: Element>(values: Vec<T>, shape: &[usize]) -> Result<Self> {
+        Self::new(T::into_data(values), shape)
+    }
+
+    /// A tensor from raw data; errors if the data does not fill the shape.
+    pub fn new(data: TensorData, shape: &[usize]) -> Result<Self> {
+        let expected = numel(shape);
+        let actual = match &data {
+            TensorData::F32(v) => v.len(),
+            TensorData::F64(v) => v.len(),
+        };
+        if expected != actual {
+            return Err(Error::ShapeDataMismatch {
+                shape: shape.to_vec(),
+                expected,
+                actual,
+            });
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// A 0-d tensor holding `value` (torch's `torch.tensor(value)`).
+    pub fn scalar<T: Element>(value: T) -> Self {
+        Tensor {
+            shape: Vec::new(),
+            data: T::into_data(vec![value]),
+        }
+    }
+
+    /// Zeros of the given dtype and shape.
+    pub fn zeros(dtype: Dtype, shape: &[usize]) -> Self {
+        let n = numel(shape);
+        let data = match dtype {
+            Dtype::F32 => TensorData::F32(vec![0.0; n]),
+            Dtype::F64 => TensorData::F64(vec![0.0; n]),
+        };
+        Tensor {
+            shape: shape.to_vec(),
+            data,
+        }
+    }
+
+    /// Zeros with this tensor's dtype and shape (`torch.zeros_like`).
+    #[must_use]
+    pub fn zeros_like(&self) -> Self {
+        Self::zeros(self.dtype(), &self.shape)
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The dtype.
+    pub fn dtype(&self) -> Dtype {
+        match self.data {
+            TensorData::F32(_) => Dtype::F32,
+            TensorData::F64(_) => Dtype::F64,
+        }
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    /// The raw data.
+    pub fn data(&self) -> &TensorData {
+        &self.data
+    }
+
+    /// The raw data, mutably (the shape stays fixed).
+    pub fn data_mut(&mut self) -> &mut TensorData {
+        &mut self.data
+    }
+
+    /// The shape and the mutable data at once (the shape stays fixed).
+    pub fn parts_mut(&mut self) -> (&[usize], &mut TensorData) {
+        (&self.shape, &mut self.data)
+    }
+
+    /// The values as a slice of `T`; errors if the dtype is not `T`'s.
+    pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
+        let found = self.dtype();
+        T::slice(&self.data).ok_or_else(|| dtype_error(found, T::DTYPE))
+    }
+
+    /// The values as a mutable slice of `T`; errors if the dtype is not `T`'s.
+    pub fn as_slice_mut<T: Element>(&mut self) -> Result<&mut [T]> {
+        let found = self.dtype();
+        T::slice_mut(&mut self.data).ok_or_else(|| dtype_error(found, T::DTYPE))
+    }
+
+    /// Every value widened to `f64`.
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        match &self.data {
+            TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            TensorData::F64(v) => v.clone(),
+        }
+    }
+
+    /// This tensor converted to `dtype` (`tensor.to(dtype)`, rounding to nearest).
+    #[must_use]
+    pub fn to_dtype(&self, dtype: Dtype) -> Tensor {
+        let data = match (&self.data, dtype) {
+            (TensorData::F32(v), Dtype::F64) => {
+                TensorData::F64(v.iter().map(|&x| f64::from(x)).collect())
+            }
+            (TensorData::F64(v), Dtype::F32) => {
+                TensorData::F32(v.iter().map(|&x| x as f32).collect())
+            }
+            (data, _) => data.clone(),
+        };
+        Tensor {
+            shape: self.shape.clone(),
+            data,
+        }
+    }
+}
+
+fn dtype_error(found: Dtype, expected: Dtype) -> Error {
+    Error::DtypeMismatch {
+        what: "tensor".into(),
+        expected,
+        found,
+    }
+}
+
+/// The number of elements of a shape (1 for a 0-d shape).
+pub(crate) fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// How a tensor is written in JSON: `{"dtype": "float32", "shape": [2], "data": [1.5, "nan"]}`.
+/// Values are exact doubles; non-finite values are the strings `"nan"`, `"inf"`, `"-inf"`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TensorRepr {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<JsonFloat>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum JsonFloat {
+    Finite(f64),
+    NonFinite(String),
+}
+
+impl JsonFloat {
+    fn from_f64(x: f64) -> Self {
+        if x.is_finite() {
+            JsonFloat::Finite(x)
+        } else if x.is_nan() {
+            JsonFloat::NonFinite("nan".into())
+        } else if x > 0.0 {
+            JsonFloat::NonFinite("inf".into())
+        } else {
+            JsonFloat::NonFinite("-inf".into())
+        }
+    }
+
+    fn to_f64(&self) -> Result<f64, String> {
+        match self {
+            JsonFloat::Finite(x) => Ok(*x),
+            JsonFloat::NonFinite(s) => match s.as_str() {
+                "nan" => Ok(f64::NAN),
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                other => Err(format!(
+                    "tensor value {other:?} is not a number, \"nan\", \"inf\" or \"-inf\""
+                )),
+            },
+        }
+    }
+}
+
+impl From<Tensor> for TensorRepr {
+    fn from(t: Tensor) -> Self {
+        let dtype = t.dtype();
+        let data = t
+            .to_f64_vec()
+            .into_iter()
+            .map(JsonFloat::from_f64)
+            .collect();
+        TensorRepr {
+            dtype,
+            shape: t.shape,
+            data,
+        }
+    }
+}
+
+impl TryFrom<TensorRepr> for Tensor {
+    type Error = String;
+
+    fn try_from(r: TensorRepr) -> Result<Self, String> {
+        let values = r
+            .data
+            .iter()
+            .map(JsonFloat::to_f64)
+            .collect::<Result<Vec<f64>, String>>()?;
+        let data = match r.dtype {
+            Dtype::F64 => TensorData::F64(values),
+            Dtype::F32 => TensorData::F32(values.into_iter().map(|x| x as f32).collect()),
+        };
+        Tensor::new(data, &r.shape).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_is_exact_and_keeps_non_finite_values() {
+        let values = vec![
+            0.1f32,
+            -3.5e-30,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+        ];
+        let t = Tensor::from_vec(values.clone(), &[2, 3]).unwrap();
+        let back: Tensor = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        let got = back.as_slice::<f32>().unwrap();
+        for (a, b) in values.iter().zip(got) {
+            assert_eq!(a.to_bits(), b.to_bits());
+        }
+        let d = Tensor::from_vec(vec![0.1f64, 1.0 / 3.0, 2.0f64.powi(-1070)], &[3]).unwrap();
+        let back: Tensor = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
+    }
+
+    #[test]
+    fn json_rejects_data_that_does_not_fill_the_shape() {
+        let err =
+            serde_json::from_str::<Tensor>(r#"{"dtype":"float32","shape":[2,2],"data":[1.0]}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("holds 4 elements, but 1 values"), "{err}");
+        let err = serde_json::from_str::<Tensor>(r#"{"dtype":"float32","shape":[1],"data":["x"]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a number"), "{err}");
+    }
+
+    #[test]
+    fn shapes_and_dtypes_are_checked() {
+        assert!(matches!(
+            Tensor::from_vec(vec![1.0f64; 5], &[2, 3]),
+            Err(Error::ShapeDataMismatch {
+                expected: 6,
+                actual: 5,
+                ..
+            })
+        ));
+        let t = Tensor::scalar(2.0f64);
+        assert_eq!(t.numel(), 1);
+        assert!(matches!(
+            t.as_slice::<f32>(),
+            Err(Error::DtypeMismatch { .. })
+        ));
+        assert_eq!(Tensor::zeros(Dtype::F32, &[0, 3]).numel(), 0);
+    }
+
+    #[test]
+    fn nan_max_propagates_nan_like_torch_maximum() {
+        assert!(f32::NAN.nan_max(1.0).is_nan());
+        assert!(1.0f64.nan_max(f64::NAN).is_nan());
+        assert_eq!(2.0f32.nan_max(3.0), 3.0);
+    }
+}

@@ -1,0 +1,246 @@
+//! Reading the fixtures that tools/torch_reference/generate.py wrote with torch,
+//! and comparing ferroptim's numbers with them.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ferroptim::{optim, GroupSpec, Optimizer, Param, StateDict, StateValue, Tensor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+#[derive(Deserialize)]
+pub struct Fixture {
+    pub torch_version: String,
+    pub optimizer: String,
+    pub cases: Vec<Case>,
+    pub errors: Vec<ErrorCase>,
+}
+
+#[derive(Deserialize)]
+pub struct Case {
+    pub desc: String,
+    pub dtype: String,
+    pub kwargs: Value,
+    pub groups: Vec<Map<String, Value>>,
+    pub initial_params: Vec<Tensor>,
+    pub steps: Vec<Step>,
+    pub mid_step: usize,
+    pub state_dict_mid: StateDict,
+    pub state_dict_final: StateDict,
+}
+
+#[derive(Deserialize)]
+pub struct Step {
+    pub grads: Vec<Option<Tensor>>,
+    pub params: Vec<Tensor>,
+    pub state: BTreeMap<usize, BTreeMap<String, StateValue>>,
+}
+
+#[derive(Deserialize)]
+pub struct ErrorCase {
+    pub desc: String,
+    pub params: String,
+    pub kwargs: Value,
+    pub error_type: String,
+    pub error_regex: Option<String>,
+    pub torch_message: String,
+}
+
+pub fn load(name: &str) -> Fixture {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let fixture: Fixture =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(fixture.optimizer, name);
+    assert!(
+        fixture.torch_version.starts_with("2.15"),
+        "fixtures must come from torch 2.15"
+    );
+    fixture
+}
+
+impl Case {
+    /// Fresh parameters holding `values`, and an optimizer built by name from
+    /// the case's torch kwargs, with the case's param groups.
+    pub fn build(&self, optimizer: &str, values: &[Tensor]) -> (Box<dyn Optimizer>, Vec<Param>) {
+        let params: Vec<Param> = values.iter().map(|t| Param::new(t.clone())).collect();
+        let groups: Vec<GroupSpec> = self
+            .groups
+            .iter()
+            .map(|g| {
+                let ids = g["params"].as_array().expect("params list");
+                let mut spec = GroupSpec::new(
+                    ids.iter()
+                        .map(|i| params[i.as_u64().unwrap() as usize].clone()),
+                );
+                for (k, v) in g.iter().filter(|(k, _)| *k != "params") {
+                    spec = spec.set(k, v.clone());
+                }
+                spec
+            })
+            .collect();
+        let opt = optim::build(optimizer, &self.kwargs.to_string(), groups)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.desc));
+        (opt, params)
+    }
+
+    /// Feeds step `i`'s recorded gradients and steps.
+    pub fn step(&self, i: usize, opt: &mut dyn Optimizer, params: &[Param]) {
+        for (p, g) in params.iter().zip(&self.steps[i].grads) {
+            match g {
+                Some(g) => p.set_grad(g.clone()).unwrap(),
+                None => p.clear_grad(),
+            }
+        }
+        opt.step()
+            .unwrap_or_else(|e| panic!("{} step {i}: {e}", self.desc));
+    }
+}
+
+/// How closely two sets of tensors agree.
+///
+/// `max_rel` is the largest element-wise relative error; it is large where a
+/// value crosses zero and one ulp of its inputs is most of what is left.
+/// `max_norm_rel` is the largest per-tensor `max|a − b| / max|b|`, the
+/// tolerance the tests assert.
+#[derive(Clone, Debug, Default)]
+pub struct Agreement {
+    pub max_rel: f64,
+    pub max_norm_rel: f64,
+    pub values: usize,
+    pub exact: usize,
+    /// Where the largest error was first seen, with both values.
+    pub worst: String,
+}
+
+impl Agreement {
+    pub fn merge(&mut self, other: Agreement) {
+        if other.max_rel > self.max_rel {
+            self.max_rel = other.max_rel;
+            self.worst = other.worst;
+        }
+        self.max_norm_rel = self.max_norm_rel.max(other.max_norm_rel);
+        self.values += other.values;
+        self.exact += other.exact;
+    }
+}
+
+/// Relative error of `got` against `want`: 0 when identical (NaN matching NaN),
+/// infinite when one is NaN or an infinity and the other not.
+pub fn rel_err(got: f64, want: f64) -> f64 {
+    if got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()) || got == want {
+        return 0.0;
+    }
+    if !got.is_finite() || !want.is_finite() {
+        return f64::INFINITY;
+    }
+    (got - want).abs() / got.abs().max(want.abs())
+}
+
+pub fn compare_tensor(what: &str, got: &Tensor, want: &Tensor) -> Agreement {
+    assert_eq!(got.dtype(), want.dtype(), "{what}: dtype");
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    let mut a = Agreement::default();
+    let (got, want) = (got.to_f64_vec(), want.to_f64_vec());
+    let scale = want.iter().fold(0.0f64, |m, y| m.max(y.abs()));
+    let max_diff = got.iter().zip(&want).fold(0.0f64, |m, (x, y)| {
+        if rel_err(*x, *y) == 0.0 {
+            m
+        } else {
+            m.max((x - y).abs())
+        }
+    });
+    a.max_norm_rel = if max_diff == 0.0 {
+        0.0
+    } else {
+        max_diff / scale
+    };
+    for (i, (x, y)) in got.into_iter().zip(want).enumerate() {
+        let e = rel_err(x, y);
+        if e > a.max_rel {
+            a.max_rel = e;
+            a.worst = format!("{what} element {i}: ours {x:e}, torch {y:e}");
+        }
+        a.values += 1;
+        a.exact += usize::from(e == 0.0);
+    }
+    a
+}
+
+pub fn compare_value(what: &str, got: &StateValue, want: &StateValue) -> Agreement {
+    match (got, want) {
+        (StateValue::Tensor(g), StateValue::Tensor(w)) => compare_tensor(what, g, w),
+        (StateValue::TensorList(g), StateValue::TensorList(w)) => {
+            assert_eq!(g.len(), w.len(), "{what}: list length");
+            let mut a = Agreement::default();
+            for (i, (g, w)) in g.iter().zip(w).enumerate() {
+                a.merge(compare_tensor(&format!("{what}[{i}]"), g, w));
+            }
+            a
+        }
+        (g, w) => {
+            assert_eq!(g, w, "{what}");
+            Agreement {
+                values: 1,
+                exact: 1,
+                ..Default::default()
+            }
+        }
+    }
+}
+
+pub fn compare_state(
+    what: &str,
+    got: &BTreeMap<usize, BTreeMap<String, StateValue>>,
+    want: &BTreeMap<usize, BTreeMap<String, StateValue>>,
+) -> Agreement {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{what}: params with state"
+    );
+    let mut a = Agreement::default();
+    for ((i, g), w) in got.iter().zip(want.values()) {
+        assert_eq!(
+            g.keys().collect::<Vec<_>>(),
+            w.keys().collect::<Vec<_>>(),
+            "{what}: state keys of {i}"
+        );
+        for (key, value) in g {
+            a.merge(compare_value(
+                &format!("{what} state[{i}].{key}"),
+                value,
+                &w[key],
+            ));
+        }
+    }
+    a
+}
+
+/// JSON values equal, numbers compared as f64 (torch writes `0`, serde `0.0`).
+pub fn json_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_equal(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// The tolerance the issue sets for a dtype.
+pub fn tolerance(dtype: &str) -> f64 {
+    match dtype {
+        "float64" => 1e-12,
+        "float32" => 1e-6,
+        other => panic!("unknown dtype {other}"),
+    }
+}
