@@ -1,0 +1,100 @@
+//! torch's own invalid inputs (`optim_error_inputs_func_<name>`, plus the extra
+//! ones in tools/torch_reference) must fail here too, with the matching typed
+//! error and torch's message.
+
+mod common;
+
+use ferroptim::{optim, Error, GroupSpec, IntoParamGroups, Param};
+use regex::Regex;
+
+fn params_for(kind: &str) -> Vec<GroupSpec> {
+    let p = Param::zeros::<f32>(&[1, 1]);
+    match kind {
+        "single" => vec![p].into_param_groups(),
+        "duplicate_in_group" => vec![p.clone(), p].into_param_groups(),
+        "duplicate_across_groups" => vec![GroupSpec::new([p.clone()]), GroupSpec::new([p])],
+        "empty" => Vec::<Param>::new().into_param_groups(),
+        other => panic!("fixture names an unknown params kind {other:?}"),
+    }
+}
+
+fn check(name: &str) -> usize {
+    let fixture = common::load(name);
+    assert!(!fixture.errors.is_empty());
+    for case in &fixture.errors {
+        let result = optim::build(name, &case.kwargs.to_string(), params_for(&case.params));
+        let err = match result {
+            Ok(opt) => panic!("{name}: {:?} was accepted ({})", case.desc, opt.name()),
+            Err(e) => e,
+        };
+        let kind_ok = match case.params.as_str() {
+            "single" => matches!(err, Error::InvalidHyperparameter { .. }),
+            "duplicate_in_group" => matches!(
+                err,
+                Error::DuplicateParamInGroup {
+                    first: 0,
+                    second: 1
+                }
+            ),
+            "duplicate_across_groups" => matches!(err, Error::DuplicateParamAcrossGroups),
+            "empty" => matches!(err, Error::EmptyParamList),
+            _ => false,
+        };
+        assert!(
+            kind_ok,
+            "{name}: {:?} gave the wrong kind of error: {err:?}",
+            case.desc
+        );
+        let message = err.to_string();
+        match &case.error_regex {
+            Some(re) => assert!(
+                Regex::new(re).unwrap().is_match(&message),
+                "{name}: {:?}: {message:?} does not match torch's {re:?}",
+                case.desc
+            ),
+            None => assert_eq!(message, case.torch_message, "{name}: {:?}", case.desc),
+        }
+    }
+    fixture.errors.len()
+}
+
+#[test]
+fn sgd_rejects_what_torch_rejects() {
+    assert!(check("sgd") >= 7);
+}
+
+#[test]
+fn adam_rejects_what_torch_rejects() {
+    assert!(check("adam") >= 8);
+}
+
+#[test]
+fn build_rejects_unknown_names_and_fields() {
+    let p = || [Param::zeros::<f64>(&[2])];
+    assert!(matches!(
+        optim::build("adamw2", "{}", p()),
+        Err(Error::UnknownOptimizer { .. })
+    ));
+    let err = optim::build("sgd", r#"{"lr": 0.1, "momentun": 0.9}"#, p())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidConfig {
+                optimizer: "SGD",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("momentun"), "{err}");
+    let err = optim::build("adam", r#"{"betas": 0.9}"#, p())
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+    assert!(
+        optim::build("SGD", "", p()).is_ok(),
+        "names are case-insensitive, an empty config means defaults"
+    );
+}

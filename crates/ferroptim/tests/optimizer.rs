@@ -1,0 +1,237 @@
+//! The behaviour of the shared optimizer machinery, as torch's `Optimizer` behaves.
+
+use ferroptim::optim::{Adam, AdamConfig, Sgd, SgdConfig};
+use ferroptim::{Error, Grad, GroupSpec, Optimizer, Param, SparseGrad, Tensor};
+use serde_json::json;
+
+fn grad(p: &Param, value: f64) {
+    let t = Tensor::from_vec(vec![value; p.numel()], &p.shape()).unwrap();
+    p.set_grad(t.to_dtype(p.dtype())).unwrap();
+}
+
+#[test]
+fn add_param_group_falls_back_to_defaults_and_rejects_what_torch_rejects() {
+    let (a, b, c) = (
+        Param::zeros::<f64>(&[2]),
+        Param::zeros::<f64>(&[3]),
+        Param::zeros::<f64>(&[1]),
+    );
+    let mut opt = Adam::new(
+        [a.clone()],
+        AdamConfig {
+            lr: 0.01,
+            betas: (0.8, 0.9),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    opt.add_param_group(
+        GroupSpec::new([b.clone()])
+            .set("lr", 0.5)
+            .set("amsgrad", true),
+    )
+    .unwrap();
+    let g = &opt.param_groups()[1].options;
+    assert_eq!((g.lr, g.betas, g.amsgrad), (0.5, (0.8, 0.9), true));
+    assert_eq!(opt.num_param_groups(), 2);
+
+    assert!(matches!(
+        opt.add_param_group(GroupSpec::new([a.clone()])),
+        Err(Error::DuplicateParamAcrossGroups)
+    ));
+    let err = opt
+        .add_param_group(GroupSpec::new([c.clone()]).set("lr", -1.0))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidHyperparameter { name: "lr", .. }),
+        "{err:?}"
+    );
+    let err = opt
+        .add_param_group(GroupSpec::new([c.clone()]).set("momentum", 0.9))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownHyperparameter { key, .. } if key == "momentum"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("betas"),
+        "the message lists the valid keys: {err}"
+    );
+    let err = opt
+        .add_param_group(GroupSpec::new([c.clone(), c.clone()]))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::DuplicateParamInGroup {
+            first: 0,
+            second: 1
+        }
+    ));
+    assert_eq!(opt.num_param_groups(), 2, "failed additions add nothing");
+    assert_eq!(opt.params().len(), 2);
+}
+
+#[test]
+fn zero_grad_sets_to_none_by_default_or_zeros_in_place() {
+    let p = Param::from_vec(vec![1.0f32, 2.0], &[2]).unwrap();
+    let mut opt = Sgd::new([p.clone()], SgdConfig::default()).unwrap();
+    grad(&p, 3.0);
+    opt.zero_grad_with(false);
+    assert_eq!(
+        p.grad(),
+        Some(Grad::Dense(
+            Tensor::from_vec(vec![0.0f32, 0.0], &[2]).unwrap()
+        ))
+    );
+    opt.zero_grad();
+    assert_eq!(p.grad(), None);
+}
+
+#[test]
+fn params_without_gradients_are_skipped_and_get_state_lazily() {
+    let (a, b) = (
+        Param::from_vec(vec![1.0f64], &[1]).unwrap(),
+        Param::from_vec(vec![5.0f64], &[1]).unwrap(),
+    );
+    let mut opt = Adam::new(
+        [a.clone(), b.clone()],
+        AdamConfig {
+            lr: 0.1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(opt.state(&a).is_none());
+    grad(&a, 1.0);
+    opt.step().unwrap();
+    assert_eq!(opt.state(&a).unwrap().step, 1.0);
+    assert!(opt.state(&b).is_none(), "no gradient, no state (as torch)");
+    assert_eq!(b.to_vec::<f64>().unwrap(), vec![5.0]);
+    assert_eq!(
+        opt.state_dict().state.keys().copied().collect::<Vec<_>>(),
+        vec![0]
+    );
+}
+
+#[test]
+fn an_unusable_gradient_stops_the_step_before_anything_changes() {
+    let a = Param::from_vec(vec![1.0f32, 2.0], &[2]).unwrap();
+    let emb = Param::from_vec(vec![1.0f32; 6], &[3, 2]).unwrap();
+    let mut opt = Adam::new([a.clone(), emb.clone()], AdamConfig::default()).unwrap();
+    grad(&a, 1.0);
+    let rows = Tensor::from_vec(vec![1.0f32; 2], &[1, 2]).unwrap();
+    emb.set_sparse_grad(SparseGrad::new(vec![2], rows).unwrap())
+        .unwrap();
+    let err = opt.step().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::SparseGradUnsupported {
+                optimizer: "Adam",
+                param: 1
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        a.to_vec::<f32>().unwrap(),
+        vec![1.0, 2.0],
+        "parameter 0 must not have moved"
+    );
+    assert!(opt.state(&a).is_none());
+}
+
+#[test]
+fn step_with_closure_evaluates_once_then_steps() {
+    let w = Param::from_vec(vec![2.0f64], &[1]).unwrap();
+    let mut opt = Sgd::new(
+        [w.clone()],
+        SgdConfig {
+            lr: 0.25,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut calls = 0;
+    let loss = opt
+        .step_with_closure(&mut || {
+            calls += 1;
+            let x = w.to_vec::<f64>()?[0];
+            grad(&w, 2.0 * x);
+            Ok(x * x)
+        })
+        .unwrap();
+    assert_eq!((loss, calls), (4.0, 1));
+    assert_eq!(w.to_vec::<f64>().unwrap(), vec![1.0]);
+
+    let err = opt
+        .step_with_closure(&mut || Err(Error::closure(std::io::Error::other("no data"))))
+        .unwrap_err();
+    assert!(matches!(err, Error::Closure(_)));
+    assert_eq!(
+        w.to_vec::<f64>().unwrap(),
+        vec![1.0],
+        "a failed closure means no step"
+    );
+}
+
+#[test]
+fn hyperparameters_can_be_read_and_changed_between_steps() {
+    let w = Param::from_vec(vec![0.0f64], &[1]).unwrap();
+    let mut opt: Box<dyn Optimizer> = Box::new(
+        Sgd::new(
+            [w.clone()],
+            SgdConfig {
+                lr: 1.0,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    grad(&w, 1.0);
+    opt.step().unwrap();
+    opt.set_lr(0, 0.5).unwrap();
+    opt.step().unwrap();
+    assert_eq!(w.to_vec::<f64>().unwrap(), vec![-1.5]);
+    assert_eq!(opt.lr(0), Some(0.5));
+    assert_eq!(opt.lr(1), None);
+    assert!(matches!(
+        opt.set_lr(3, 0.1),
+        Err(Error::NoSuchGroup {
+            group: 3,
+            groups: 1
+        })
+    ));
+
+    opt.set_hyperparameter(0, "momentum", json!(0.9)).unwrap();
+    assert_eq!(opt.hyperparameter(0, "momentum"), Some(json!(0.9)));
+    let err = opt
+        .set_hyperparameter(0, "momentum", json!(-0.9))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::InvalidHyperparameter {
+            name: "momentum",
+            ..
+        }
+    ));
+    assert_eq!(
+        opt.hyperparameter(0, "momentum"),
+        Some(json!(0.9)),
+        "a rejected value is not applied"
+    );
+    assert_eq!(opt.defaults_json()["lr"], json!(1.0));
+    assert_eq!(opt.name(), "SGD");
+}
+
+#[test]
+fn an_empty_parameter_list_is_an_error() {
+    assert!(matches!(
+        Adam::new(Vec::<Param>::new(), AdamConfig::default()),
+        Err(Error::EmptyParamList)
+    ));
+    assert!(
+        Sgd::new([GroupSpec::new([])], SgdConfig::default()).is_ok(),
+        "an empty group is allowed, as in torch"
+    );
+}
