@@ -30,6 +30,8 @@
 //! [`optim`] (one module per algorithm), [`Optim`] (the stateful optimizer,
 //! written once for all algorithms).
 
+#![warn(missing_docs)]
+
 mod error;
 mod group;
 pub mod kernels;
@@ -45,3 +47,8 @@ pub use optimizer::{Algorithm, Optim, Optimizer, ParamState};
 pub use param::{Grad, Param, SparseGrad};
 pub use state::{ParamStateDict, StateDict, StateEntries, StateValue};
 pub use tensor::{Dtype, Element, Tensor, TensorData};
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
