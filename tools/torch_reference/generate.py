@@ -72,6 +72,25 @@ EXTRA_INPUTS = {
     ],
 }
 
+EXTRA_INPUTS.update({
+    "adamax": [
+        ({"lr": 0.01, "betas": (0.8, 0.95), "eps": 1e-6, "weight_decay": 0.05, "maximize": True},
+         "extra: every argument"),
+    ],
+    "adadelta": [
+        ({"lr": 0.5, "rho": 0.8, "eps": 1e-5, "weight_decay": 0.05, "maximize": True},
+         "extra: every argument"),
+    ],
+    "adagrad": [
+        ({"lr": 0.05, "lr_decay": 0.1, "weight_decay": 0.05, "initial_accumulator_value": 0.2,
+          "eps": 1e-8, "maximize": True}, "extra: every argument"),
+    ],
+    "rmsprop": [
+        ({"lr": 0.005, "alpha": 0.9, "eps": 1e-6, "weight_decay": 0.05, "momentum": 0.5, "centered": True,
+          "maximize": True}, "extra: every argument"),
+    ],
+})
+
 # Invalid inputs beyond torch's own error lists (the issue asks for these too).
 EXTRA_ERRORS = {
     "sgd": [
@@ -89,9 +108,25 @@ EXTRA_ERRORS = {
     ],
 }
 
+EXTRA_ERRORS.update({
+    "adamax": [({"lr": -0.1}, "extra: negative lr"), ({"betas": (0.9, 1.0)}, "extra: beta2 equal to 1"),
+               ({"eps": -1.0}, "extra: negative eps"), ({"weight_decay": -0.1}, "extra: negative weight_decay")],
+    "adadelta": [({"lr": -0.1}, "extra: negative lr"), ({"rho": 1.5}, "extra: rho above 1"),
+                 ({"eps": -1.0}, "extra: negative eps"), ({"weight_decay": -0.1}, "extra: negative weight_decay")],
+    "adagrad": [({"lr": -0.1}, "extra: negative lr"), ({"lr_decay": -0.1}, "extra: negative lr_decay"),
+                ({"initial_accumulator_value": -1.0}, "extra: negative initial_accumulator_value"),
+                ({"eps": -1.0}, "extra: negative eps")],
+    "rmsprop": [({"lr": -0.1}, "extra: negative lr"), ({"alpha": -0.5}, "extra: negative alpha"),
+                ({"momentum": -0.5}, "extra: negative momentum"), ({"eps": -1.0}, "extra: negative eps")],
+})
+
 OPTIMIZERS = {
     "sgd": (torch.optim.SGD, co.optim_inputs_func_sgd, co.optim_error_inputs_func_sgd),
     "adam": (torch.optim.Adam, co.optim_inputs_func_adam, co.optim_error_inputs_func_adam),
+    "adamax": (torch.optim.Adamax, co.optim_inputs_func_adamax, co.optim_error_inputs_func_adamax),
+    "adadelta": (torch.optim.Adadelta, co.optim_inputs_func_adadelta, co.optim_error_inputs_func_adadelta),
+    "adagrad": (torch.optim.Adagrad, co.optim_inputs_func_adagrad, co.optim_error_inputs_func_adagrad),
+    "rmsprop": (torch.optim.RMSprop, co.optim_inputs_func_rmsprop, co.optim_error_inputs_func_rmsprop),
 }
 
 

@@ -41,6 +41,17 @@ pub fn lerp<T: Element>(start: T, end: T, weight: T) -> T {
     }
 }
 
+/// The gradient every algorithm starts from: `±g + λ·θ` (torch's
+/// `grad = -grad if maximize`, then `grad.add(param, alpha=weight_decay)`).
+#[inline]
+pub fn signed_decayed<T: Element>(g: T, p: T, maximize: bool, weight_decay: Option<T>) -> T {
+    let g = if maximize { -g } else { g };
+    match weight_decay {
+        Some(wd) => p.mul_add(wd, g),
+        None => g,
+    }
+}
+
 /// The scalars of one SGD step, rounded to the parameter's dtype.
 #[derive(Clone, Copy, Debug)]
 pub struct SgdScalars<T> {
@@ -58,22 +69,11 @@ pub struct SgdScalars<T> {
     pub maximize: bool,
 }
 
-impl<T: Element> SgdScalars<T> {
-    #[inline]
-    fn grad(&self, g: T, p: T) -> T {
-        let g = if self.maximize { -g } else { g };
-        match self.weight_decay {
-            Some(wd) => p.mul_add(wd, g),
-            None => g,
-        }
-    }
-}
-
 /// SGD without momentum: `p ← p − lr·(±g + λ·p)`.
 pub fn sgd<T: Element>(param: &mut [T], grad: &[T], h: &SgdScalars<T>) -> Result<()> {
     check_len("sgd", "grad", param.len(), grad.len())?;
     for (p, &g) in param.iter_mut().zip(grad) {
-        let d = h.grad(g, *p);
+        let d = signed_decayed(g, *p, h.maximize, h.weight_decay);
         *p = d.mul_add(h.neg_lr, *p);
     }
     Ok(())
@@ -91,7 +91,7 @@ pub fn sgd_momentum<T: Element>(
     check_len("sgd_momentum", "grad", param.len(), grad.len())?;
     check_len("sgd_momentum", "momentum_buffer", param.len(), buf.len())?;
     for ((p, &g), b) in param.iter_mut().zip(grad).zip(buf.iter_mut()) {
-        let d = h.grad(g, *p);
+        let d = signed_decayed(g, *p, h.maximize, h.weight_decay);
         *b = if first {
             d
         } else {
@@ -149,14 +149,11 @@ pub fn adam<T: Element>(
         check_len("adam", "max_exp_avg_sq", n, max.len())?;
     }
     for i in 0..n {
-        let mut p = param[i];
-        let mut g = if h.maximize { -grad[i] } else { grad[i] };
-        if let Some(decay) = h.decay {
-            p = p * decay;
-        }
-        if let Some(wd) = h.weight_decay {
-            g = p.mul_add(wd, g);
-        }
+        let p = match h.decay {
+            Some(decay) => param[i] * decay,
+            None => param[i],
+        };
+        let g = signed_decayed(grad[i], p, h.maximize, h.weight_decay);
         let m = lerp(exp_avg[i], g, h.one_minus_beta1);
         exp_avg[i] = m;
         // exp_avg_sq.mul_(β₂).addcmul_(g, g, 1 − β₂): torch's addcmul fuses the last multiply-add.
@@ -171,6 +168,144 @@ pub fn adam<T: Element>(
         };
         let denom = v.sqrt() / h.bias_correction2_sqrt + h.eps;
         param[i] = p + (h.neg_step_size * m) / denom;
+    }
+    Ok(())
+}
+
+/// The scalars shared by the adaptive kernels below, rounded to the parameter's dtype.
+#[derive(Clone, Copy, Debug)]
+pub struct AdaptiveScalars<T> {
+    /// The step's learning rate, negated (after any decay or bias correction).
+    pub neg_lr: T,
+    /// The L2 penalty, `None` when `weight_decay == 0`.
+    pub weight_decay: Option<T>,
+    /// `ε`.
+    pub eps: T,
+    /// Ascend instead of descend.
+    pub maximize: bool,
+}
+
+/// One Adamax step: `m ← lerp(m, g, 1−β₁)`, `u ← max(β₂·u, |g| + ε)`,
+/// `θ ← θ − (lr/(1−β₁ᵗ))·m/u` (`h.neg_lr` is `−lr/(1−β₁ᵗ)`).
+pub fn adamax<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    exp_avg: &mut [T],
+    exp_inf: &mut [T],
+    one_minus_beta1: T,
+    beta2: T,
+    h: &AdaptiveScalars<T>,
+) -> Result<()> {
+    check_len("adamax", "grad", param.len(), grad.len())?;
+    check_len("adamax", "exp_avg", param.len(), exp_avg.len())?;
+    check_len("adamax", "exp_inf", param.len(), exp_inf.len())?;
+    for (((p, &g), m), u) in param
+        .iter_mut()
+        .zip(grad)
+        .zip(exp_avg.iter_mut())
+        .zip(exp_inf.iter_mut())
+    {
+        let g = signed_decayed(g, *p, h.maximize, h.weight_decay);
+        *m = lerp(*m, g, one_minus_beta1);
+        *u = (*u * beta2).nan_max(g.abs() + h.eps);
+        *p = *p + (h.neg_lr * *m) / *u;
+    }
+    Ok(())
+}
+
+/// One Adadelta step: `v ← ρ·v + (1−ρ)·g²`, `Δ ← √(a + ε)/√(v + ε)·g`,
+/// `a ← ρ·a + (1−ρ)·Δ²`, `θ ← θ − lr·Δ`.
+pub fn adadelta<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    square_avg: &mut [T],
+    acc_delta: &mut [T],
+    (rho, one_minus_rho): (T, T),
+    h: &AdaptiveScalars<T>,
+) -> Result<()> {
+    check_len("adadelta", "grad", param.len(), grad.len())?;
+    check_len("adadelta", "square_avg", param.len(), square_avg.len())?;
+    check_len("adadelta", "acc_delta", param.len(), acc_delta.len())?;
+    for (((p, &g), v), a) in param
+        .iter_mut()
+        .zip(grad)
+        .zip(square_avg.iter_mut())
+        .zip(acc_delta.iter_mut())
+    {
+        let g = signed_decayed(g, *p, h.maximize, h.weight_decay);
+        *v = (one_minus_rho * g).mul_add(g, *v * rho);
+        let std = (*v + h.eps).sqrt();
+        let delta = ((*a + h.eps).sqrt() / std) * g;
+        *a = (one_minus_rho * delta).mul_add(delta, *a * rho);
+        *p = delta.mul_add(h.neg_lr, *p);
+    }
+    Ok(())
+}
+
+/// One dense Adagrad step: `s ← s + g²`, `θ ← θ − clr·g/(√s + ε)` with
+/// `clr = lr/(1 + (t−1)·lr_decay)` (`h.neg_lr` is `−clr`).
+pub fn adagrad<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    sum: &mut [T],
+    h: &AdaptiveScalars<T>,
+) -> Result<()> {
+    check_len("adagrad", "grad", param.len(), grad.len())?;
+    check_len("adagrad", "sum", param.len(), sum.len())?;
+    for ((p, &g), s) in param.iter_mut().zip(grad).zip(sum.iter_mut()) {
+        let g = signed_decayed(g, *p, h.maximize, h.weight_decay);
+        *s = g.mul_add(g, *s);
+        *p = *p + (h.neg_lr * g) / (s.sqrt() + h.eps);
+    }
+    Ok(())
+}
+
+/// The optional buffers of RMSprop.
+pub struct RmspropBuffers<'a, T> {
+    /// `grad_avg`, when centered.
+    pub grad_avg: Option<&'a mut [T]>,
+    /// `momentum_buffer` and the momentum factor, when momentum > 0.
+    pub momentum: Option<(&'a mut [T], T)>,
+}
+
+/// One RMSprop step: `v ← α·v + (1−α)·g²`; centered: `ḡ ← lerp(ḡ, g, 1−α)`,
+/// `d ← √(v − ḡ²) + ε`, else `d ← √v + ε`; with momentum `b ← μ·b + g/d`,
+/// `θ ← θ − lr·b`, else `θ ← θ − lr·g/d`.
+pub fn rmsprop<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    square_avg: &mut [T],
+    (alpha, one_minus_alpha): (T, T),
+    mut buffers: RmspropBuffers<'_, T>,
+    h: &AdaptiveScalars<T>,
+) -> Result<()> {
+    let n = param.len();
+    check_len("rmsprop", "grad", n, grad.len())?;
+    check_len("rmsprop", "square_avg", n, square_avg.len())?;
+    if let Some(ga) = &buffers.grad_avg {
+        check_len("rmsprop", "grad_avg", n, ga.len())?;
+    }
+    if let Some((buf, _)) = &buffers.momentum {
+        check_len("rmsprop", "momentum_buffer", n, buf.len())?;
+    }
+    for i in 0..n {
+        let g = signed_decayed(grad[i], param[i], h.maximize, h.weight_decay);
+        let v = (one_minus_alpha * g).mul_add(g, square_avg[i] * alpha);
+        square_avg[i] = v;
+        let avg = match buffers.grad_avg.as_deref_mut() {
+            Some(ga) => {
+                ga[i] = lerp(ga[i], g, one_minus_alpha);
+                (-ga[i]).mul_add(ga[i], v).sqrt()
+            }
+            None => v.sqrt(),
+        } + h.eps;
+        param[i] = match &mut buffers.momentum {
+            Some((buf, momentum)) => {
+                buf[i] = buf[i] * *momentum + g / avg;
+                buf[i].mul_add(h.neg_lr, param[i])
+            }
+            None => param[i] + (h.neg_lr * g) / avg,
+        };
     }
     Ok(())
 }

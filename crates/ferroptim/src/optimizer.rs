@@ -95,6 +95,9 @@ pub trait Algorithm:
     /// Hyperparameters that torch's `__setstate__` fills in when an older
     /// checkpoint lacks them; any other missing one fails `load_state_dict`.
     const OPTIONAL_KEYS: &'static [&'static str];
+    /// Whether the constructor creates every parameter's state at once, as
+    /// torch's Adagrad does (groups added later still get it lazily, as in torch).
+    const EAGER_STATE: bool = false;
     /// Per-parameter state.
     type State: ParamState;
 
@@ -140,6 +143,13 @@ impl<A: Algorithm> Optim<A> {
         };
         for group in groups {
             opt.add_param_group(group)?;
+        }
+        if A::EAGER_STATE {
+            for group in &mut opt.param_groups {
+                for (p, slot) in group.params.iter().zip(group.state.iter_mut()) {
+                    *slot = Some(group.options.init_state(&p.read().value));
+                }
+            }
         }
         Ok(opt)
     }

@@ -69,6 +69,26 @@ fn adam_rejects_what_torch_rejects() {
 }
 
 #[test]
+fn adamax_rejects_what_torch_rejects() {
+    assert!(check("adamax") >= 7);
+}
+
+#[test]
+fn adadelta_rejects_what_torch_rejects() {
+    assert!(check("adadelta") >= 7);
+}
+
+#[test]
+fn adagrad_rejects_what_torch_rejects() {
+    assert!(check("adagrad") >= 7);
+}
+
+#[test]
+fn rmsprop_rejects_what_torch_rejects() {
+    assert!(check("rmsprop") >= 7);
+}
+
+#[test]
 fn build_rejects_unknown_names_and_fields() {
     let p = || [Param::zeros::<f64>(&[2])];
     assert!(matches!(

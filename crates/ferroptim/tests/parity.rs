@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{compare_state, compare_tensor, json_equal, load, tolerance, Agreement};
+use common::{compare_state, compare_tensor_in, json_equal, load, tolerance, Agreement, Scales};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Expect {
@@ -29,21 +29,31 @@ fn replay(name: &str, expect: Expect) {
     for case in &fixture.cases {
         let (mut opt, params) = case.build(name, &case.initial_params);
         let mut agreement = Agreement::default();
+        let mut scales = Scales::default();
         for (i, step) in case.steps.iter().enumerate() {
             case.step(i, opt.as_mut(), &params);
             let what = format!("{name} [{}] {} step {}", case.desc, case.dtype, i + 1);
             for (j, (p, want)) in params.iter().zip(&step.params).enumerate() {
-                agreement.merge(compare_tensor(
-                    &format!("{what} param {j}"),
+                let (key, what) = (format!("param {j}"), format!("{what} param {j}"));
+                agreement.merge(compare_tensor_in(
+                    &mut scales,
+                    &key,
+                    &what,
                     &p.value(),
                     want,
                 ));
             }
-            agreement.merge(compare_state(&what, &opt.state_dict().state, &step.state));
+            agreement.merge(compare_state(
+                &mut scales,
+                &what,
+                &opt.state_dict().state,
+                &step.state,
+            ));
         }
         let sd = opt.state_dict();
         let want = &case.state_dict_final;
         agreement.merge(compare_state(
+            &mut scales,
             &format!("{} final state_dict", case.desc),
             &sd.state,
             &want.state,
@@ -98,4 +108,24 @@ fn sgd_matches_torch() {
 #[test]
 fn adam_matches_torch() {
     replay("adam", Expect::WithinTolerance);
+}
+
+#[test]
+fn adamax_matches_torch() {
+    replay("adamax", Expect::BitExact);
+}
+
+#[test]
+fn adadelta_matches_torch() {
+    replay("adadelta", Expect::WithinTolerance);
+}
+
+#[test]
+fn adagrad_matches_torch() {
+    replay("adagrad", Expect::WithinTolerance);
+}
+
+#[test]
+fn rmsprop_matches_torch() {
+    replay("rmsprop", Expect::WithinTolerance);
 }

@@ -4,10 +4,18 @@
 //! defaults), its per-parameter `State` (torch's state keys) and its update;
 //! the type alias (`Sgd`, `Adam`, ...) is the ready-to-use optimizer.
 
+mod adadelta;
+mod adagrad;
 mod adam;
+mod adamax;
+mod rmsprop;
 mod sgd;
 
+pub use adadelta::{Adadelta, AdadeltaConfig, AdadeltaState};
+pub use adagrad::{Adagrad, AdagradConfig, AdagradState};
 pub use adam::{Adam, AdamConfig, AdamState};
+pub use adamax::{Adamax, AdamaxConfig, AdamaxState};
+pub use rmsprop::{Rmsprop, RmspropConfig, RmspropState};
 pub use sgd::{Sgd, SgdConfig, SgdState};
 
 use crate::error::{Error, Result};
@@ -15,7 +23,7 @@ use crate::group::IntoParamGroups;
 use crate::optimizer::{Algorithm, Optim, Optimizer};
 
 /// The names [`build`] accepts (case-insensitive), torch's class names in lower case.
-pub const NAMES: &[&str] = &["sgd", "adam"];
+pub const NAMES: &[&str] = &["sgd", "adam", "adamax", "adadelta", "adagrad", "rmsprop"];
 
 /// Builds an optimizer by name from a JSON object of torch's arguments;
 /// arguments left out take torch's defaults.
@@ -45,6 +53,10 @@ pub fn build(
     match name.to_ascii_lowercase().as_str() {
         "sgd" => make::<SgdConfig>(config_json, params),
         "adam" => make::<AdamConfig>(config_json, params),
+        "adamax" => make::<AdamaxConfig>(config_json, params),
+        "adadelta" => make::<AdadeltaConfig>(config_json, params),
+        "adagrad" => make::<AdagradConfig>(config_json, params),
+        "rmsprop" => make::<RmspropConfig>(config_json, params),
         _ => Err(Error::UnknownOptimizer {
             name: name.to_string(),
             expected: NAMES.join(", "),

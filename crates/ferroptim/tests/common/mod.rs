@@ -104,8 +104,11 @@ impl Case {
 ///
 /// `max_rel` is the largest element-wise relative error; it is large where a
 /// value crosses zero and one ulp of its inputs is most of what is left.
-/// `max_norm_rel` is the largest per-tensor `max|a − b| / max|b|`, the
-/// tolerance the tests assert.
+/// `max_norm_rel` is the largest per-tensor `max|a − b| / scale`, the
+/// tolerance the tests assert, where `scale` is the largest magnitude that
+/// quantity (a parameter, or one state tensor) has had so far in the run:
+/// a value that cancels down after reaching 10 carries errors of the size of
+/// 10's ulp, and its error is measured against that.
 #[derive(Clone, Debug, Default)]
 pub struct Agreement {
     pub max_rel: f64,
@@ -140,12 +143,39 @@ pub fn rel_err(got: f64, want: f64) -> f64 {
     (got - want).abs() / got.abs().max(want.abs())
 }
 
+/// The largest magnitude each quantity has had so far in a run, by name.
+#[derive(Default)]
+pub struct Scales(BTreeMap<String, f64>);
+
+impl Scales {
+    fn update(&mut self, key: &str, values: &[f64]) -> f64 {
+        let here = values.iter().fold(
+            0.0f64,
+            |m, y| if y.is_finite() { m.max(y.abs()) } else { m },
+        );
+        let scale = self.0.entry(key.to_string()).or_insert(0.0);
+        *scale = scale.max(here);
+        *scale
+    }
+}
+
 pub fn compare_tensor(what: &str, got: &Tensor, want: &Tensor) -> Agreement {
+    compare_tensor_in(&mut Scales::default(), what, what, got, want)
+}
+
+/// Compares one tensor of quantity `key` (e.g. `param 1`, `state[0].exp_avg`).
+pub fn compare_tensor_in(
+    scales: &mut Scales,
+    key: &str,
+    what: &str,
+    got: &Tensor,
+    want: &Tensor,
+) -> Agreement {
     assert_eq!(got.dtype(), want.dtype(), "{what}: dtype");
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
     let mut a = Agreement::default();
     let (got, want) = (got.to_f64_vec(), want.to_f64_vec());
-    let scale = want.iter().fold(0.0f64, |m, y| m.max(y.abs()));
+    let scale = scales.update(key, &want);
     let max_diff = got.iter().zip(&want).fold(0.0f64, |m, (x, y)| {
         if rel_err(*x, *y) == 0.0 {
             m
@@ -170,14 +200,28 @@ pub fn compare_tensor(what: &str, got: &Tensor, want: &Tensor) -> Agreement {
     a
 }
 
-pub fn compare_value(what: &str, got: &StateValue, want: &StateValue) -> Agreement {
+pub fn compare_value(
+    scales: &mut Scales,
+    key: &str,
+    what: &str,
+    got: &StateValue,
+    want: &StateValue,
+) -> Agreement {
     match (got, want) {
-        (StateValue::Tensor(g), StateValue::Tensor(w)) => compare_tensor(what, g, w),
+        (StateValue::Tensor(g), StateValue::Tensor(w)) => {
+            compare_tensor_in(scales, key, what, g, w)
+        }
         (StateValue::TensorList(g), StateValue::TensorList(w)) => {
             assert_eq!(g.len(), w.len(), "{what}: list length");
             let mut a = Agreement::default();
             for (i, (g, w)) in g.iter().zip(w).enumerate() {
-                a.merge(compare_tensor(&format!("{what}[{i}]"), g, w));
+                a.merge(compare_tensor_in(
+                    scales,
+                    &format!("{key}[{i}]"),
+                    &format!("{what}[{i}]"),
+                    g,
+                    w,
+                ));
             }
             a
         }
@@ -193,6 +237,7 @@ pub fn compare_value(what: &str, got: &StateValue, want: &StateValue) -> Agreeme
 }
 
 pub fn compare_state(
+    scales: &mut Scales,
     what: &str,
     got: &BTreeMap<usize, BTreeMap<String, StateValue>>,
     want: &BTreeMap<usize, BTreeMap<String, StateValue>>,
@@ -210,11 +255,9 @@ pub fn compare_state(
             "{what}: state keys of {i}"
         );
         for (key, value) in g {
-            a.merge(compare_value(
-                &format!("{what} state[{i}].{key}"),
-                value,
-                &w[key],
-            ));
+            let quantity = format!("state[{i}].{key}");
+            let what = format!("{what} {quantity}");
+            a.merge(compare_value(scales, &quantity, &what, value, &w[key]));
         }
     }
     a

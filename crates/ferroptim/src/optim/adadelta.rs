@@ -1,0 +1,159 @@
+//! Adadelta (Zeiler, 2012; `torch.optim.Adadelta`).
+//!
+//! ```text
+//! g ← ±g + λ·θ
+//! v ← ρ·v + (1 − ρ)·g²
+//! Δ ← √(a + ε) / √(v + ε) · g
+//! a ← ρ·a + (1 − ρ)·Δ²
+//! θ ← θ − lr·Δ
+//! ```
+//!
+//! State: `step`, `square_avg` (v), `acc_delta` (a).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{check_non_negative, py_float, Error, Result};
+use crate::kernels::{self, AdaptiveScalars};
+use crate::optimizer::{Algorithm, Optim, ParamState};
+use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
+use crate::tensor::{Element, Tensor};
+
+/// Adadelta over param groups.
+pub type Adadelta = Optim<AdadeltaConfig>;
+
+/// Adadelta's hyperparameters: torch's arguments and defaults.
+///
+/// ```
+/// use ferroptim::{optim::{Adadelta, AdadeltaConfig}, Optimizer, Param, Tensor};
+/// let p = Param::from_vec(vec![1.0f64], &[1])?;
+/// let mut opt = Adadelta::new([p.clone()], AdadeltaConfig::default())?;
+/// p.set_grad(Tensor::from_vec(vec![1.0f64], &[1])?)?;
+/// opt.step()?;
+/// assert!(p.to_vec::<f64>()?[0] < 1.0);
+/// # Ok::<(), ferroptim::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdadeltaConfig {
+    /// Scale of the update (default 1.0).
+    pub lr: f64,
+    /// Decay rate of the running averages (default 0.9).
+    pub rho: f64,
+    /// Added inside the square roots (default 1e-6).
+    pub eps: f64,
+    /// L2 penalty (default 0).
+    pub weight_decay: f64,
+    /// Maximize the objective instead of minimizing (default false).
+    pub maximize: bool,
+}
+
+impl Default for AdadeltaConfig {
+    fn default() -> Self {
+        AdadeltaConfig {
+            lr: 1.0,
+            rho: 0.9,
+            eps: 1e-6,
+            weight_decay: 0.0,
+            maximize: false,
+        }
+    }
+}
+
+/// Adadelta's per-parameter state, under torch's keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdadeltaState {
+    /// Steps taken.
+    pub step: f64,
+    /// Running average of squared gradients.
+    pub square_avg: Tensor,
+    /// Running average of squared updates.
+    pub acc_delta: Tensor,
+}
+
+impl ParamState for AdadeltaState {
+    fn to_entries(&self) -> ParamStateDict {
+        ParamStateDict::from([
+            ("step".into(), step_value(self.step)),
+            (
+                "square_avg".into(),
+                StateValue::Tensor(self.square_avg.clone()),
+            ),
+            (
+                "acc_delta".into(),
+                StateValue::Tensor(self.acc_delta.clone()),
+            ),
+        ])
+    }
+
+    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
+        let state = AdadeltaState {
+            step: entries.step("step")?,
+            square_avg: entries.tensor("square_avg")?,
+            acc_delta: entries.tensor("acc_delta")?,
+        };
+        entries.finish()?;
+        Ok(state)
+    }
+}
+
+impl Algorithm for AdadeltaConfig {
+    const NAME: &'static str = "Adadelta";
+    const TORCH_FLAGS: &'static [&'static str] = &["foreach", "capturable", "differentiable"];
+    const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
+    type State = AdadeltaState;
+
+    fn validate(&self) -> Result<()> {
+        check_non_negative("lr", "Invalid learning rate", self.lr)?;
+        if !(0.0..=1.0).contains(&self.rho) {
+            return Err(Error::hyper(
+                "rho",
+                format!("Invalid rho value: {}", py_float(self.rho)),
+            ));
+        }
+        check_non_negative("eps", "Invalid epsilon value", self.eps)?;
+        check_non_negative(
+            "weight_decay",
+            "Invalid weight_decay value",
+            self.weight_decay,
+        )
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn init_state(&self, param: &Tensor) -> AdadeltaState {
+        AdadeltaState {
+            step: 0.0,
+            square_avg: param.zeros_like(),
+            acc_delta: param.zeros_like(),
+        }
+    }
+
+    fn update<T: Element>(
+        &self,
+        param: &mut [T],
+        grad: &[T],
+        _: &[usize],
+        state: &mut AdadeltaState,
+    ) -> Result<()> {
+        let h = AdaptiveScalars {
+            neg_lr: T::from_f64(-self.lr),
+            weight_decay: (self.weight_decay != 0.0).then(|| T::from_f64(self.weight_decay)),
+            eps: T::from_f64(self.eps),
+            maximize: self.maximize,
+        };
+        let rho = (T::from_f64(self.rho), T::from_f64(1.0 - self.rho));
+        let (v, a) = (
+            state.square_avg.as_slice_mut::<T>()?,
+            state.acc_delta.as_slice_mut::<T>()?,
+        );
+        kernels::adadelta(param, grad, v, a, rho, &h)?;
+        state.step += 1.0;
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! Adagrad (Duchi et al., 2011; `torch.optim.Adagrad`).
+//!
+//! ```text
+//! g ← ±g + λ·θ
+//! s ← s + g²
+//! θ ← θ − lr/(1 + (t − 1)·lr_decay) · g / (√s + ε)
+//! ```
+//!
+//! As torch, the constructor creates every parameter's state at once
+//! (`step` = 0, `sum` = `initial_accumulator_value`). Sparse gradients are
+//! not taken yet (torch takes them): such a step is refused with a typed error.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{check_non_negative, Result};
+use crate::kernels::{self, AdaptiveScalars};
+use crate::optimizer::{Algorithm, Optim, ParamState};
+use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
+use crate::tensor::{Element, Tensor, TensorData};
+
+/// Adagrad over param groups.
+pub type Adagrad = Optim<AdagradConfig>;
+
+/// Adagrad's hyperparameters: torch's arguments and defaults.
+///
+/// ```
+/// use ferroptim::{optim::{Adagrad, AdagradConfig}, Optimizer, Param, Tensor};
+/// let p = Param::from_vec(vec![1.0f64], &[1])?;
+/// let mut opt = Adagrad::new([p.clone()], AdagradConfig { lr: 0.5, ..Default::default() })?;
+/// assert_eq!(opt.state_dict().state.len(), 1, "state exists before the first step, as in torch");
+/// p.set_grad(Tensor::from_vec(vec![2.0f64], &[1])?)?;
+/// opt.step()?;
+/// assert!((p.to_vec::<f64>()?[0] - 0.5).abs() < 1e-9); // g/√(g²) = 1
+/// # Ok::<(), ferroptim::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdagradConfig {
+    /// Learning rate (default 1e-2).
+    pub lr: f64,
+    /// Learning-rate decay per step (default 0).
+    pub lr_decay: f64,
+    /// L2 penalty (default 0).
+    pub weight_decay: f64,
+    /// Starting value of the sum of squares (default 0).
+    pub initial_accumulator_value: f64,
+    /// Added to the denominator (default 1e-10).
+    pub eps: f64,
+    /// Maximize the objective instead of minimizing (default false).
+    pub maximize: bool,
+}
+
+impl Default for AdagradConfig {
+    fn default() -> Self {
+        AdagradConfig {
+            lr: 1e-2,
+            lr_decay: 0.0,
+            weight_decay: 0.0,
+            initial_accumulator_value: 0.0,
+            eps: 1e-10,
+            maximize: false,
+        }
+    }
+}
+
+/// Adagrad's per-parameter state, under torch's keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdagradState {
+    /// Steps taken.
+    pub step: f64,
+    /// Sum of squared gradients.
+    pub sum: Tensor,
+}
+
+impl ParamState for AdagradState {
+    fn to_entries(&self) -> ParamStateDict {
+        ParamStateDict::from([
+            ("step".into(), step_value(self.step)),
+            ("sum".into(), StateValue::Tensor(self.sum.clone())),
+        ])
+    }
+
+    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
+        let state = AdagradState {
+            step: entries.step("step")?,
+            sum: entries.tensor("sum")?,
+        };
+        entries.finish()?;
+        Ok(state)
+    }
+}
+
+impl Algorithm for AdagradConfig {
+    const NAME: &'static str = "Adagrad";
+    const TORCH_FLAGS: &'static [&'static str] = &["foreach", "differentiable", "fused"];
+    const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
+    const EAGER_STATE: bool = true;
+    type State = AdagradState;
+
+    fn validate(&self) -> Result<()> {
+        check_non_negative("lr", "Invalid learning rate", self.lr)?;
+        check_non_negative("lr_decay", "Invalid lr_decay value", self.lr_decay)?;
+        check_non_negative(
+            "weight_decay",
+            "Invalid weight_decay value",
+            self.weight_decay,
+        )?;
+        check_non_negative(
+            "initial_accumulator_value",
+            "Invalid initial_accumulator_value value",
+            self.initial_accumulator_value,
+        )?;
+        check_non_negative("eps", "Invalid epsilon value", self.eps)
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn init_state(&self, param: &Tensor) -> AdagradState {
+        let mut sum = param.zeros_like();
+        let init = self.initial_accumulator_value;
+        match sum.data_mut() {
+            TensorData::F32(v) => v.fill(init as f32),
+            TensorData::F64(v) => v.fill(init),
+        }
+        AdagradState { step: 0.0, sum }
+    }
+
+    fn update<T: Element>(
+        &self,
+        param: &mut [T],
+        grad: &[T],
+        _: &[usize],
+        state: &mut AdagradState,
+    ) -> Result<()> {
+        let step = state.step + 1.0;
+        let clr = self.lr / (1.0 + (step - 1.0) * self.lr_decay);
+        let h = AdaptiveScalars {
+            neg_lr: T::from_f64(-clr),
+            weight_decay: (self.weight_decay != 0.0).then(|| T::from_f64(self.weight_decay)),
+            eps: T::from_f64(self.eps),
+            maximize: self.maximize,
+        };
+        kernels::adagrad(param, grad, state.sum.as_slice_mut::<T>()?, &h)?;
+        state.step = step;
+        Ok(())
+    }
+}

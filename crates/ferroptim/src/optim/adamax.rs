@@ -1,0 +1,158 @@
+//! Adamax: Adam with the infinity norm (Kingma & Ba, 2015, §7.1; `torch.optim.Adamax`).
+//!
+//! ```text
+//! g ← ±g + λ·θ
+//! m ← lerp(m, g, 1 − β₁)
+//! u ← max(β₂·u, |g| + ε)
+//! θ ← θ − lr/(1 − β₁ᵗ) · m / u
+//! ```
+//!
+//! State: `step`, `exp_avg`, `exp_inf`. No square root, so it matches torch to the bit.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{check_non_negative, check_unit_interval, Result};
+use crate::kernels::{self, AdaptiveScalars};
+use crate::optimizer::{Algorithm, Optim, ParamState};
+use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
+use crate::tensor::{Element, Tensor};
+
+/// Adamax over param groups.
+pub type Adamax = Optim<AdamaxConfig>;
+
+/// Adamax's hyperparameters: torch's arguments and defaults.
+///
+/// ```
+/// use ferroptim::{optim::{Adamax, AdamaxConfig}, Optimizer, Param, Tensor};
+/// let p = Param::from_vec(vec![1.0f64], &[1])?;
+/// let mut opt = Adamax::new([p.clone()], AdamaxConfig::default())?;
+/// p.set_grad(Tensor::from_vec(vec![0.5f64], &[1])?)?;
+/// opt.step()?;
+/// assert!((p.to_vec::<f64>()?[0] - (1.0 - 2e-3)).abs() < 1e-9); // first step ≈ lr
+/// # Ok::<(), ferroptim::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdamaxConfig {
+    /// Learning rate (default 2e-3).
+    pub lr: f64,
+    /// Decay rates of the first moment and the infinity norm (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// Added to `|g|` for stability (default 1e-8).
+    pub eps: f64,
+    /// L2 penalty (default 0).
+    pub weight_decay: f64,
+    /// Maximize the objective instead of minimizing (default false).
+    pub maximize: bool,
+}
+
+impl Default for AdamaxConfig {
+    fn default() -> Self {
+        AdamaxConfig {
+            lr: 2e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            maximize: false,
+        }
+    }
+}
+
+/// Adamax's per-parameter state, under torch's keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdamaxState {
+    /// Steps taken.
+    pub step: f64,
+    /// First moment average.
+    pub exp_avg: Tensor,
+    /// Exponentially weighted infinity norm.
+    pub exp_inf: Tensor,
+}
+
+impl ParamState for AdamaxState {
+    fn to_entries(&self) -> ParamStateDict {
+        ParamStateDict::from([
+            ("step".into(), step_value(self.step)),
+            ("exp_avg".into(), StateValue::Tensor(self.exp_avg.clone())),
+            ("exp_inf".into(), StateValue::Tensor(self.exp_inf.clone())),
+        ])
+    }
+
+    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
+        let state = AdamaxState {
+            step: entries.step("step")?,
+            exp_avg: entries.tensor("exp_avg")?,
+            exp_inf: entries.tensor("exp_inf")?,
+        };
+        entries.finish()?;
+        Ok(state)
+    }
+}
+
+impl Algorithm for AdamaxConfig {
+    const NAME: &'static str = "Adamax";
+    const TORCH_FLAGS: &'static [&'static str] = &["foreach", "differentiable", "capturable"];
+    const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
+    type State = AdamaxState;
+
+    fn validate(&self) -> Result<()> {
+        check_non_negative("lr", "Invalid learning rate", self.lr)?;
+        check_non_negative("eps", "Invalid epsilon value", self.eps)?;
+        check_unit_interval("betas", "Invalid beta parameter at index 0", self.betas.0)?;
+        check_unit_interval("betas", "Invalid beta parameter at index 1", self.betas.1)?;
+        check_non_negative(
+            "weight_decay",
+            "Invalid weight_decay value",
+            self.weight_decay,
+        )
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn init_state(&self, param: &Tensor) -> AdamaxState {
+        AdamaxState {
+            step: 0.0,
+            exp_avg: param.zeros_like(),
+            exp_inf: param.zeros_like(),
+        }
+    }
+
+    fn update<T: Element>(
+        &self,
+        param: &mut [T],
+        grad: &[T],
+        _: &[usize],
+        state: &mut AdamaxState,
+    ) -> Result<()> {
+        let (beta1, beta2) = self.betas;
+        let step = state.step + 1.0;
+        let clr = self.lr / (1.0 - beta1.powf(step));
+        let h = AdaptiveScalars {
+            neg_lr: T::from_f64(-clr),
+            weight_decay: (self.weight_decay != 0.0).then(|| T::from_f64(self.weight_decay)),
+            eps: T::from_f64(self.eps),
+            maximize: self.maximize,
+        };
+        let (m, u) = (
+            state.exp_avg.as_slice_mut::<T>()?,
+            state.exp_inf.as_slice_mut::<T>()?,
+        );
+        kernels::adamax(
+            param,
+            grad,
+            m,
+            u,
+            T::from_f64(1.0 - beta1),
+            T::from_f64(beta2),
+            &h,
+        )?;
+        state.step = step;
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! RMSprop (Hinton's lecture 6e; centered variant from Graves, 2013; `torch.optim.RMSprop`).
+//!
+//! ```text
+//! g ← ±g + λ·θ
+//! v ← α·v + (1 − α)·g²
+//! d ← √(v − ḡ²) + ε  with ḡ ← lerp(ḡ, g, 1 − α)   if centered
+//! d ← √v + ε                                      otherwise
+//! b ← μ·b + g/d,  θ ← θ − lr·b                     if momentum > 0
+//! θ ← θ − lr·g/d                                   otherwise
+//! ```
+//!
+//! State: `step`, `square_avg`, `momentum_buffer` (momentum > 0), `grad_avg` (centered).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{check_non_negative, Result};
+use crate::kernels::{self, AdaptiveScalars, RmspropBuffers};
+use crate::optimizer::{Algorithm, Optim, ParamState};
+use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
+use crate::tensor::{Element, Tensor};
+
+/// RMSprop over param groups.
+pub type Rmsprop = Optim<RmspropConfig>;
+
+/// RMSprop's hyperparameters: torch's arguments and defaults.
+///
+/// ```
+/// use ferroptim::{optim::{Rmsprop, RmspropConfig}, Optimizer, Param, Tensor};
+/// let p = Param::from_vec(vec![1.0f64], &[1])?;
+/// let mut opt = Rmsprop::new([p.clone()], RmspropConfig { centered: true, momentum: 0.9, ..Default::default() })?;
+/// p.set_grad(Tensor::from_vec(vec![1.0f64], &[1])?)?;
+/// opt.step()?;
+/// assert!(p.to_vec::<f64>()?[0] < 1.0);
+/// # Ok::<(), ferroptim::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RmspropConfig {
+    /// Learning rate (default 1e-2).
+    pub lr: f64,
+    /// Smoothing constant of the squared-gradient average (default 0.99).
+    pub alpha: f64,
+    /// Added to the denominator (default 1e-8).
+    pub eps: f64,
+    /// L2 penalty (default 0).
+    pub weight_decay: f64,
+    /// Momentum factor (default 0).
+    pub momentum: f64,
+    /// Normalise by the estimated variance instead of the second moment (default false).
+    pub centered: bool,
+    /// Maximize the objective instead of minimizing (default false).
+    pub maximize: bool,
+}
+
+impl Default for RmspropConfig {
+    fn default() -> Self {
+        RmspropConfig {
+            lr: 1e-2,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.0,
+            centered: false,
+            maximize: false,
+        }
+    }
+}
+
+/// RMSprop's per-parameter state, under torch's keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RmspropState {
+    /// Steps taken.
+    pub step: f64,
+    /// Running average of squared gradients.
+    pub square_avg: Tensor,
+    /// Momentum buffer (momentum > 0 only).
+    pub momentum_buffer: Option<Tensor>,
+    /// Running average of gradients (centered only).
+    pub grad_avg: Option<Tensor>,
+}
+
+impl ParamState for RmspropState {
+    fn to_entries(&self) -> ParamStateDict {
+        let mut entries = ParamStateDict::from([
+            ("step".into(), step_value(self.step)),
+            (
+                "square_avg".into(),
+                StateValue::Tensor(self.square_avg.clone()),
+            ),
+        ]);
+        if let Some(buf) = &self.momentum_buffer {
+            entries.insert("momentum_buffer".into(), StateValue::Tensor(buf.clone()));
+        }
+        if let Some(avg) = &self.grad_avg {
+            entries.insert("grad_avg".into(), StateValue::Tensor(avg.clone()));
+        }
+        entries
+    }
+
+    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
+        let state = RmspropState {
+            step: entries.step("step")?,
+            square_avg: entries.tensor("square_avg")?,
+            momentum_buffer: entries.optional_tensor("momentum_buffer")?,
+            grad_avg: entries.optional_tensor("grad_avg")?,
+        };
+        entries.finish()?;
+        Ok(state)
+    }
+}
+
+impl Algorithm for RmspropConfig {
+    const NAME: &'static str = "RMSprop";
+    const TORCH_FLAGS: &'static [&'static str] = &["capturable", "foreach", "differentiable"];
+    const OPTIONAL_KEYS: &'static [&'static str] = &["momentum", "centered", "maximize"];
+    type State = RmspropState;
+
+    fn validate(&self) -> Result<()> {
+        check_non_negative("lr", "Invalid learning rate", self.lr)?;
+        check_non_negative("eps", "Invalid epsilon value", self.eps)?;
+        check_non_negative("momentum", "Invalid momentum value", self.momentum)?;
+        check_non_negative(
+            "weight_decay",
+            "Invalid weight_decay value",
+            self.weight_decay,
+        )?;
+        check_non_negative("alpha", "Invalid alpha value", self.alpha)
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn init_state(&self, param: &Tensor) -> RmspropState {
+        RmspropState {
+            step: 0.0,
+            square_avg: param.zeros_like(),
+            momentum_buffer: (self.momentum > 0.0).then(|| param.zeros_like()),
+            grad_avg: self.centered.then(|| param.zeros_like()),
+        }
+    }
+
+    fn update<T: Element>(
+        &self,
+        param: &mut [T],
+        grad: &[T],
+        shape: &[usize],
+        s: &mut RmspropState,
+    ) -> Result<()> {
+        // Options switched on after the first step start their buffers from zero.
+        if self.momentum > 0.0 && s.momentum_buffer.is_none() {
+            s.momentum_buffer = Some(Tensor::zeros(T::DTYPE, shape));
+        }
+        if self.centered && s.grad_avg.is_none() {
+            s.grad_avg = Some(Tensor::zeros(T::DTYPE, shape));
+        }
+        let h = AdaptiveScalars {
+            neg_lr: T::from_f64(-self.lr),
+            weight_decay: (self.weight_decay != 0.0).then(|| T::from_f64(self.weight_decay)),
+            eps: T::from_f64(self.eps),
+            maximize: self.maximize,
+        };
+        let buffers = RmspropBuffers {
+            grad_avg: match (&mut s.grad_avg, self.centered) {
+                (Some(t), true) => Some(t.as_slice_mut::<T>()?),
+                _ => None,
+            },
+            momentum: match (&mut s.momentum_buffer, self.momentum > 0.0) {
+                (Some(t), true) => Some((t.as_slice_mut::<T>()?, T::from_f64(self.momentum))),
+                _ => None,
+            },
+        };
+        let alpha = (T::from_f64(self.alpha), T::from_f64(1.0 - self.alpha));
+        kernels::rmsprop(
+            param,
+            grad,
+            s.square_avg.as_slice_mut::<T>()?,
+            alpha,
+            buffers,
+            &h,
+        )?;
+        s.step += 1.0;
+        Ok(())
+    }
+}
