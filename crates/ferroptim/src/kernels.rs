@@ -185,6 +185,18 @@ pub struct AdaptiveScalars<T> {
     pub maximize: bool,
 }
 
+impl<T: Element> AdaptiveScalars<T> {
+    /// Rounds torch's Python-float scalars to `T`; a zero `weight_decay` means none.
+    pub fn new(neg_lr: f64, weight_decay: f64, eps: f64, maximize: bool) -> Self {
+        AdaptiveScalars {
+            neg_lr: T::from_f64(neg_lr),
+            weight_decay: (weight_decay != 0.0).then(|| T::from_f64(weight_decay)),
+            eps: T::from_f64(eps),
+            maximize,
+        }
+    }
+}
+
 /// One Adamax step: `m ← lerp(m, g, 1−β₁)`, `u ← max(β₂·u, |g| + ε)`,
 /// `θ ← θ − (lr/(1−β₁ᵗ))·m/u` (`h.neg_lr` is `−lr/(1−β₁ᵗ)`).
 pub fn adamax<T: Element>(

@@ -141,12 +141,7 @@ impl Algorithm for AdadeltaConfig {
         _: &[usize],
         state: &mut AdadeltaState,
     ) -> Result<()> {
-        let h = AdaptiveScalars {
-            neg_lr: T::from_f64(-self.lr),
-            weight_decay: (self.weight_decay != 0.0).then(|| T::from_f64(self.weight_decay)),
-            eps: T::from_f64(self.eps),
-            maximize: self.maximize,
-        };
+        let h = AdaptiveScalars::<T>::new(-self.lr, self.weight_decay, self.eps, self.maximize);
         let rho = (T::from_f64(self.rho), T::from_f64(1.0 - self.rho));
         let (v, a) = (
             state.square_avg.as_slice_mut::<T>()?,

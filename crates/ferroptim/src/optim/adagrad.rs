@@ -140,12 +140,7 @@ impl Algorithm for AdagradConfig {
     ) -> Result<()> {
         let step = state.step + 1.0;
         let clr = self.lr / (1.0 + (step - 1.0) * self.lr_decay);
-        let h = AdaptiveScalars {
-            neg_lr: T::from_f64(-clr),
-            weight_decay: (self.weight_decay != 0.0).then(|| T::from_f64(self.weight_decay)),
-            eps: T::from_f64(self.eps),
-            maximize: self.maximize,
-        };
+        let h = AdaptiveScalars::<T>::new(-clr, self.weight_decay, self.eps, self.maximize);
         kernels::adagrad(param, grad, state.sum.as_slice_mut::<T>()?, &h)?;
         state.step = step;
         Ok(())

@@ -133,12 +133,7 @@ impl Algorithm for AdamaxConfig {
         let (beta1, beta2) = self.betas;
         let step = state.step + 1.0;
         let clr = self.lr / (1.0 - beta1.powf(step));
-        let h = AdaptiveScalars {
-            neg_lr: T::from_f64(-clr),
-            weight_decay: (self.weight_decay != 0.0).then(|| T::from_f64(self.weight_decay)),
-            eps: T::from_f64(self.eps),
-            maximize: self.maximize,
-        };
+        let h = AdaptiveScalars::<T>::new(-clr, self.weight_decay, self.eps, self.maximize);
         let (m, u) = (
             state.exp_avg.as_slice_mut::<T>()?,
             state.exp_inf.as_slice_mut::<T>()?,

@@ -158,12 +158,7 @@ impl Algorithm for RmspropConfig {
         if self.centered && s.grad_avg.is_none() {
             s.grad_avg = Some(Tensor::zeros(T::DTYPE, shape));
         }
-        let h = AdaptiveScalars {
-            neg_lr: T::from_f64(-self.lr),
-            weight_decay: (self.weight_decay != 0.0).then(|| T::from_f64(self.weight_decay)),
-            eps: T::from_f64(self.eps),
-            maximize: self.maximize,
-        };
+        let h = AdaptiveScalars::<T>::new(-self.lr, self.weight_decay, self.eps, self.maximize);
         let buffers = RmspropBuffers {
             grad_avg: match (&mut s.grad_avg, self.centered) {
                 (Some(t), true) => Some(t.as_slice_mut::<T>()?),
