@@ -89,6 +89,15 @@ EXTRA_INPUTS.update({
         ({"lr": 0.005, "alpha": 0.9, "eps": 1e-6, "weight_decay": 0.05, "momentum": 0.5, "centered": True,
           "maximize": True}, "extra: every argument"),
     ],
+    "asgd": [
+        ({"lr": 0.05, "lambd": 0.01, "alpha": 0.5, "t0": 5.0, "weight_decay": 0.05, "maximize": True},
+         "extra: every argument, averaging from step 6"),
+        ({"lr": 0.02, "t0": 0.0}, "extra: averaging from the first step"),
+    ],
+    "rprop": [
+        ({"lr": 0.05, "etas": (0.3, 1.5), "step_sizes": (0.01, 0.1), "maximize": True},
+         "extra: every argument, step sizes clamped at both ends"),
+    ],
 })
 
 # Invalid inputs beyond torch's own error lists (the issue asks for these too).
@@ -118,6 +127,9 @@ EXTRA_ERRORS.update({
                 ({"eps": -1.0}, "extra: negative eps")],
     "rmsprop": [({"lr": -0.1}, "extra: negative lr"), ({"alpha": -0.5}, "extra: negative alpha"),
                 ({"momentum": -0.5}, "extra: negative momentum"), ({"eps": -1.0}, "extra: negative eps")],
+    "asgd": [({"lr": -0.1}, "extra: negative lr")],
+    "rprop": [({"lr": -0.1}, "extra: negative lr"), ({"etas": (0.5, 0.9)}, "extra: eta_plus below 1"),
+              ({"etas": (0.0, 1.2)}, "extra: eta_minus of 0")],
 })
 
 OPTIMIZERS = {
@@ -127,6 +139,8 @@ OPTIMIZERS = {
     "adadelta": (torch.optim.Adadelta, co.optim_inputs_func_adadelta, co.optim_error_inputs_func_adadelta),
     "adagrad": (torch.optim.Adagrad, co.optim_inputs_func_adagrad, co.optim_error_inputs_func_adagrad),
     "rmsprop": (torch.optim.RMSprop, co.optim_inputs_func_rmsprop, co.optim_error_inputs_func_rmsprop),
+    "asgd": (torch.optim.ASGD, co.optim_inputs_func_asgd, co.optim_error_inputs_func_asgd),
+    "rprop": (torch.optim.Rprop, co.optim_inputs_func_rprop, co.optim_error_inputs_func_rprop),
 }
 
 

@@ -174,6 +174,39 @@ impl<'a> StateEntries<'a> {
         Ok(step)
     }
 
+    /// A finite scalar kept by torch as a 0-d float32 tensor (ASGD's `eta`
+    /// and `mu`), or a number; returned rounded to `f32` as torch keeps it.
+    pub fn scalar_f32(&mut self, key: &str) -> Result<f32> {
+        let value = self.get(key).ok_or_else(|| {
+            Error::state(
+                self.path(key),
+                "missing; this optimizer keeps it for every parameter",
+            )
+        })?;
+        let x = match value {
+            StateValue::Int(i) => *i as f64,
+            StateValue::Float(x) => *x,
+            StateValue::Tensor(t) if t.numel() == 1 => t.to_f64_vec()[0],
+            other => {
+                return Err(Error::state(
+                    self.path(key),
+                    format!(
+                        "expected a number or a one-element tensor, found {}",
+                        kind(other)
+                    ),
+                ))
+            }
+        };
+        let x = x as f32;
+        if !x.is_finite() {
+            return Err(Error::state(
+                self.path(key),
+                format!("expected a finite float32 value, found {x}"),
+            ));
+        }
+        Ok(x)
+    }
+
     /// Errors if the saved state holds keys that were not read.
     pub fn finish(self) -> Result<()> {
         if let Some(extra) = self

@@ -89,6 +89,16 @@ fn rmsprop_rejects_what_torch_rejects() {
 }
 
 #[test]
+fn asgd_rejects_what_torch_rejects() {
+    assert!(check("asgd") >= 7);
+}
+
+#[test]
+fn rprop_rejects_what_torch_rejects() {
+    assert!(check("rprop") >= 7);
+}
+
+#[test]
 fn build_rejects_unknown_names_and_fields() {
     let p = || [Param::zeros::<f64>(&[2])];
     assert!(matches!(

@@ -129,3 +129,13 @@ fn adagrad_matches_torch() {
 fn rmsprop_matches_torch() {
     replay("rmsprop", Expect::WithinTolerance);
 }
+
+#[test]
+fn asgd_matches_torch() {
+    replay("asgd", Expect::BitExact);
+}
+
+#[test]
+fn rprop_matches_torch() {
+    replay("rprop", Expect::BitExact);
+}

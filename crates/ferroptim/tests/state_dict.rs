@@ -7,9 +7,11 @@ use ferroptim::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use ferroptim::{Error, GroupSpec, Optimizer, Param, StateDict, StateValue, Tensor};
 use serde_json::{json, Value};
 
-const FIXTURES: [&str; 6] = ["sgd", "adam", "adamax", "adadelta", "adagrad", "rmsprop"];
+const FIXTURES: [&str; 8] = [
+    "sgd", "adam", "adamax", "adadelta", "adagrad", "rmsprop", "asgd", "rprop",
+];
 /// Optimizers without a square root, which match torch to the bit.
-const BIT_EXACT: [&str; 2] = ["sgd", "adamax"];
+const BIT_EXACT: [&str; 4] = ["sgd", "adamax", "asgd", "rprop"];
 
 fn run(case: &Case, opt: &mut dyn Optimizer, params: &[Param], steps: std::ops::Range<usize>) {
     for i in steps {

@@ -8,14 +8,18 @@ mod adadelta;
 mod adagrad;
 mod adam;
 mod adamax;
+mod asgd;
 mod rmsprop;
+mod rprop;
 mod sgd;
 
 pub use adadelta::{Adadelta, AdadeltaConfig, AdadeltaState};
 pub use adagrad::{Adagrad, AdagradConfig, AdagradState};
 pub use adam::{Adam, AdamConfig, AdamState};
 pub use adamax::{Adamax, AdamaxConfig, AdamaxState};
+pub use asgd::{Asgd, AsgdConfig, AsgdState};
 pub use rmsprop::{Rmsprop, RmspropConfig, RmspropState};
+pub use rprop::{Rprop, RpropConfig, RpropState};
 pub use sgd::{Sgd, SgdConfig, SgdState};
 
 use crate::error::{Error, Result};
@@ -23,7 +27,9 @@ use crate::group::IntoParamGroups;
 use crate::optimizer::{Algorithm, Optim, Optimizer};
 
 /// The names [`build`] accepts (case-insensitive), torch's class names in lower case.
-pub const NAMES: &[&str] = &["sgd", "adam", "adamax", "adadelta", "adagrad", "rmsprop"];
+pub const NAMES: &[&str] = &[
+    "sgd", "adam", "adamax", "adadelta", "adagrad", "rmsprop", "asgd", "rprop",
+];
 
 /// Builds an optimizer by name from a JSON object of torch's arguments;
 /// arguments left out take torch's defaults.
@@ -57,6 +63,8 @@ pub fn build(
         "adadelta" => make::<AdadeltaConfig>(config_json, params),
         "adagrad" => make::<AdagradConfig>(config_json, params),
         "rmsprop" => make::<RmspropConfig>(config_json, params),
+        "asgd" => make::<AsgdConfig>(config_json, params),
+        "rprop" => make::<RpropConfig>(config_json, params),
         _ => Err(Error::UnknownOptimizer {
             name: name.to_string(),
             expected: NAMES.join(", "),

@@ -11,6 +11,10 @@
 use crate::error::{Error, Result};
 use crate::tensor::Element;
 
+mod asgd_rprop;
+
+pub use asgd_rprop::{asgd, rprop, AsgdScalars, RpropScalars};
+
 fn check_len(
     kernel: &'static str,
     name: &'static str,

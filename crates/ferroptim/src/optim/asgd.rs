@@ -1,0 +1,164 @@
+//! ASGD: averaged stochastic gradient descent (Polyak & Juditsky, 1992;
+//! `torch.optim.ASGD`).
+//!
+//! ```text
+//! g ← ±g + λ_wd·θ
+//! θ ← (1 − λ·η_t)·θ − η_t·g
+//! ā ← ā + μ_t·(θ − ā)                 (ā ← θ while μ_t = 1)
+//! η_{t+1} = lr / (1 + λ·lr·t)^α
+//! μ_{t+1} = 1 / max(1, t − t₀)
+//! ```
+//!
+//! State: `step`, `eta`, `mu` (0-d float32 tensors, as torch keeps them, so
+//! `η` and `μ` are rounded to float32 between steps exactly as there) and
+//! `ax`, the averaged parameters. Averaging starts after `t0` steps.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{check_non_negative, Result};
+use crate::kernels::{self, AsgdScalars};
+use crate::optimizer::{Algorithm, Optim, ParamState};
+use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
+use crate::tensor::{Element, Tensor};
+
+/// ASGD over param groups.
+pub type Asgd = Optim<AsgdConfig>;
+
+/// ASGD's hyperparameters: torch's arguments and defaults.
+///
+/// ```
+/// use ferroptim::{optim::{Asgd, AsgdConfig}, Optimizer, Param, Tensor};
+/// let p = Param::from_vec(vec![1.0f64], &[1])?;
+/// let mut opt = Asgd::new([p.clone()], AsgdConfig { lr: 0.1, t0: 0.0, ..Default::default() })?;
+/// for _ in 0..3 {
+///     p.set_grad(Tensor::from_vec(vec![1.0f64], &[1])?)?;
+///     opt.step()?;
+/// }
+/// let ax = opt.state(&p).unwrap().ax.to_f64_vec()[0];
+/// assert!(ax > p.to_vec::<f64>()?[0], "the average lags behind the iterate");
+/// # Ok::<(), ferroptim::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AsgdConfig {
+    /// Learning rate (default 1e-2).
+    pub lr: f64,
+    /// Decay term λ (default 1e-4).
+    pub lambd: f64,
+    /// Power α of the η update (default 0.75).
+    pub alpha: f64,
+    /// The step after which averaging starts (default 1e6).
+    pub t0: f64,
+    /// L2 penalty (default 0).
+    pub weight_decay: f64,
+    /// Maximize the objective instead of minimizing (default false).
+    pub maximize: bool,
+}
+
+impl Default for AsgdConfig {
+    fn default() -> Self {
+        AsgdConfig {
+            lr: 1e-2,
+            lambd: 1e-4,
+            alpha: 0.75,
+            t0: 1e6,
+            weight_decay: 0.0,
+            maximize: false,
+        }
+    }
+}
+
+/// ASGD's per-parameter state, under torch's keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AsgdState {
+    /// Steps taken.
+    pub step: f64,
+    /// The learning rate of the next step, η (float32, as in torch).
+    pub eta: f32,
+    /// The averaging weight of the next step, μ (float32, as in torch).
+    pub mu: f32,
+    /// The averaged parameters.
+    pub ax: Tensor,
+}
+
+impl ParamState for AsgdState {
+    fn to_entries(&self) -> ParamStateDict {
+        ParamStateDict::from([
+            ("step".into(), step_value(self.step)),
+            ("eta".into(), StateValue::Tensor(Tensor::scalar(self.eta))),
+            ("mu".into(), StateValue::Tensor(Tensor::scalar(self.mu))),
+            ("ax".into(), StateValue::Tensor(self.ax.clone())),
+        ])
+    }
+
+    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
+        let state = AsgdState {
+            step: entries.step("step")?,
+            eta: entries.scalar_f32("eta")?,
+            mu: entries.scalar_f32("mu")?,
+            ax: entries.tensor("ax")?,
+        };
+        entries.finish()?;
+        Ok(state)
+    }
+}
+
+impl Algorithm for AsgdConfig {
+    const NAME: &'static str = "ASGD";
+    const TORCH_FLAGS: &'static [&'static str] = &["foreach", "differentiable", "capturable"];
+    const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
+    type State = AsgdState;
+
+    fn validate(&self) -> Result<()> {
+        check_non_negative("lr", "Invalid learning rate", self.lr)?;
+        check_non_negative("lambd", "Invalid lambd value", self.lambd)?;
+        check_non_negative("alpha", "Invalid alpha value", self.alpha)?;
+        check_non_negative(
+            "weight_decay",
+            "Invalid weight_decay value",
+            self.weight_decay,
+        )
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn init_state(&self, param: &Tensor) -> AsgdState {
+        AsgdState {
+            step: 0.0,
+            eta: self.lr as f32,
+            mu: 1.0,
+            ax: param.zeros_like(),
+        }
+    }
+
+    fn update<T: Element>(
+        &self,
+        param: &mut [T],
+        grad: &[T],
+        _: &[usize],
+        state: &mut AsgdState,
+    ) -> Result<()> {
+        let step = state.step + 1.0;
+        let eta = f64::from(state.eta);
+        let h = AsgdScalars {
+            decay: T::from_f64(1.0 - self.lambd * eta),
+            neg_eta: T::from_f64(-eta),
+            mu: (state.mu != 1.0).then(|| T::from_f64(f64::from(state.mu))),
+            weight_decay: (self.weight_decay != 0.0).then(|| T::from_f64(self.weight_decay)),
+            maximize: self.maximize,
+        };
+        kernels::asgd(param, grad, state.ax.as_slice_mut::<T>()?, &h)?;
+        state.step = step;
+        state.eta = (self.lr / (1.0 + self.lambd * self.lr * step).powf(self.alpha)) as f32;
+        // Python's max(1, step − t0)
+        let since = step - self.t0;
+        state.mu = (1.0 / if since > 1.0 { since } else { 1.0 }) as f32;
+        Ok(())
+    }
+}
