@@ -53,6 +53,19 @@ GROUP1_LR_SCALE = 0.5
 NO_GRAD = {(0, 0), (1, 0), (7, 2)}
 DTYPES = [torch.float32, torch.float64]
 
+# Optimizers that take sparse gradients, and which of their configurations
+# also run with them (weight_decay needs dense gradients in torch's Adagrad).
+# Sparse cases use embedding-like parameters of SPARSE_SHAPES: each step
+# feeds an uncoalesced gradient of random rows, unsorted and with repeats
+# (every fifth step more than 16 of them, so that torch's sort is not an
+# insertion sort), and sometimes no rows at all.
+SPARSE_CONFIGS = {
+    "adagrad": lambda kwargs: kwargs.get("weight_decay", 0) == 0,
+    "sparseadam": lambda kwargs: True,
+}
+SPARSE_ONLY = {"sparseadam"}
+SPARSE_SHAPES = [(9,), (6, 4), (5, 2, 3), (7, 3)]
+
 # Configurations beyond torch's own lists, for arguments those lists leave out.
 EXTRA_INPUTS = {
     "sgd": [
@@ -84,6 +97,8 @@ EXTRA_INPUTS.update({
     "adagrad": [
         ({"lr": 0.05, "lr_decay": 0.1, "weight_decay": 0.05, "initial_accumulator_value": 0.2,
           "eps": 1e-8, "maximize": True}, "extra: every argument"),
+        ({"lr": 0.1, "lr_decay": 0.5, "initial_accumulator_value": 0.1, "eps": 1e-8, "maximize": True},
+         "extra: every argument but weight_decay (so sparse gradients run too)"),
     ],
     "rmsprop": [
         ({"lr": 0.005, "alpha": 0.9, "eps": 1e-6, "weight_decay": 0.05, "momentum": 0.5, "centered": True,
@@ -93,6 +108,9 @@ EXTRA_INPUTS.update({
         ({"lr": 0.05, "lambd": 0.01, "alpha": 0.5, "t0": 5.0, "weight_decay": 0.05, "maximize": True},
          "extra: every argument, averaging from step 6"),
         ({"lr": 0.02, "t0": 0.0}, "extra: averaging from the first step"),
+    ],
+    "sparseadam": [
+        ({"lr": 0.01, "betas": (0.8, 0.95), "eps": 1e-6, "maximize": True}, "extra: every argument"),
     ],
     "rprop": [
         ({"lr": 0.05, "etas": (0.3, 1.5), "step_sizes": (0.01, 0.1), "maximize": True},
@@ -128,6 +146,8 @@ EXTRA_ERRORS.update({
     "rmsprop": [({"lr": -0.1}, "extra: negative lr"), ({"alpha": -0.5}, "extra: negative alpha"),
                 ({"momentum": -0.5}, "extra: negative momentum"), ({"eps": -1.0}, "extra: negative eps")],
     "asgd": [({"lr": -0.1}, "extra: negative lr")],
+    "sparseadam": [({"lr": 0.0}, "extra: lr of 0 (must be positive)"), ({"eps": 0.0}, "extra: eps of 0"),
+                   ({"betas": (0.9, 1.0)}, "extra: beta2 equal to 1")],
     "rprop": [({"lr": -0.1}, "extra: negative lr"), ({"etas": (0.5, 0.9)}, "extra: eta_plus below 1"),
               ({"etas": (0.0, 1.2)}, "extra: eta_minus of 0")],
 })
@@ -140,6 +160,8 @@ OPTIMIZERS = {
     "adagrad": (torch.optim.Adagrad, co.optim_inputs_func_adagrad, co.optim_error_inputs_func_adagrad),
     "rmsprop": (torch.optim.RMSprop, co.optim_inputs_func_rmsprop, co.optim_error_inputs_func_rmsprop),
     "asgd": (torch.optim.ASGD, co.optim_inputs_func_asgd, co.optim_error_inputs_func_asgd),
+    "sparseadam": (torch.optim.SparseAdam, co.optim_inputs_func_sparseadam,
+                   co.optim_error_inputs_func_sparseadam),
     "rprop": (torch.optim.Rprop, co.optim_inputs_func_rprop, co.optim_error_inputs_func_rprop),
 }
 
@@ -197,9 +219,19 @@ def has_tensor(obj) -> bool:
     return False
 
 
-def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int) -> dict:
+def sparse_grad(shape, step: int, gen: torch.Generator, dtype: torch.dtype):
+    """An uncoalesced embedding-style gradient: random rows, unsorted, repeated."""
+    nnz = 24 if step % 5 == 4 else int(torch.randint(0, 8, (), generator=gen))
+    indices = torch.randint(0, shape[0], (nnz,), generator=gen)
+    values = torch.randn((nnz, *shape[1:]), generator=gen, dtype=dtype)
+    grad = torch.sparse_coo_tensor(indices.unsqueeze(0), values, shape, check_invariants=True)
+    return grad, {"indices": indices.tolist(), "values": tensor_json(values)}
+
+
+def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int, sparse: bool = False) -> dict:
     gen = torch.Generator().manual_seed(seed)
-    params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in SHAPES]
+    shapes = SPARSE_SHAPES if sparse else SHAPES
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
     initial = [tensor_json(p) for p in params]
     base_lr = kwargs.get("lr", inspect.signature(cls).parameters["lr"].default)
     group_specs = [
@@ -212,13 +244,17 @@ def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int) -> dict:
     for step in range(STEPS):
         grads = []
         for i, p in enumerate(params):
-            g = torch.randn(p.shape, generator=gen, dtype=dtype)
+            if sparse:
+                g, record = sparse_grad(p.shape, step, gen, dtype)
+            else:
+                g = torch.randn(p.shape, generator=gen, dtype=dtype)
+                record = tensor_json(g)
             if (step, i) in NO_GRAD:
                 p.grad = None
                 grads.append(None)
             else:
                 p.grad = g.clone()
-                grads.append(tensor_json(g))
+                grads.append(record)
         opt.step()
         index = {id(p): i for i, p in enumerate(params)}
         state = {
@@ -248,6 +284,13 @@ def describe_params(params, sample) -> str | None:
         return None  # a bare tensor: not an iterable
     if isinstance(params, set):
         return None
+    if isinstance(params, list) and any(isinstance(p, torch.Tensor) and (p.is_sparse or p.is_complex())
+                                        for p in params):
+        return None  # sparse or complex parameters: ferroptim's Params are dense and real
+    if isinstance(params, list) and any(isinstance(g, dict) and any(
+            isinstance(p, torch.Tensor) and (p.is_sparse or p.is_complex()) for p in g["params"])
+            for g in params):
+        return None
     if isinstance(params, list) and all(isinstance(p, torch.Tensor) for p in params):
         if len(params) == 0:
             return "empty"
@@ -274,9 +317,9 @@ def error_cases(name: str, cls, error_func) -> tuple[list, list]:
     for params, kwargs, desc, error_type, regex in inputs:
         kind = describe_params(params, sample)
         if kind is None:
-            skipped.append({"desc": desc, "reason": "the parameters are a bare tensor, a set or named "
-                            "tuples: ferroptim takes an ordered collection of Params (checked by the type "
-                            "system) and has no named parameters yet"})
+            skipped.append({"desc": desc, "reason": "the parameters are a bare tensor, a set, named "
+                            "tuples, or sparse or complex tensors: ferroptim takes an ordered collection of "
+                            "dense real Params (checked by the type system) and has no named parameters yet"})
             continue
         if has_tensor(kwargs):
             skipped.append({"desc": desc, "reason": "tensor-valued hyperparameters (lr/betas) are not "
@@ -312,11 +355,16 @@ def generate(name: str) -> dict:
         if has_tensor(kwargs):
             skipped.append({"desc": desc, "reason": "tensor-valued lr/betas are not supported"})
             continue
-        for dtype in DTYPES:
-            seed += 1
-            case = {"desc": desc, "dtype": str(dtype).removeprefix("torch."), "kwargs": value_json(kwargs)}
-            case.update(run_case(cls, dict(kwargs), dtype, seed))
-            cases.append(case)
+        runs = [] if name in SPARSE_ONLY else [False]
+        if name in SPARSE_CONFIGS and SPARSE_CONFIGS[name](kwargs):
+            runs.append(True)
+        for sparse in runs:
+            for dtype in DTYPES:
+                seed += 1
+                case = {"desc": ("sparse grads: " if sparse else "") + desc,
+                        "dtype": str(dtype).removeprefix("torch."), "kwargs": value_json(kwargs)}
+                case.update(run_case(cls, dict(kwargs), dtype, seed, sparse))
+                cases.append(case)
     errors, err_skipped = error_cases(name, cls, error_func)
     return {
         "generator": "tools/torch_reference/generate.py",

@@ -135,6 +135,27 @@ pub enum Error {
         param: usize,
     },
 
+    /// This optimizer takes only sparse gradients (torch's SparseAdam raises too).
+    #[error("{optimizer} does not support dense gradients (parameter {param}), please consider Adam instead")]
+    DenseGradUnsupported {
+        /// The optimizer's torch name.
+        optimizer: &'static str,
+        /// The parameter's index in state_dict numbering.
+        param: usize,
+    },
+
+    /// A sparse gradient met a hyperparameter that needs dense ones (torch:
+    /// "weight_decay option is not compatible with sparse gradients").
+    #[error("{optimizer}: the {option} option is not compatible with sparse gradients (parameter {param}); set it to 0 or pass a dense gradient")]
+    SparseGradIncompatible {
+        /// The optimizer's torch name.
+        optimizer: &'static str,
+        /// The hyperparameter that must be 0 with sparse gradients.
+        option: &'static str,
+        /// The parameter's index in state_dict numbering.
+        param: usize,
+    },
+
     /// `load_state_dict` got another number of param groups (torch's message, with counts).
     #[error(
         "loaded state dict has a different number of parameter groups: \
@@ -218,6 +239,15 @@ impl Error {
 /// NaN fails, as in torch.
 pub(crate) fn check_non_negative(name: &'static str, label: &str, value: f64) -> Result<()> {
     if value >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::hyper(name, format!("{label}: {}", py_float(value))))
+    }
+}
+
+/// torch's `if not 0.0 < value: raise ValueError(f"{label}: {value}")`.
+pub(crate) fn check_positive(name: &'static str, label: &str, value: f64) -> Result<()> {
+    if value > 0.0 {
         Ok(())
     } else {
         Err(Error::hyper(name, format!("{label}: {}", py_float(value))))

@@ -118,6 +118,40 @@ pub trait Algorithm:
         shape: &[usize],
         state: &mut Self::State,
     ) -> Result<()>;
+
+    /// Whether a gradient of this kind (sparse or dense) is usable for
+    /// parameter number `param` with these hyperparameters. Checked for every
+    /// parameter before a step changes anything. By default only dense
+    /// gradients are, as in most of torch's optimizers.
+    fn check_grad(&self, sparse: bool, param: usize) -> Result<()> {
+        if sparse {
+            Err(Error::SparseGradUnsupported {
+                optimizer: Self::NAME,
+                param,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// One update from a sparse gradient, already coalesced: `rows` are
+    /// distinct and increasing, `values` holds their rows one after another
+    /// (each `numel / shape[0]` long). Only those rows may change. Called only
+    /// when [`Algorithm::check_grad`] accepts sparse gradients.
+    fn update_sparse<T: Element>(
+        &self,
+        param: &mut [T],
+        shape: &[usize],
+        rows: &[usize],
+        values: &[T],
+        state: &mut Self::State,
+    ) -> Result<()> {
+        let _ = (param, shape, rows, values, state);
+        Err(Error::SparseGradUnsupported {
+            optimizer: Self::NAME,
+            param: 0,
+        })
+    }
 }
 
 /// An optimizer running algorithm `A` over param groups: `Optim<AdamConfig>`
@@ -184,27 +218,25 @@ impl<A: Algorithm> Optim<A> {
             for p in &group.params {
                 let inner = p.read();
                 match &inner.grad {
-                    Some(Grad::Sparse(_)) => {
-                        return Err(Error::SparseGradUnsupported {
-                            optimizer: A::NAME,
-                            param: index,
-                        })
+                    Some(Grad::Sparse(_)) => group.options.check_grad(true, index)?,
+                    Some(Grad::Dense(g)) => {
+                        if g.shape() != inner.value.shape() {
+                            return Err(Error::ShapeMismatch {
+                                what: format!("gradient of parameter {index}"),
+                                expected: inner.value.shape().to_vec(),
+                                found: g.shape().to_vec(),
+                            });
+                        }
+                        if g.dtype() != inner.value.dtype() {
+                            return Err(Error::DtypeMismatch {
+                                what: format!("gradient of parameter {index}"),
+                                expected: inner.value.dtype(),
+                                found: g.dtype(),
+                            });
+                        }
+                        group.options.check_grad(false, index)?;
                     }
-                    Some(Grad::Dense(g)) if g.shape() != inner.value.shape() => {
-                        return Err(Error::ShapeMismatch {
-                            what: format!("gradient of parameter {index}"),
-                            expected: inner.value.shape().to_vec(),
-                            found: g.shape().to_vec(),
-                        })
-                    }
-                    Some(Grad::Dense(g)) if g.dtype() != inner.value.dtype() => {
-                        return Err(Error::DtypeMismatch {
-                            what: format!("gradient of parameter {index}"),
-                            expected: inner.value.dtype(),
-                            found: g.dtype(),
-                        })
-                    }
-                    _ => {}
+                    None => {}
                 }
                 index += 1;
             }
@@ -242,16 +274,24 @@ impl<A: Algorithm> Optimizer for Optim<A> {
             for (p, slot) in group.params.iter().zip(group.state.iter_mut()) {
                 let mut guard = p.write();
                 let inner = &mut *guard;
-                let Some(Grad::Dense(grad)) = &inner.grad else {
+                let Some(grad) = &inner.grad else {
                     continue;
                 };
                 let state = slot.get_or_insert_with(|| options.init_state(&inner.value));
-                match inner.value.parts_mut() {
-                    (shape, TensorData::F32(v)) => {
-                        options.update(v, grad.as_slice::<f32>()?, shape, state)?
+                match (grad, inner.value.parts_mut()) {
+                    (Grad::Dense(g), (shape, TensorData::F32(v))) => {
+                        options.update(v, g.as_slice::<f32>()?, shape, state)?
                     }
-                    (shape, TensorData::F64(v)) => {
-                        options.update(v, grad.as_slice::<f64>()?, shape, state)?
+                    (Grad::Dense(g), (shape, TensorData::F64(v))) => {
+                        options.update(v, g.as_slice::<f64>()?, shape, state)?
+                    }
+                    (Grad::Sparse(g), (shape, TensorData::F32(v))) => {
+                        let (rows, values) = g.coalesced::<f32>()?;
+                        options.update_sparse(v, shape, &rows, &values, state)?
+                    }
+                    (Grad::Sparse(g), (shape, TensorData::F64(v))) => {
+                        let (rows, values) = g.coalesced::<f64>()?;
+                        options.update_sparse(v, shape, &rows, &values, state)?
                     }
                 }
             }

@@ -49,6 +49,46 @@ impl SparseGrad {
     pub fn values(&self) -> &Tensor {
         &self.values
     }
+
+    /// torch's `coalesce()`: the distinct rows in increasing order, with the
+    /// values of repeated rows summed (in the order they appear; torch's
+    /// unstable sort may add three or more repeats in another order, which
+    /// changes only the rounding). Returns the rows and their values, flat.
+    ///
+    /// ```
+    /// use ferroptim::{SparseGrad, Tensor};
+    /// let values = Tensor::from_vec(vec![1.0f32, 2.0, 10.0, 20.0, 100.0, 200.0], &[3, 2])?;
+    /// let g = SparseGrad::new(vec![4, 1, 4], values)?;
+    /// let (rows, summed) = g.coalesced::<f32>()?;
+    /// assert_eq!(rows, [1, 4]);
+    /// assert_eq!(summed, [10.0, 20.0, 101.0, 202.0]);
+    /// # Ok::<(), ferroptim::Error>(())
+    /// ```
+    pub fn coalesced<T: Element>(&self) -> Result<(Vec<usize>, Vec<T>)> {
+        let values = self.values.as_slice::<T>()?;
+        let width = if self.indices.is_empty() {
+            0
+        } else {
+            values.len() / self.indices.len()
+        };
+        let mut order: Vec<usize> = (0..self.indices.len()).collect();
+        order.sort_by_key(|&k| self.indices[k]); // stable
+        let mut rows: Vec<usize> = Vec::with_capacity(order.len());
+        let mut summed: Vec<T> = Vec::with_capacity(values.len());
+        for k in order {
+            let row = &values[k * width..(k + 1) * width];
+            if rows.last() == Some(&self.indices[k]) {
+                let start = summed.len() - width;
+                for (acc, &v) in summed[start..].iter_mut().zip(row) {
+                    *acc = *acc + v;
+                }
+            } else {
+                rows.push(self.indices[k]);
+                summed.extend_from_slice(row);
+            }
+        }
+        Ok((rows, summed))
+    }
 }
 
 #[derive(Debug)]

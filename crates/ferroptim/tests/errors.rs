@@ -99,6 +99,11 @@ fn rprop_rejects_what_torch_rejects() {
 }
 
 #[test]
+fn sparse_adam_rejects_what_torch_rejects() {
+    assert!(check("sparseadam") >= 7);
+}
+
+#[test]
 fn build_rejects_unknown_names_and_fields() {
     let p = || [Param::zeros::<f64>(&[2])];
     assert!(matches!(

@@ -1,6 +1,8 @@
 //! The behaviour of the shared optimizer machinery, as torch's `Optimizer` behaves.
 
-use ferroptim::optim::{Adam, AdamConfig, Sgd, SgdConfig};
+use ferroptim::optim::{
+    Adagrad, AdagradConfig, Adam, AdamConfig, Sgd, SgdConfig, SparseAdam, SparseAdamConfig,
+};
 use ferroptim::{Error, Grad, GroupSpec, Optimizer, Param, SparseGrad, Tensor};
 use serde_json::json;
 
@@ -139,6 +141,79 @@ fn an_unusable_gradient_stops_the_step_before_anything_changes() {
         "parameter 0 must not have moved"
     );
     assert!(opt.state(&a).is_none());
+}
+
+fn sparse_rows(p: &Param, rows: Vec<usize>) {
+    let width = p.numel() / p.shape()[0];
+    let values = Tensor::from_vec(vec![1.0f32; rows.len() * width], &[rows.len(), width]).unwrap();
+    p.set_sparse_grad(SparseGrad::new(rows, values).unwrap())
+        .unwrap();
+}
+
+#[test]
+fn gradients_of_the_wrong_kind_are_refused_before_anything_changes() {
+    // Adagrad takes sparse gradients, but not with weight_decay (torch raises too).
+    let dense = Param::from_vec(vec![1.0f32, 2.0], &[2]).unwrap();
+    let emb = Param::from_vec(vec![1.0f32; 6], &[3, 2]).unwrap();
+    let config = AdagradConfig {
+        weight_decay: 0.1,
+        ..Default::default()
+    };
+    let mut opt = Adagrad::new([dense.clone(), emb.clone()], config).unwrap();
+    let before = opt.state_dict();
+    grad(&dense, 1.0);
+    sparse_rows(&emb, vec![2, 0]);
+    let err = opt.step().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::SparseGradIncompatible {
+                optimizer: "Adagrad",
+                option: "weight_decay",
+                param: 1
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("weight_decay"), "{err}");
+    assert_eq!(opt.state_dict(), before);
+    assert_eq!(dense.to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
+    opt.set_hyperparameter(0, "weight_decay", json!(0.0))
+        .unwrap();
+    opt.step().unwrap();
+    let moved = emb.to_vec::<f32>().unwrap();
+    assert_eq!(&moved[2..4], &[1.0, 1.0], "row 1 had no gradient");
+    assert!(moved[0] < 1.0 && moved[4] < 1.0);
+
+    // SparseAdam takes only sparse gradients.
+    let (a, b) = (Param::zeros::<f32>(&[3, 2]), Param::zeros::<f32>(&[4]));
+    let mut opt = SparseAdam::new([a.clone(), b.clone()], SparseAdamConfig::default()).unwrap();
+    sparse_rows(&a, vec![1]);
+    grad(&b, 1.0);
+    let err = opt.step().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::DenseGradUnsupported {
+                optimizer: "SparseAdam",
+                param: 1
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(opt.state(&a).is_none() && a.to_vec::<f32>().unwrap() == vec![0.0; 6]);
+}
+
+#[test]
+fn sparse_adam_counts_a_step_without_rows_and_moves_nothing() {
+    let a = Param::from_vec(vec![1.0f64; 4], &[2, 2]).unwrap();
+    let mut opt = SparseAdam::new([a.clone()], SparseAdamConfig::default()).unwrap();
+    let none = Tensor::zeros(ferroptim::Dtype::F64, &[0, 2]);
+    a.set_sparse_grad(SparseGrad::new(vec![], none).unwrap())
+        .unwrap();
+    opt.step().unwrap();
+    assert_eq!(opt.state(&a).unwrap().step, 1.0);
+    assert_eq!(a.to_vec::<f64>().unwrap(), vec![1.0; 4]);
 }
 
 #[test]

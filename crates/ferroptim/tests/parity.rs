@@ -139,3 +139,8 @@ fn asgd_matches_torch() {
 fn rprop_matches_torch() {
     replay("rprop", Expect::BitExact);
 }
+
+#[test]
+fn sparse_adam_matches_torch() {
+    replay("sparseadam", Expect::WithinTolerance);
+}

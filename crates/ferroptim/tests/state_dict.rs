@@ -7,8 +7,16 @@ use ferroptim::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use ferroptim::{Error, GroupSpec, Optimizer, Param, StateDict, StateValue, Tensor};
 use serde_json::{json, Value};
 
-const FIXTURES: [&str; 8] = [
-    "sgd", "adam", "adamax", "adadelta", "adagrad", "rmsprop", "asgd", "rprop",
+const FIXTURES: [&str; 9] = [
+    "sgd",
+    "adam",
+    "adamax",
+    "adadelta",
+    "adagrad",
+    "rmsprop",
+    "asgd",
+    "rprop",
+    "sparseadam",
 ];
 /// Optimizers without a square root, which match torch to the bit.
 const BIT_EXACT: [&str; 4] = ["sgd", "adamax", "asgd", "rprop"];

@@ -12,8 +12,10 @@ use crate::error::{Error, Result};
 use crate::tensor::Element;
 
 mod asgd_rprop;
+mod sparse;
 
 pub use asgd_rprop::{asgd, rprop, AsgdScalars, RpropScalars};
+pub use sparse::{adagrad_sparse, sparse_adam, SparseAdamScalars};
 
 fn check_len(
     kernel: &'static str,

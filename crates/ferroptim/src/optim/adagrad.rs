@@ -7,12 +7,17 @@
 //! ```
 //!
 //! As torch, the constructor creates every parameter's state at once
-//! (`step` = 0, `sum` = `initial_accumulator_value`). Sparse gradients are
-//! not taken yet (torch takes them): such a step is refused with a typed error.
+//! (`step` = 0, `sum` = `initial_accumulator_value`).
+//!
+//! Sparse gradients ([`SparseGrad`](crate::SparseGrad), e.g. from an
+//! embedding) are taken as in torch: they are coalesced and only their rows
+//! of `sum` and of the parameter change. `weight_decay` needs dense
+//! gradients; torch raises mid-step, here the step is refused before anything
+//! changes.
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_non_negative, Result};
+use crate::error::{check_non_negative, Error, Result};
 use crate::kernels::{self, AdaptiveScalars};
 use crate::optimizer::{Algorithm, Optim, ParamState};
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
@@ -142,6 +147,35 @@ impl Algorithm for AdagradConfig {
         let clr = self.lr / (1.0 + (step - 1.0) * self.lr_decay);
         let h = AdaptiveScalars::<T>::new(-clr, self.weight_decay, self.eps, self.maximize);
         kernels::adagrad(param, grad, state.sum.as_slice_mut::<T>()?, &h)?;
+        state.step = step;
+        Ok(())
+    }
+
+    fn check_grad(&self, sparse: bool, param: usize) -> Result<()> {
+        if sparse && self.weight_decay != 0.0 {
+            return Err(Error::SparseGradIncompatible {
+                optimizer: Self::NAME,
+                option: "weight_decay",
+                param,
+            });
+        }
+        Ok(())
+    }
+
+    fn update_sparse<T: Element>(
+        &self,
+        param: &mut [T],
+        shape: &[usize],
+        rows: &[usize],
+        values: &[T],
+        state: &mut AdagradState,
+    ) -> Result<()> {
+        let step = state.step + 1.0;
+        let clr = self.lr / (1.0 + (step - 1.0) * self.lr_decay);
+        let h = AdaptiveScalars::<T>::new(-clr, 0.0, self.eps, self.maximize);
+        let width = shape.get(1..).map_or(1, |s| s.iter().product());
+        let sum = state.sum.as_slice_mut::<T>()?;
+        kernels::adagrad_sparse(param, sum, rows, values, width, shape.len() > 1, &h)?;
         state.step = step;
         Ok(())
     }

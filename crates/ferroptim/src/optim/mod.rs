@@ -12,6 +12,7 @@ mod asgd;
 mod rmsprop;
 mod rprop;
 mod sgd;
+mod sparse_adam;
 
 pub use adadelta::{Adadelta, AdadeltaConfig, AdadeltaState};
 pub use adagrad::{Adagrad, AdagradConfig, AdagradState};
@@ -21,6 +22,7 @@ pub use asgd::{Asgd, AsgdConfig, AsgdState};
 pub use rmsprop::{Rmsprop, RmspropConfig, RmspropState};
 pub use rprop::{Rprop, RpropConfig, RpropState};
 pub use sgd::{Sgd, SgdConfig, SgdState};
+pub use sparse_adam::{SparseAdam, SparseAdamConfig, SparseAdamState};
 
 use crate::error::{Error, Result};
 use crate::group::IntoParamGroups;
@@ -28,7 +30,15 @@ use crate::optimizer::{Algorithm, Optim, Optimizer};
 
 /// The names [`build`] accepts (case-insensitive), torch's class names in lower case.
 pub const NAMES: &[&str] = &[
-    "sgd", "adam", "adamax", "adadelta", "adagrad", "rmsprop", "asgd", "rprop",
+    "sgd",
+    "adam",
+    "adamax",
+    "adadelta",
+    "adagrad",
+    "rmsprop",
+    "asgd",
+    "rprop",
+    "sparseadam",
 ];
 
 /// Builds an optimizer by name from a JSON object of torch's arguments;
@@ -65,6 +75,7 @@ pub fn build(
         "rmsprop" => make::<RmspropConfig>(config_json, params),
         "asgd" => make::<AsgdConfig>(config_json, params),
         "rprop" => make::<RpropConfig>(config_json, params),
+        "sparseadam" => make::<SparseAdamConfig>(config_json, params),
         _ => Err(Error::UnknownOptimizer {
             name: name.to_string(),
             expected: NAMES.join(", "),

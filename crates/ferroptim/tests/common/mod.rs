@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ferroptim::{optim, GroupSpec, Optimizer, Param, StateDict, StateValue, Tensor};
+use ferroptim::{optim, GroupSpec, Optimizer, Param, SparseGrad, StateDict, StateValue, Tensor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -30,9 +30,17 @@ pub struct Case {
     pub state_dict_final: StateDict,
 }
 
+/// A gradient torch was fed: dense, or sparse rows (uncoalesced, as recorded).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum GradRecord {
+    Dense(Tensor),
+    Sparse { indices: Vec<usize>, values: Tensor },
+}
+
 #[derive(Deserialize)]
 pub struct Step {
-    pub grads: Vec<Option<Tensor>>,
+    pub grads: Vec<Option<GradRecord>>,
     pub params: Vec<Tensor>,
     pub state: BTreeMap<usize, BTreeMap<String, StateValue>>,
 }
@@ -91,7 +99,10 @@ impl Case {
     pub fn step(&self, i: usize, opt: &mut dyn Optimizer, params: &[Param]) {
         for (p, g) in params.iter().zip(&self.steps[i].grads) {
             match g {
-                Some(g) => p.set_grad(g.clone()).unwrap(),
+                Some(GradRecord::Dense(g)) => p.set_grad(g.clone()).unwrap(),
+                Some(GradRecord::Sparse { indices, values }) => p
+                    .set_sparse_grad(SparseGrad::new(indices.clone(), values.clone()).unwrap())
+                    .unwrap(),
                 None => p.clear_grad(),
             }
         }
