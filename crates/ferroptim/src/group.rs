@@ -9,7 +9,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::optimizer::Algorithm;
+use crate::optimizer::{Algorithm, Hyperparameters};
 use crate::param::Param;
 
 /// torch's implementation switches, present in its state_dict groups but
@@ -150,14 +150,14 @@ impl<A: Algorithm> ParamGroup<A> {
 
 /// `options` as a JSON object. A config is a plain struct of numbers and
 /// booleans, which always serialises to an object.
-pub(crate) fn options_map<A: Algorithm>(options: &A) -> Map<String, Value> {
+pub(crate) fn options_map<A: Hyperparameters>(options: &A) -> Map<String, Value> {
     match serde_json::to_value(options) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
     }
 }
 
-fn config_error<A: Algorithm>(e: serde_json::Error) -> Error {
+fn config_error<A: Hyperparameters>(e: serde_json::Error) -> Error {
     Error::InvalidConfig {
         optimizer: A::NAME,
         reason: e.to_string(),
@@ -166,7 +166,7 @@ fn config_error<A: Algorithm>(e: serde_json::Error) -> Error {
 
 /// `defaults` with `overrides` applied, checked: unknown keys are an error
 /// (a typo must not pass silently), and the result is validated.
-pub(crate) fn merge_options<A: Algorithm>(
+pub(crate) fn merge_options<A: Hyperparameters>(
     defaults: &A,
     overrides: &Map<String, Value>,
 ) -> Result<A> {
@@ -190,7 +190,7 @@ pub(crate) fn merge_options<A: Algorithm>(
 /// implementation flags are dropped, keys the algorithm does not have are kept
 /// as `extra`, and a missing hyperparameter is an error unless torch itself
 /// fills it in for old checkpoints (`A::OPTIONAL_KEYS`).
-pub(crate) fn options_from_saved<A: Algorithm>(
+pub(crate) fn options_from_saved<A: Hyperparameters>(
     saved: &Map<String, Value>,
     group: usize,
 ) -> Result<(A, Map<String, Value>)> {

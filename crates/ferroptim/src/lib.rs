@@ -43,7 +43,7 @@ mod tensor;
 
 pub use error::{Error, Result};
 pub use group::{GroupSpec, IntoParamGroups, ParamGroup};
-pub use optimizer::{Algorithm, Optim, Optimizer, ParamState};
+pub use optimizer::{Algorithm, Hyperparameters, Optim, Optimizer, ParamState};
 pub use param::{Grad, Param, SparseGrad};
 pub use state::{ParamStateDict, StateDict, StateEntries, StateValue};
 pub use tensor::{Dtype, Element, Tensor, TensorData};

@@ -83,9 +83,9 @@ pub trait ParamState: Clone + Debug + Send + Sync + 'static {
     fn from_entries(entries: StateEntries<'_>) -> Result<Self>;
 }
 
-/// An optimization algorithm whose update is per parameter: its value is a
-/// param group's hyperparameters (torch's argument names, via serde).
-pub trait Algorithm:
+/// A param group's hyperparameters: torch's argument names and defaults (via
+/// serde), torch's checks, and the learning rate that schedulers move.
+pub trait Hyperparameters:
     Clone + Debug + Default + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static
 {
     /// torch's class name.
@@ -95,11 +95,6 @@ pub trait Algorithm:
     /// Hyperparameters that torch's `__setstate__` fills in when an older
     /// checkpoint lacks them; any other missing one fails `load_state_dict`.
     const OPTIONAL_KEYS: &'static [&'static str];
-    /// Whether the constructor creates every parameter's state at once, as
-    /// torch's Adagrad does (groups added later still get it lazily, as in torch).
-    const EAGER_STATE: bool = false;
-    /// Per-parameter state.
-    type State: ParamState;
 
     /// torch's constructor checks, with torch's messages.
     fn validate(&self) -> Result<()>;
@@ -107,6 +102,17 @@ pub trait Algorithm:
     fn lr(&self) -> f64;
     /// Sets the learning rate.
     fn set_lr(&mut self, lr: f64);
+}
+
+/// An optimization algorithm whose update is per parameter: its value is a
+/// param group's hyperparameters.
+pub trait Algorithm: Hyperparameters {
+    /// Whether the constructor creates every parameter's state at once, as
+    /// torch's Adagrad does (groups added later still get it lazily, as in torch).
+    const EAGER_STATE: bool = false;
+    /// Per-parameter state.
+    type State: ParamState;
+
     /// The state of a parameter on its first step.
     fn init_state(&self, param: &Tensor) -> Self::State;
     /// One update of one parameter of `shape` with a dense gradient. The

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check_non_negative, py_float, Error, Result};
 use crate::kernels::{self, AdaptiveScalars};
-use crate::optimizer::{Algorithm, Optim, ParamState};
+use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -96,11 +96,10 @@ impl ParamState for AdadeltaState {
     }
 }
 
-impl Algorithm for AdadeltaConfig {
+impl Hyperparameters for AdadeltaConfig {
     const NAME: &'static str = "Adadelta";
     const TORCH_FLAGS: &'static [&'static str] = &["foreach", "capturable", "differentiable"];
     const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
-    type State = AdadeltaState;
 
     fn validate(&self) -> Result<()> {
         check_non_negative("lr", "Invalid learning rate", self.lr)?;
@@ -125,6 +124,10 @@ impl Algorithm for AdadeltaConfig {
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
     }
+}
+
+impl Algorithm for AdadeltaConfig {
+    type State = AdadeltaState;
 
     fn init_state(&self, param: &Tensor) -> AdadeltaState {
         AdadeltaState {

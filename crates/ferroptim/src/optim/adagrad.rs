@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check_non_negative, Error, Result};
 use crate::kernels::{self, AdaptiveScalars};
-use crate::optimizer::{Algorithm, Optim, ParamState};
+use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor, TensorData};
 
@@ -95,12 +95,10 @@ impl ParamState for AdagradState {
     }
 }
 
-impl Algorithm for AdagradConfig {
+impl Hyperparameters for AdagradConfig {
     const NAME: &'static str = "Adagrad";
     const TORCH_FLAGS: &'static [&'static str] = &["foreach", "differentiable", "fused"];
     const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
-    const EAGER_STATE: bool = true;
-    type State = AdagradState;
 
     fn validate(&self) -> Result<()> {
         check_non_negative("lr", "Invalid learning rate", self.lr)?;
@@ -125,6 +123,11 @@ impl Algorithm for AdagradConfig {
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
     }
+}
+
+impl Algorithm for AdagradConfig {
+    const EAGER_STATE: bool = true;
+    type State = AdagradState;
 
     fn init_state(&self, param: &Tensor) -> AdagradState {
         let mut sum = param.zeros_like();

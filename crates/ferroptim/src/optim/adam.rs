@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check_non_negative, check_unit_interval, Result};
 use crate::kernels::{self, AdamScalars};
-use crate::optimizer::{Algorithm, Optim, ParamState};
+use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -114,13 +114,12 @@ impl ParamState for AdamState {
     }
 }
 
-impl Algorithm for AdamConfig {
+impl Hyperparameters for AdamConfig {
     const NAME: &'static str = "Adam";
     const TORCH_FLAGS: &'static [&'static str] =
         &["foreach", "capturable", "differentiable", "fused"];
     const OPTIONAL_KEYS: &'static [&'static str] =
         &["amsgrad", "maximize", "decoupled_weight_decay"];
-    type State = AdamState;
 
     fn validate(&self) -> Result<()> {
         check_non_negative("lr", "Invalid learning rate", self.lr)?;
@@ -141,6 +140,10 @@ impl Algorithm for AdamConfig {
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
     }
+}
+
+impl Algorithm for AdamConfig {
+    type State = AdamState;
 
     fn init_state(&self, param: &Tensor) -> AdamState {
         AdamState {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check_non_negative, check_unit_interval, Result};
 use crate::kernels::{self, AdaptiveScalars};
-use crate::optimizer::{Algorithm, Optim, ParamState};
+use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -89,11 +89,10 @@ impl ParamState for AdamaxState {
     }
 }
 
-impl Algorithm for AdamaxConfig {
+impl Hyperparameters for AdamaxConfig {
     const NAME: &'static str = "Adamax";
     const TORCH_FLAGS: &'static [&'static str] = &["foreach", "differentiable", "capturable"];
     const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
-    type State = AdamaxState;
 
     fn validate(&self) -> Result<()> {
         check_non_negative("lr", "Invalid learning rate", self.lr)?;
@@ -114,6 +113,10 @@ impl Algorithm for AdamaxConfig {
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
     }
+}
+
+impl Algorithm for AdamaxConfig {
+    type State = AdamaxState;
 
     fn init_state(&self, param: &Tensor) -> AdamaxState {
         AdamaxState {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check_non_negative, Result};
 use crate::kernels::{self, AsgdScalars};
-use crate::optimizer::{Algorithm, Optim, ParamState};
+use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -103,11 +103,10 @@ impl ParamState for AsgdState {
     }
 }
 
-impl Algorithm for AsgdConfig {
+impl Hyperparameters for AsgdConfig {
     const NAME: &'static str = "ASGD";
     const TORCH_FLAGS: &'static [&'static str] = &["foreach", "differentiable", "capturable"];
     const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
-    type State = AsgdState;
 
     fn validate(&self) -> Result<()> {
         check_non_negative("lr", "Invalid learning rate", self.lr)?;
@@ -127,6 +126,10 @@ impl Algorithm for AsgdConfig {
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
     }
+}
+
+impl Algorithm for AsgdConfig {
+    type State = AsgdState;
 
     fn init_state(&self, param: &Tensor) -> AsgdState {
         AsgdState {

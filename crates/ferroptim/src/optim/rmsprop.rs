@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check_non_negative, Result};
 use crate::kernels::{self, AdaptiveScalars, RmspropBuffers};
-use crate::optimizer::{Algorithm, Optim, ParamState};
+use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -109,11 +109,10 @@ impl ParamState for RmspropState {
     }
 }
 
-impl Algorithm for RmspropConfig {
+impl Hyperparameters for RmspropConfig {
     const NAME: &'static str = "RMSprop";
     const TORCH_FLAGS: &'static [&'static str] = &["capturable", "foreach", "differentiable"];
     const OPTIONAL_KEYS: &'static [&'static str] = &["momentum", "centered", "maximize"];
-    type State = RmspropState;
 
     fn validate(&self) -> Result<()> {
         check_non_negative("lr", "Invalid learning rate", self.lr)?;
@@ -134,6 +133,10 @@ impl Algorithm for RmspropConfig {
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
     }
+}
+
+impl Algorithm for RmspropConfig {
+    type State = RmspropState;
 
     fn init_state(&self, param: &Tensor) -> RmspropState {
         RmspropState {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check_non_negative, py_float, Error, Result};
 use crate::kernels::{self, RpropScalars};
-use crate::optimizer::{Algorithm, Optim, ParamState};
+use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor, TensorData};
 
@@ -96,11 +96,10 @@ impl ParamState for RpropState {
     }
 }
 
-impl Algorithm for RpropConfig {
+impl Hyperparameters for RpropConfig {
     const NAME: &'static str = "Rprop";
     const TORCH_FLAGS: &'static [&'static str] = &["foreach", "differentiable", "capturable"];
     const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
-    type State = RpropState;
 
     fn validate(&self) -> Result<()> {
         check_non_negative("lr", "Invalid learning rate", self.lr)?;
@@ -125,6 +124,10 @@ impl Algorithm for RpropConfig {
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
     }
+}
+
+impl Algorithm for RpropConfig {
+    type State = RpropState;
 
     fn init_state(&self, param: &Tensor) -> RpropState {
         let mut step_size = param.zeros_like();

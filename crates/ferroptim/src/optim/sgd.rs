@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check_non_negative, py_float, Error, Result};
 use crate::kernels::{self, SgdScalars};
-use crate::optimizer::{Algorithm, Optim, ParamState};
+use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
 use crate::state::{ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -90,11 +90,10 @@ impl ParamState for SgdState {
     }
 }
 
-impl Algorithm for SgdConfig {
+impl Hyperparameters for SgdConfig {
     const NAME: &'static str = "SGD";
     const TORCH_FLAGS: &'static [&'static str] = &["foreach", "differentiable", "fused"];
     const OPTIONAL_KEYS: &'static [&'static str] = &["nesterov", "maximize"];
-    type State = SgdState;
 
     fn validate(&self) -> Result<()> {
         // torch's checks, in torch's order. torch lets a NaN through `lr < 0.0`; we don't.
@@ -125,6 +124,10 @@ impl Algorithm for SgdConfig {
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
     }
+}
+
+impl Algorithm for SgdConfig {
+    type State = SgdState;
 
     fn init_state(&self, _param: &Tensor) -> SgdState {
         SgdState::default()

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check_positive, check_unit_interval, Error, Result};
 use crate::kernels::{self, SparseAdamScalars};
-use crate::optimizer::{Algorithm, Optim, ParamState};
+use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
 use crate::state::{ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -98,11 +98,10 @@ impl ParamState for SparseAdamState {
     }
 }
 
-impl Algorithm for SparseAdamConfig {
+impl Hyperparameters for SparseAdamConfig {
     const NAME: &'static str = "SparseAdam";
     const TORCH_FLAGS: &'static [&'static str] = &[];
     const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
-    type State = SparseAdamState;
 
     fn validate(&self) -> Result<()> {
         check_positive("lr", "Invalid learning rate", self.lr)?;
@@ -118,6 +117,10 @@ impl Algorithm for SparseAdamConfig {
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
     }
+}
+
+impl Algorithm for SparseAdamConfig {
+    type State = SparseAdamState;
 
     fn init_state(&self, param: &Tensor) -> SparseAdamState {
         SparseAdamState {
