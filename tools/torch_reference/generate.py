@@ -146,6 +146,7 @@ EXTRA_ERRORS.update({
     "rmsprop": [({"lr": -0.1}, "extra: negative lr"), ({"alpha": -0.5}, "extra: negative alpha"),
                 ({"momentum": -0.5}, "extra: negative momentum"), ({"eps": -1.0}, "extra: negative eps")],
     "asgd": [({"lr": -0.1}, "extra: negative lr")],
+    "lbfgs": [({"lr": -0.5}, "extra: negative lr")],
     "sparseadam": [({"lr": 0.0}, "extra: lr of 0 (must be positive)"), ({"eps": 0.0}, "extra: eps of 0"),
                    ({"betas": (0.9, 1.0)}, "extra: beta2 equal to 1")],
     "rprop": [({"lr": -0.1}, "extra: negative lr"), ({"etas": (0.5, 0.9)}, "extra: eta_plus below 1"),
@@ -377,12 +378,31 @@ def generate(name: str) -> dict:
     }
 
 
+def generate_lbfgs() -> dict:
+    import lbfgs  # beside this file
+
+    errors, skipped = error_cases("lbfgs", torch.optim.LBFGS, co.optim_error_inputs_func_lbfgs)
+    data = lbfgs.generate({"tensor_json": tensor_json, "value_json": value_json},
+                          co.optim_inputs_func_lbfgs, error_cases)
+    return {
+        "generator": "tools/torch_reference/generate.py (lbfgs.py)",
+        "torch_version": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "optimizer": "lbfgs",
+        "problems": data["problems"],
+        "cases": data["cases"],
+        "errors": errors,
+        "skipped": data["skipped"] + skipped,
+    }
+
+
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
-    names = argv[1:] or list(OPTIMIZERS)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    names = argv[1:] or list(OPTIMIZERS) + ["lbfgs"]
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     for name in names:
-        data = generate(name)
+        data = generate_lbfgs() if name == "lbfgs" else generate(name)
         path = OUT_DIR / f"{name}.json"
         path.write_text(json.dumps(data, separators=(",", ":")) + "\n")
         print(f"{path.relative_to(ROOT)}: {len(data['cases'])} cases, {len(data['errors'])} error inputs, "

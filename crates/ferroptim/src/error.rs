@@ -144,6 +144,13 @@ pub enum Error {
         param: usize,
     },
 
+    /// `step()` was called on an optimizer that must re-evaluate the objective (LBFGS).
+    #[error("{optimizer} needs a closure that re-evaluates the loss and gradients: call step_with_closure")]
+    ClosureRequired {
+        /// The optimizer's torch name.
+        optimizer: &'static str,
+    },
+
     /// A sparse gradient met a hyperparameter that needs dense ones (torch:
     /// "weight_decay option is not compatible with sparse gradients").
     #[error("{optimizer}: the {option} option is not compatible with sparse gradients (parameter {param}); set it to 0 or pass a dense gradient")]

@@ -453,7 +453,7 @@ impl<A: Algorithm> Optimizer for Optim<A> {
     }
 }
 
-fn saved_param_ids(saved: &Map<String, Value>, group: usize) -> Result<Vec<usize>> {
+pub(crate) fn saved_param_ids(saved: &Map<String, Value>, group: usize) -> Result<Vec<usize>> {
     let path = || format!("param_groups[{group}].params");
     let list = saved
         .get("params")

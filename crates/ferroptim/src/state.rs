@@ -207,6 +207,63 @@ impl<'a> StateEntries<'a> {
         Ok(x)
     }
 
+    /// A list of tensors of `shape`, converted to the parameter's dtype
+    /// (LBFGS's history); an error if absent.
+    pub fn tensor_list(&mut self, key: &str, shape: &[usize]) -> Result<Vec<Tensor>> {
+        let value = self
+            .get(key)
+            .ok_or_else(|| Error::state(self.path(key), "missing; expected a list of tensors"))?;
+        let list = match value {
+            StateValue::TensorList(list) => list,
+            other => {
+                return Err(Error::state(
+                    self.path(key),
+                    format!("expected a list of tensors, found {}", kind(other)),
+                ))
+            }
+        };
+        list.iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if t.shape() == shape {
+                    Ok(t.to_dtype(self.dtype))
+                } else {
+                    Err(Error::ShapeMismatch {
+                        what: format!("state_dict {}[{i}]", self.path(key)),
+                        expected: shape.to_vec(),
+                        found: t.shape().to_vec(),
+                    })
+                }
+            })
+            .collect()
+    }
+
+    /// A finite number, written by torch as a float, an int or a one-element
+    /// tensor; `None` if the key is absent.
+    pub fn optional_number(&mut self, key: &str) -> Result<Option<f64>> {
+        let Some(value) = self.get(key) else {
+            return Ok(None);
+        };
+        let x = match value {
+            StateValue::Int(i) => *i as f64,
+            StateValue::Float(x) => *x,
+            StateValue::Tensor(t) if t.numel() == 1 => t.to_f64_vec()[0],
+            other => {
+                return Err(Error::state(
+                    self.path(key),
+                    format!("expected a number, found {}", kind(other)),
+                ))
+            }
+        };
+        if !x.is_finite() {
+            return Err(Error::state(
+                self.path(key),
+                format!("expected a finite number, found {x}"),
+            ));
+        }
+        Ok(Some(x))
+    }
+
     /// Errors if the saved state holds keys that were not read.
     pub fn finish(self) -> Result<()> {
         if let Some(extra) = self

@@ -19,9 +19,9 @@ fn params_for(kind: &str) -> Vec<GroupSpec> {
 }
 
 fn check(name: &str) -> usize {
-    let fixture = common::load(name);
-    assert!(!fixture.errors.is_empty());
-    for case in &fixture.errors {
+    let errors = common::load_errors(name);
+    assert!(!errors.is_empty());
+    for case in &errors {
         let result = optim::build(name, &case.kwargs.to_string(), params_for(&case.params));
         let err = match result {
             Ok(opt) => panic!("{name}: {:?} was accepted ({})", case.desc, opt.name()),
@@ -55,7 +55,7 @@ fn check(name: &str) -> usize {
             None => assert_eq!(message, case.torch_message, "{name}: {:?}", case.desc),
         }
     }
-    fixture.errors.len()
+    errors.len()
 }
 
 #[test]
@@ -101,6 +101,11 @@ fn rprop_rejects_what_torch_rejects() {
 #[test]
 fn sparse_adam_rejects_what_torch_rejects() {
     assert!(check("sparseadam") >= 7);
+}
+
+#[test]
+fn lbfgs_rejects_what_torch_rejects() {
+    assert!(check("lbfgs") >= 4);
 }
 
 #[test]

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::tensor::Element;
 
 mod asgd_rprop;
+pub mod flat;
 mod sparse;
 
 pub use asgd_rprop::{asgd, rprop, AsgdScalars, RpropScalars};

@@ -9,6 +9,7 @@ mod adagrad;
 mod adam;
 mod adamax;
 mod asgd;
+mod lbfgs;
 mod rmsprop;
 mod rprop;
 mod sgd;
@@ -19,6 +20,7 @@ pub use adagrad::{Adagrad, AdagradConfig, AdagradState};
 pub use adam::{Adam, AdamConfig, AdamState};
 pub use adamax::{Adamax, AdamaxConfig, AdamaxState};
 pub use asgd::{Asgd, AsgdConfig, AsgdState};
+pub use lbfgs::{Lbfgs, LbfgsConfig, LbfgsState, LineSearch};
 pub use rmsprop::{Rmsprop, RmspropConfig, RmspropState};
 pub use rprop::{Rprop, RpropConfig, RpropState};
 pub use sgd::{Sgd, SgdConfig, SgdState};
@@ -39,6 +41,7 @@ pub const NAMES: &[&str] = &[
     "asgd",
     "rprop",
     "sparseadam",
+    "lbfgs",
 ];
 
 /// Builds an optimizer by name from a JSON object of torch's arguments;
@@ -76,6 +79,19 @@ pub fn build(
         "asgd" => make::<AsgdConfig>(config_json, params),
         "rprop" => make::<RpropConfig>(config_json, params),
         "sparseadam" => make::<SparseAdamConfig>(config_json, params),
+        "lbfgs" => {
+            let json = if config_json.trim().is_empty() {
+                "{}"
+            } else {
+                config_json
+            };
+            let config: LbfgsConfig =
+                serde_json::from_str(json).map_err(|e| Error::InvalidConfig {
+                    optimizer: "LBFGS",
+                    reason: e.to_string(),
+                })?;
+            Ok(Box::new(Lbfgs::new(params, config)?))
+        }
         _ => Err(Error::UnknownOptimizer {
             name: name.to_string(),
             expected: NAMES.join(", "),

@@ -55,6 +55,23 @@ pub struct ErrorCase {
     pub torch_message: String,
 }
 
+/// Only the error inputs of a fixture (LBFGS's cases have their own shape).
+pub fn load_errors(name: &str) -> Vec<ErrorCase> {
+    #[derive(Deserialize)]
+    struct Errors {
+        optimizer: String,
+        errors: Vec<ErrorCase>,
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let fixture: Errors =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(fixture.optimizer, name);
+    fixture.errors
+}
+
 pub fn load(name: &str) -> Fixture {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
