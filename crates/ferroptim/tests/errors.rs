@@ -109,6 +109,21 @@ fn lbfgs_rejects_what_torch_rejects() {
 }
 
 #[test]
+fn adamw_rejects_what_torch_rejects() {
+    assert!(check("adamw") >= 7);
+}
+
+#[test]
+fn nadam_rejects_what_torch_rejects() {
+    assert!(check("nadam") >= 7);
+}
+
+#[test]
+fn radam_rejects_what_torch_rejects() {
+    assert!(check("radam") >= 7);
+}
+
+#[test]
 fn build_rejects_unknown_names_and_fields() {
     let p = || [Param::zeros::<f64>(&[2])];
     assert!(matches!(

@@ -144,3 +144,18 @@ fn rprop_matches_torch() {
 fn sparse_adam_matches_torch() {
     replay("sparseadam", Expect::WithinTolerance);
 }
+
+#[test]
+fn adamw_matches_torch() {
+    replay("adamw", Expect::WithinTolerance);
+}
+
+#[test]
+fn nadam_matches_torch() {
+    replay("nadam", Expect::WithinTolerance);
+}
+
+#[test]
+fn radam_matches_torch() {
+    replay("radam", Expect::WithinTolerance);
+}

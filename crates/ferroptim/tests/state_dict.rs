@@ -7,7 +7,7 @@ use ferroptim::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use ferroptim::{Error, GroupSpec, Optimizer, Param, StateDict, StateValue, Tensor};
 use serde_json::{json, Value};
 
-const FIXTURES: [&str; 9] = [
+const FIXTURES: [&str; 12] = [
     "sgd",
     "adam",
     "adamax",
@@ -17,6 +17,9 @@ const FIXTURES: [&str; 9] = [
     "asgd",
     "rprop",
     "sparseadam",
+    "adamw",
+    "nadam",
+    "radam",
 ];
 /// Optimizers without a square root, which match torch to the bit.
 const BIT_EXACT: [&str; 4] = ["sgd", "adamax", "asgd", "rprop"];

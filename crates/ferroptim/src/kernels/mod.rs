@@ -11,10 +11,12 @@
 use crate::error::{Error, Result};
 use crate::tensor::Element;
 
+mod adam_family;
 mod asgd_rprop;
 pub mod flat;
 mod sparse;
 
+pub use adam_family::{nadam, radam, NadamScalars, RadamScalars};
 pub use asgd_rprop::{asgd, rprop, AsgdScalars, RpropScalars};
 pub use sparse::{adagrad_sparse, sparse_adam, SparseAdamScalars};
 

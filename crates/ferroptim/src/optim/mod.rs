@@ -8,8 +8,11 @@ mod adadelta;
 mod adagrad;
 mod adam;
 mod adamax;
+mod adamw;
 mod asgd;
 mod lbfgs;
+mod nadam;
+mod radam;
 mod rmsprop;
 mod rprop;
 mod sgd;
@@ -19,8 +22,11 @@ pub use adadelta::{Adadelta, AdadeltaConfig, AdadeltaState};
 pub use adagrad::{Adagrad, AdagradConfig, AdagradState};
 pub use adam::{Adam, AdamConfig, AdamState};
 pub use adamax::{Adamax, AdamaxConfig, AdamaxState};
+pub use adamw::{AdamW, AdamWConfig};
 pub use asgd::{Asgd, AsgdConfig, AsgdState};
 pub use lbfgs::{Lbfgs, LbfgsConfig, LbfgsState, LineSearch};
+pub use nadam::{NAdam, NAdamConfig, NAdamState};
+pub use radam::{RAdam, RAdamConfig, RAdamState};
 pub use rmsprop::{Rmsprop, RmspropConfig, RmspropState};
 pub use rprop::{Rprop, RpropConfig, RpropState};
 pub use sgd::{Sgd, SgdConfig, SgdState};
@@ -79,6 +85,9 @@ pub fn build(
         "asgd" => make::<AsgdConfig>(config_json, params),
         "rprop" => make::<RpropConfig>(config_json, params),
         "sparseadam" => make::<SparseAdamConfig>(config_json, params),
+        "adamw" => make::<AdamWConfig>(config_json, params),
+        "nadam" => make::<NAdamConfig>(config_json, params),
+        "radam" => make::<RAdamConfig>(config_json, params),
         "lbfgs" => {
             let json = if config_json.trim().is_empty() {
                 "{}"

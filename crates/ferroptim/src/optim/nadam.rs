@@ -1,0 +1,197 @@
+//! NAdam: Adam with Nesterov momentum (Dozat, 2016; `torch.optim.NAdam`).
+//!
+//! With `μ_t = β₁·(1 − ½·0.96^(t·ψ))` (ψ = `momentum_decay`) and
+//! `Π_t = μ_1⋯μ_t`:
+//!
+//! ```text
+//! θ ← θ·(1 − lr·λ)                  if decoupled_weight_decay
+//! g ← ±g + λ·θ                      otherwise
+//! m ← lerp(m, g, 1 − β₁)
+//! v ← β₂·v + (1 − β₂)·g²
+//! d ← √(v / (1 − β₂ᵗ)) + ε
+//! θ ← θ − lr·(1 − μ_t)/(1 − Π_t) · g/d − lr·μ_{t+1}/(1 − Π_t·μ_{t+1}) · m/d
+//! ```
+//!
+//! State: `step`, `mu_product` (Π_t, a float32 scalar as in torch, so it is
+//! rounded to float32 at every step exactly as there), `exp_avg`, `exp_avg_sq`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{check_non_negative, check_unit_interval, Result};
+use crate::kernels::{self, NadamScalars};
+use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
+use crate::tensor::{Element, Tensor};
+
+/// NAdam over param groups.
+pub type NAdam = Optim<NAdamConfig>;
+
+/// NAdam's hyperparameters: torch's arguments and defaults.
+///
+/// ```
+/// use ferroptim::{optim::{NAdam, NAdamConfig}, Optimizer, Param, Tensor};
+/// let p = Param::from_vec(vec![1.0f64], &[1])?;
+/// let mut opt = NAdam::new([p.clone()], NAdamConfig::default())?;
+/// p.set_grad(Tensor::from_vec(vec![0.5f64], &[1])?)?;
+/// opt.step()?;
+/// assert!(p.to_vec::<f64>()?[0] < 1.0);
+/// assert!(opt.state(&p).unwrap().mu_product < 1.0);
+/// # Ok::<(), ferroptim::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NAdamConfig {
+    /// Learning rate (default 2e-3).
+    pub lr: f64,
+    /// Decay rates of the moment averages (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// Added to the denominator (default 1e-8).
+    pub eps: f64,
+    /// Weight decay (default 0): an L2 penalty, or decoupled as in AdamW.
+    pub weight_decay: f64,
+    /// ψ, the decay of the momentum schedule (default 4e-3).
+    pub momentum_decay: f64,
+    /// Apply weight decay to the parameter directly (default false).
+    pub decoupled_weight_decay: bool,
+    /// Maximize the objective instead of minimizing (default false).
+    pub maximize: bool,
+}
+
+impl Default for NAdamConfig {
+    fn default() -> Self {
+        NAdamConfig {
+            lr: 2e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum_decay: 4e-3,
+            decoupled_weight_decay: false,
+            maximize: false,
+        }
+    }
+}
+
+/// NAdam's per-parameter state, under torch's keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NAdamState {
+    /// Steps taken.
+    pub step: f64,
+    /// Π_t, the product of the momentum schedule (float32, as in torch).
+    pub mu_product: f32,
+    /// First moment average.
+    pub exp_avg: Tensor,
+    /// Second moment average.
+    pub exp_avg_sq: Tensor,
+}
+
+impl ParamState for NAdamState {
+    fn to_entries(&self) -> ParamStateDict {
+        ParamStateDict::from([
+            ("step".into(), step_value(self.step)),
+            (
+                "mu_product".into(),
+                StateValue::Tensor(Tensor::scalar(self.mu_product)),
+            ),
+            ("exp_avg".into(), StateValue::Tensor(self.exp_avg.clone())),
+            (
+                "exp_avg_sq".into(),
+                StateValue::Tensor(self.exp_avg_sq.clone()),
+            ),
+        ])
+    }
+
+    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
+        let state = NAdamState {
+            step: entries.step("step")?,
+            mu_product: entries.scalar_f32("mu_product")?,
+            exp_avg: entries.tensor("exp_avg")?,
+            exp_avg_sq: entries.tensor("exp_avg_sq")?,
+        };
+        entries.finish()?;
+        Ok(state)
+    }
+}
+
+impl Hyperparameters for NAdamConfig {
+    const NAME: &'static str = "NAdam";
+    const TORCH_FLAGS: &'static [&'static str] = &["foreach", "capturable", "differentiable"];
+    const OPTIONAL_KEYS: &'static [&'static str] = &["maximize", "decoupled_weight_decay"];
+
+    fn validate(&self) -> Result<()> {
+        check_non_negative("lr", "Invalid learning rate", self.lr)?;
+        check_non_negative("eps", "Invalid epsilon value", self.eps)?;
+        check_unit_interval("betas", "Invalid beta parameter at index 0", self.betas.0)?;
+        check_unit_interval("betas", "Invalid beta parameter at index 1", self.betas.1)?;
+        check_non_negative(
+            "weight_decay",
+            "Invalid weight_decay value",
+            self.weight_decay,
+        )?;
+        check_non_negative(
+            "momentum_decay",
+            "Invalid momentum_decay value",
+            self.momentum_decay,
+        )
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+}
+
+impl Algorithm for NAdamConfig {
+    type State = NAdamState;
+
+    fn init_state(&self, param: &Tensor) -> NAdamState {
+        NAdamState {
+            step: 0.0,
+            mu_product: 1.0,
+            exp_avg: param.zeros_like(),
+            exp_avg_sq: param.zeros_like(),
+        }
+    }
+
+    fn update<T: Element>(
+        &self,
+        param: &mut [T],
+        grad: &[T],
+        _: &[usize],
+        state: &mut NAdamState,
+    ) -> Result<()> {
+        let (beta1, beta2) = self.betas;
+        let step = state.step + 1.0;
+        let bias_correction2 = 1.0 - beta2.powf(step);
+        let mu = beta1 * (1.0 - 0.5 * 0.96f64.powf(step * self.momentum_decay));
+        let mu_next = beta1 * (1.0 - 0.5 * 0.96f64.powf((step + 1.0) * self.momentum_decay));
+        // torch: `mu_product *= mu` on a float32 scalar tensor.
+        let mu_product = state.mu_product * mu as f32;
+        let mu_product_next = f64::from(mu_product) * mu_next;
+        let decays = self.weight_decay != 0.0;
+        let h = NadamScalars {
+            decay: (decays && self.decoupled_weight_decay)
+                .then(|| T::from_f64(1.0 - self.lr * self.weight_decay)),
+            weight_decay: (decays && !self.decoupled_weight_decay)
+                .then(|| T::from_f64(self.weight_decay)),
+            one_minus_beta1: T::from_f64(1.0 - beta1),
+            beta2: T::from_f64(beta2),
+            one_minus_beta2: T::from_f64(1.0 - beta2),
+            bias_correction2: T::from_f64(bias_correction2),
+            eps: T::from_f64(self.eps),
+            grad_coef: T::from_f64(-self.lr * (1.0 - mu) / (1.0 - f64::from(mu_product))),
+            exp_avg_coef: T::from_f64((-self.lr * mu_next) / (1.0 - mu_product_next)),
+            maximize: self.maximize,
+        };
+        let (m, v) = (
+            state.exp_avg.as_slice_mut::<T>()?,
+            state.exp_avg_sq.as_slice_mut::<T>()?,
+        );
+        kernels::nadam(param, grad, m, v, &h)?;
+        state.step = step;
+        state.mu_product = mu_product;
+        Ok(())
+    }
+}

@@ -1,0 +1,181 @@
+//! RAdam: Adam with a rectified adaptive learning rate (Liu et al., 2020; `torch.optim.RAdam`).
+//!
+//! With `ρ_∞ = 2/(1 − β₂) − 1` and `ρ_t = ρ_∞ − 2t·β₂ᵗ/(1 − β₂ᵗ)`:
+//!
+//! ```text
+//! θ ← θ·(1 − lr·λ)                  if decoupled_weight_decay
+//! g ← ±g + λ·θ                      otherwise
+//! m ← lerp(m, g, 1 − β₁),  v ← β₂·v + (1 − β₂)·g²,  m̂ = m/(1 − β₁ᵗ)
+//! θ ← θ − lr·m̂·r_t·√(1 − β₂ᵗ)/(√v + ε)    if ρ_t > 5, with r_t = √((ρ_t−4)(ρ_t−2)ρ_∞ / ((ρ_∞−4)(ρ_∞−2)ρ_t))
+//! θ ← θ − lr·m̂                            otherwise (the variance is not yet tractable)
+//! ```
+//!
+//! State: `step`, `exp_avg`, `exp_avg_sq`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{check_non_negative, check_unit_interval, Result};
+use crate::kernels::{self, RadamScalars};
+use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
+use crate::tensor::{Element, Tensor};
+
+/// RAdam over param groups.
+pub type RAdam = Optim<RAdamConfig>;
+
+/// RAdam's hyperparameters: torch's arguments and defaults.
+///
+/// ```
+/// use ferroptim::{optim::{RAdam, RAdamConfig}, Optimizer, Param, Tensor};
+/// let p = Param::from_vec(vec![1.0f64], &[1])?;
+/// let mut opt = RAdam::new([p.clone()], RAdamConfig { lr: 0.1, ..Default::default() })?;
+/// p.set_grad(Tensor::from_vec(vec![3.0f64], &[1])?)?;
+/// opt.step()?;
+/// // Not yet rectified on the first step: θ ← θ − lr·m̂ = 1 − 0.1·3.
+/// assert!((p.to_vec::<f64>()?[0] - 0.7).abs() < 1e-12);
+/// # Ok::<(), ferroptim::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RAdamConfig {
+    /// Learning rate (default 1e-3).
+    pub lr: f64,
+    /// Decay rates of the moment averages (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// Added to the denominator (default 1e-8).
+    pub eps: f64,
+    /// Weight decay (default 0): an L2 penalty, or decoupled as in AdamW.
+    pub weight_decay: f64,
+    /// Apply weight decay to the parameter directly (default false).
+    pub decoupled_weight_decay: bool,
+    /// Maximize the objective instead of minimizing (default false).
+    pub maximize: bool,
+}
+
+impl Default for RAdamConfig {
+    fn default() -> Self {
+        RAdamConfig {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled_weight_decay: false,
+            maximize: false,
+        }
+    }
+}
+
+/// RAdam's per-parameter state, under torch's keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RAdamState {
+    /// Steps taken.
+    pub step: f64,
+    /// First moment average.
+    pub exp_avg: Tensor,
+    /// Second moment average.
+    pub exp_avg_sq: Tensor,
+}
+
+impl ParamState for RAdamState {
+    fn to_entries(&self) -> ParamStateDict {
+        ParamStateDict::from([
+            ("step".into(), step_value(self.step)),
+            ("exp_avg".into(), StateValue::Tensor(self.exp_avg.clone())),
+            (
+                "exp_avg_sq".into(),
+                StateValue::Tensor(self.exp_avg_sq.clone()),
+            ),
+        ])
+    }
+
+    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
+        let state = RAdamState {
+            step: entries.step("step")?,
+            exp_avg: entries.tensor("exp_avg")?,
+            exp_avg_sq: entries.tensor("exp_avg_sq")?,
+        };
+        entries.finish()?;
+        Ok(state)
+    }
+}
+
+impl Hyperparameters for RAdamConfig {
+    const NAME: &'static str = "RAdam";
+    const TORCH_FLAGS: &'static [&'static str] = &["foreach", "capturable", "differentiable"];
+    const OPTIONAL_KEYS: &'static [&'static str] = &["maximize", "decoupled_weight_decay"];
+
+    fn validate(&self) -> Result<()> {
+        check_non_negative("lr", "Invalid learning rate", self.lr)?;
+        check_non_negative("eps", "Invalid epsilon value", self.eps)?;
+        check_unit_interval("betas", "Invalid beta parameter at index 0", self.betas.0)?;
+        check_unit_interval("betas", "Invalid beta parameter at index 1", self.betas.1)?;
+        check_non_negative(
+            "weight_decay",
+            "Invalid weight_decay value",
+            self.weight_decay,
+        )
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+}
+
+impl Algorithm for RAdamConfig {
+    type State = RAdamState;
+
+    fn init_state(&self, param: &Tensor) -> RAdamState {
+        RAdamState {
+            step: 0.0,
+            exp_avg: param.zeros_like(),
+            exp_avg_sq: param.zeros_like(),
+        }
+    }
+
+    fn update<T: Element>(
+        &self,
+        param: &mut [T],
+        grad: &[T],
+        _: &[usize],
+        state: &mut RAdamState,
+    ) -> Result<()> {
+        let (beta1, beta2) = self.betas;
+        let step = state.step + 1.0;
+        let bias_correction1 = 1.0 - beta1.powf(step);
+        let bias_correction2 = 1.0 - beta2.powf(step);
+        let rho_inf = 2.0 / (1.0 - beta2) - 1.0;
+        let rho_t = rho_inf - 2.0 * step * beta2.powf(step) / bias_correction2;
+        let rectification = (rho_t > 5.0).then(|| {
+            let rect = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                .sqrt();
+            (T::from_f64(bias_correction2.sqrt()), T::from_f64(rect))
+        });
+        let decays = self.weight_decay != 0.0;
+        let h = RadamScalars {
+            decay: (decays && self.decoupled_weight_decay)
+                .then(|| T::from_f64(1.0 - self.lr * self.weight_decay)),
+            weight_decay: (decays && !self.decoupled_weight_decay)
+                .then(|| T::from_f64(self.weight_decay)),
+            one_minus_beta1: T::from_f64(1.0 - beta1),
+            beta2: T::from_f64(beta2),
+            one_minus_beta2: T::from_f64(1.0 - beta2),
+            bias_correction1: T::from_f64(bias_correction1),
+            lr: T::from_f64(self.lr),
+            rectification,
+            eps: T::from_f64(self.eps),
+            maximize: self.maximize,
+        };
+        let (m, v) = (
+            state.exp_avg.as_slice_mut::<T>()?,
+            state.exp_avg_sq.as_slice_mut::<T>()?,
+        );
+        kernels::radam(param, grad, m, v, &h)?;
+        state.step = step;
+        Ok(())
+    }
+}
