@@ -111,6 +111,23 @@ impl IntoParamGroups for GroupSpec {
     }
 }
 
+/// Checks that `group` repeats no parameter and shares none with `others`
+/// (torch: "some parameters appear in more than one parameter group").
+pub(crate) fn check_no_duplicates<'a>(
+    group: &[Param],
+    mut others: impl Iterator<Item = &'a Param>,
+) -> Result<()> {
+    for (i, p) in group.iter().enumerate() {
+        if let Some(first) = group[..i].iter().position(|q| q.same_as(p)) {
+            return Err(Error::DuplicateParamInGroup { first, second: i });
+        }
+    }
+    if others.any(|q| group.iter().any(|p| p.same_as(q))) {
+        return Err(Error::DuplicateParamAcrossGroups);
+    }
+    Ok(())
+}
+
 /// A live parameter group of an optimizer running algorithm `A`.
 #[derive(Clone, Debug)]
 pub struct ParamGroup<A: Algorithm> {

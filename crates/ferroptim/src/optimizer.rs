@@ -16,7 +16,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::group::{merge_options, options_from_saved, GroupSpec, IntoParamGroups, ParamGroup};
+use crate::group::{
+    check_no_duplicates, merge_options, options_from_saved, GroupSpec, IntoParamGroups, ParamGroup,
+};
 use crate::param::{Grad, Param};
 use crate::state::{ParamStateDict, StateDict, StateEntries};
 use crate::tensor::{Element, Tensor, TensorData};
@@ -312,19 +314,10 @@ impl<A: Algorithm> Optimizer for Optim<A> {
     }
 
     fn add_param_group(&mut self, group: GroupSpec) -> Result<()> {
-        for (i, p) in group.params.iter().enumerate() {
-            if let Some(first) = group.params[..i].iter().position(|q| q.same_as(p)) {
-                return Err(Error::DuplicateParamInGroup { first, second: i });
-            }
-            if self
-                .param_groups
-                .iter()
-                .flat_map(|g| &g.params)
-                .any(|q| q.same_as(p))
-            {
-                return Err(Error::DuplicateParamAcrossGroups);
-            }
-        }
+        check_no_duplicates(
+            &group.params,
+            self.param_groups.iter().flat_map(|g| &g.params),
+        )?;
         let options = merge_options(&self.defaults, &group.options)?;
         let state = vec![None; group.params.len()];
         self.param_groups.push(ParamGroup {

@@ -142,29 +142,35 @@ impl<'a> StateEntries<'a> {
         Ok(Some(t.to_dtype(self.dtype)))
     }
 
+    /// A number written by torch as an int, a float or a one-element tensor;
+    /// `None` if absent.
+    fn number(&mut self, key: &str, expected: &str) -> Result<Option<f64>> {
+        let Some(value) = self.get(key) else {
+            return Ok(None);
+        };
+        match value {
+            StateValue::Int(i) => Ok(Some(*i as f64)),
+            StateValue::Float(x) => Ok(Some(*x)),
+            StateValue::Tensor(t) if t.numel() == 1 => Ok(Some(t.to_f64_vec()[0])),
+            other => Err(Error::state(
+                self.path(key),
+                format!(
+                    "expected {expected} (a number or a one-element tensor), found {}",
+                    kind(other)
+                ),
+            )),
+        }
+    }
+
     /// A step count: a 0-d tensor (torch's float32 `step`) or a number, which
     /// must be a finite, non-negative whole number.
     pub fn step(&mut self, key: &str) -> Result<f64> {
-        let value = self.get(key).ok_or_else(|| {
+        let step = self.number(key, "a step count")?.ok_or_else(|| {
             Error::state(
                 self.path(key),
                 "missing; expected the number of steps taken",
             )
         })?;
-        let step = match value {
-            StateValue::Int(i) => *i as f64,
-            StateValue::Float(x) => *x,
-            StateValue::Tensor(t) if t.numel() == 1 => t.to_f64_vec()[0],
-            other => {
-                return Err(Error::state(
-                    self.path(key),
-                    format!(
-                        "expected a step count (a number or a one-element tensor), found {}",
-                        kind(other)
-                    ),
-                ))
-            }
-        };
         if !(step.is_finite() && step >= 0.0 && step.fract() == 0.0) {
             return Err(Error::state(
                 self.path(key),
@@ -177,31 +183,29 @@ impl<'a> StateEntries<'a> {
     /// A finite scalar kept by torch as a 0-d float32 tensor (ASGD's `eta`
     /// and `mu`), or a number; returned rounded to `f32` as torch keeps it.
     pub fn scalar_f32(&mut self, key: &str) -> Result<f32> {
-        let value = self.get(key).ok_or_else(|| {
+        let x = self.optional_number(key)?.ok_or_else(|| {
             Error::state(
                 self.path(key),
                 "missing; this optimizer keeps it for every parameter",
             )
-        })?;
-        let x = match value {
-            StateValue::Int(i) => *i as f64,
-            StateValue::Float(x) => *x,
-            StateValue::Tensor(t) if t.numel() == 1 => t.to_f64_vec()[0],
-            other => {
-                return Err(Error::state(
-                    self.path(key),
-                    format!(
-                        "expected a number or a one-element tensor, found {}",
-                        kind(other)
-                    ),
-                ))
-            }
-        };
-        let x = x as f32;
+        })? as f32;
         if !x.is_finite() {
             return Err(Error::state(
                 self.path(key),
                 format!("expected a finite float32 value, found {x}"),
+            ));
+        }
+        Ok(x)
+    }
+
+    /// A finite number, written by torch as a float, an int or a one-element
+    /// tensor; `None` if the key is absent.
+    pub fn optional_number(&mut self, key: &str) -> Result<Option<f64>> {
+        let x = self.number(key, "a number")?;
+        if let Some(x) = x.filter(|x| !x.is_finite()) {
+            return Err(Error::state(
+                self.path(key),
+                format!("expected a finite number, found {x}"),
             ));
         }
         Ok(x)
@@ -236,32 +240,6 @@ impl<'a> StateEntries<'a> {
                 }
             })
             .collect()
-    }
-
-    /// A finite number, written by torch as a float, an int or a one-element
-    /// tensor; `None` if the key is absent.
-    pub fn optional_number(&mut self, key: &str) -> Result<Option<f64>> {
-        let Some(value) = self.get(key) else {
-            return Ok(None);
-        };
-        let x = match value {
-            StateValue::Int(i) => *i as f64,
-            StateValue::Float(x) => *x,
-            StateValue::Tensor(t) if t.numel() == 1 => t.to_f64_vec()[0],
-            other => {
-                return Err(Error::state(
-                    self.path(key),
-                    format!("expected a number, found {}", kind(other)),
-                ))
-            }
-        };
-        if !x.is_finite() {
-            return Err(Error::state(
-                self.path(key),
-                format!("expected a finite number, found {x}"),
-            ));
-        }
-        Ok(Some(x))
     }
 
     /// Errors if the saved state holds keys that were not read.

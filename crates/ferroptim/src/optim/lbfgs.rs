@@ -33,7 +33,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{check_non_negative, Error, Result};
-use crate::group::{merge_options, options_from_saved, options_map, GroupSpec, IntoParamGroups};
+use crate::group::{
+    check_no_duplicates, merge_options, options_from_saved, options_map, GroupSpec, IntoParamGroups,
+};
 use crate::optimizer::{Hyperparameters, Optimizer};
 use crate::param::{Grad, Param};
 use crate::state::{StateDict, StateEntries};
@@ -155,23 +157,11 @@ impl Lbfgs {
         defaults.validate()?;
         defaults.max_eval = defaults.max_eval.or(Some(defaults.max_iter * 5 / 4));
         let mut groups = params.into_param_groups();
-        let all: Vec<&Param> = groups.iter().flat_map(|g| &g.params).collect();
-        if all.is_empty() {
+        if groups.iter().all(|g| g.params.is_empty()) {
             return Err(Error::EmptyParamList);
         }
-        for group in &groups {
-            for (i, p) in group.params.iter().enumerate() {
-                if let Some(first) = group.params[..i].iter().position(|q| q.same_as(p)) {
-                    return Err(Error::DuplicateParamInGroup { first, second: i });
-                }
-            }
-        }
-        if all
-            .iter()
-            .enumerate()
-            .any(|(i, p)| all[..i].iter().any(|q| q.same_as(p)))
-        {
-            return Err(Error::DuplicateParamAcrossGroups);
+        for (g, group) in groups.iter().enumerate() {
+            check_no_duplicates(&group.params, groups[..g].iter().flat_map(|g| &g.params))?;
         }
         if groups.len() != 1 {
             return Err(single_group());
