@@ -416,17 +416,30 @@ def generate_lbfgs() -> dict:
     }
 
 
+def generate_clip() -> dict:
+    import clip  # beside this file
+
+    return {
+        "generator": "tools/torch_reference/generate.py (clip.py)",
+        "torch_version": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "optimizer": "clip",
+        **clip.generate(tensor_json, num),
+    }
+
+
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    names = argv[1:] or list(OPTIMIZERS) + ["lbfgs"]
+    names = argv[1:] or list(OPTIMIZERS) + ["lbfgs", "clip"]
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     for name in names:
-        data = generate_lbfgs() if name == "lbfgs" else generate(name)
+        special = {"lbfgs": generate_lbfgs, "clip": generate_clip}
+        data = special[name]() if name in special else generate(name)
         path = OUT_DIR / f"{name}.json"
         path.write_text(json.dumps(data, separators=(",", ":")) + "\n")
-        print(f"{path.relative_to(ROOT)}: {len(data['cases'])} cases, {len(data['errors'])} error inputs, "
-              f"{len(data['skipped'])} skipped, {path.stat().st_size / 1e6:.2f} MB")
+        print(f"{path.relative_to(ROOT)}: {len(data['cases'])} cases, {len(data.get('errors', []))} error inputs, "
+              f"{len(data.get('skipped', []))} skipped, {path.stat().st_size / 1e6:.2f} MB")
 
 
 if __name__ == "__main__":

@@ -163,6 +163,23 @@ pub enum Error {
         param: usize,
     },
 
+    /// `clip_grad_norm` with `error_if_nonfinite` met a NaN or infinite total norm.
+    #[error("The total norm of order {norm_type} for gradients from `parameters` is non-finite, so it cannot be clipped. To disable this error and scale the gradients by the non-finite norm anyway, set `error_if_nonfinite=False`")]
+    NonFiniteNorm {
+        /// The order of the norm, as Python writes it.
+        norm_type: String,
+    },
+
+    /// An infinity norm (or `-inf`) was asked of an empty gradient, which has
+    /// no maximum or minimum (torch refuses too).
+    #[error("cannot compute the {norm_type} norm of the empty gradient of parameter {param}: it has no elements to take the maximum or minimum of")]
+    EmptyNorm {
+        /// `inf` or `-inf`.
+        norm_type: String,
+        /// The parameter's position in the list given.
+        param: usize,
+    },
+
     /// `load_state_dict` got another number of param groups (torch's message, with counts).
     #[error(
         "loaded state dict has a different number of parameter groups: \

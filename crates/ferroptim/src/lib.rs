@@ -32,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+pub mod clip;
 mod error;
 mod group;
 pub mod kernels;

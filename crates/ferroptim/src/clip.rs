@@ -1,0 +1,177 @@
+//! Gradient clipping: `torch.nn.utils.clip_grad_norm_` and `clip_grad_value_`.
+//!
+//! Both work in place on the gradients of a list of [`Param`]s (for an
+//! optimizer's, pass `opt.params()`); parameters without a gradient are
+//! skipped, as in torch. Dense gradients only.
+//!
+//! ```text
+//! ‖g‖ₚ = ‖(‖g₁‖ₚ, …, ‖gₙ‖ₚ)‖ₚ            the norm of the per-tensor norms
+//! gᵢ ← gᵢ · min(max_norm / (‖g‖ₚ + 10⁻⁶), 1)
+//! ```
+
+use crate::error::{py_float, Error, Result};
+use crate::param::{Grad, Param};
+use crate::tensor::{Dtype, Element, TensorData};
+
+/// `‖x‖ₚ` of values given as `f64`, accumulated in `f64`: `p = ∞` is the
+/// largest magnitude, `−∞` the smallest, `0` the number of non-zeros.
+fn vector_norm(x: impl Iterator<Item = f64>, p: f64) -> f64 {
+    if p == f64::INFINITY {
+        x.fold(0.0, |m, v| {
+            if v.is_nan() || m.is_nan() {
+                f64::NAN
+            } else {
+                m.max(v.abs())
+            }
+        })
+    } else if p == f64::NEG_INFINITY {
+        x.fold(f64::INFINITY, |m, v| {
+            if v.is_nan() || m.is_nan() {
+                f64::NAN
+            } else {
+                m.min(v.abs())
+            }
+        })
+    } else if p == 0.0 {
+        x.map(|v| f64::from(u8::from(v != 0.0))).sum()
+    } else if p == 1.0 {
+        x.map(f64::abs).sum()
+    } else if p == 2.0 {
+        x.map(|v| v * v).sum::<f64>().sqrt()
+    } else {
+        x.map(|v| v.abs().powf(p)).sum::<f64>().powf(1.0 / p)
+    }
+}
+
+fn round_to(x: f64, dtype: Dtype) -> f64 {
+    match dtype {
+        Dtype::F32 => f64::from(x as f32),
+        Dtype::F64 => x,
+    }
+}
+
+/// Scales the gradients so that their total `norm_type`-norm is at most
+/// `max_norm`, and returns the total norm before clipping (torch's
+/// `clip_grad_norm_`). The total is in the gradients' dtype (float64 if any
+/// is). With `error_if_nonfinite`, a NaN or infinite total is an error and
+/// nothing is scaled.
+///
+/// ```
+/// use ferroptim::{clip, Param, Tensor};
+/// let p = Param::zeros::<f64>(&[2]);
+/// p.set_grad(Tensor::from_vec(vec![3.0f64, 4.0], &[2])?)?;
+/// let total = clip::clip_grad_norm(&[p.clone()], 1.0, 2.0, false)?;
+/// assert_eq!(total, 5.0);
+/// let Some(ferroptim::Grad::Dense(g)) = p.grad() else { unreachable!() };
+/// assert!((g.to_f64_vec()[0] - 0.6).abs() < 1e-6);
+/// # Ok::<(), ferroptim::Error>(())
+/// ```
+pub fn clip_grad_norm(
+    params: &[Param],
+    max_norm: f64,
+    norm_type: f64,
+    error_if_nonfinite: bool,
+) -> Result<f64> {
+    let mut norms = Vec::new();
+    let mut total_dtype = None;
+    for (i, p) in params.iter().enumerate() {
+        let inner = p.read();
+        let g = match &inner.grad {
+            None => continue,
+            Some(Grad::Sparse(_)) => {
+                return Err(Error::SparseGradUnsupported {
+                    optimizer: "clip_grad_norm",
+                    param: i,
+                })
+            }
+            Some(Grad::Dense(g)) => g,
+        };
+        if norm_type.is_infinite() && g.numel() == 0 {
+            return Err(Error::EmptyNorm {
+                norm_type: py_float(norm_type),
+                param: i,
+            });
+        }
+        let norm = vector_norm(g.to_f64_vec().into_iter(), norm_type);
+        norms.push(round_to(norm, g.dtype()));
+        total_dtype = match (total_dtype, g.dtype()) {
+            (Some(Dtype::F64), _) | (_, Dtype::F64) => Some(Dtype::F64),
+            _ => Some(Dtype::F32),
+        };
+    }
+    let Some(dtype) = total_dtype else {
+        return Ok(0.0);
+    };
+    let total = round_to(vector_norm(norms.into_iter(), norm_type), dtype);
+    if error_if_nonfinite && !total.is_finite() {
+        return Err(Error::NonFiniteNorm {
+            norm_type: py_float(norm_type),
+        });
+    }
+    // torch: clamp(max_norm / (total + 1e-6), max=1), a reciprocal times a scalar.
+    let denom = round_to(total + 1e-6, dtype);
+    let coef = round_to(round_to(1.0 / denom, dtype) * max_norm, dtype);
+    let coef = if coef > 1.0 { 1.0 } else { coef };
+    for p in params {
+        let mut inner = p.write();
+        if let Some(Grad::Dense(g)) = &mut inner.grad {
+            scale(g.data_mut(), coef);
+        }
+    }
+    Ok(total)
+}
+
+fn scale(data: &mut TensorData, coef: f64) {
+    fn apply<T: Element>(v: &mut [T], coef: T) {
+        v.iter_mut().for_each(|x| *x = *x * coef);
+    }
+    match data {
+        TensorData::F32(v) => apply(v, coef as f32),
+        TensorData::F64(v) => apply(v, coef),
+    }
+}
+
+/// Clamps every gradient element to `[−clip_value, clip_value]` (torch's
+/// `clip_grad_value_`); NaN stays NaN.
+///
+/// ```
+/// use ferroptim::{clip, Param, Tensor};
+/// let p = Param::zeros::<f32>(&[3]);
+/// p.set_grad(Tensor::from_vec(vec![-5.0f32, 0.25, 9.0], &[3])?)?;
+/// clip::clip_grad_value(&[p.clone()], 1.0)?;
+/// let Some(ferroptim::Grad::Dense(g)) = p.grad() else { unreachable!() };
+/// assert_eq!(g.to_f64_vec(), vec![-1.0, 0.25, 1.0]);
+/// # Ok::<(), ferroptim::Error>(())
+/// ```
+pub fn clip_grad_value(params: &[Param], clip_value: f64) -> Result<()> {
+    fn apply<T: Element>(v: &mut [T], limit: T) {
+        for x in v {
+            // torch: clamp_min_(−c) then clamp_max_(c); comparisons leave NaN alone.
+            if *x < -limit {
+                *x = -limit;
+            }
+            if *x > limit {
+                *x = limit;
+            }
+        }
+    }
+    if let Some(i) = params
+        .iter()
+        .position(|p| matches!(p.read().grad, Some(Grad::Sparse(_))))
+    {
+        return Err(Error::SparseGradUnsupported {
+            optimizer: "clip_grad_value",
+            param: i,
+        });
+    }
+    for p in params {
+        let mut inner = p.write();
+        if let Some(Grad::Dense(g)) = &mut inner.grad {
+            match g.data_mut() {
+                TensorData::F32(v) => apply(v, clip_value as f32),
+                TensorData::F64(v) => apply(v, clip_value),
+            }
+        }
+    }
+    Ok(())
+}
