@@ -287,6 +287,21 @@ pub(crate) fn check_unit_interval(name: &'static str, label: &str, value: f64) -
     }
 }
 
+/// The checks Adam and its relatives (Adamax, NAdam, RAdam) share, in
+/// torch's order and with torch's messages: lr, eps, betas, weight_decay.
+pub(crate) fn check_adam_like(
+    lr: f64,
+    eps: f64,
+    betas: (f64, f64),
+    weight_decay: f64,
+) -> Result<()> {
+    check_non_negative("lr", "Invalid learning rate", lr)?;
+    check_non_negative("eps", "Invalid epsilon value", eps)?;
+    check_unit_interval("betas", "Invalid beta parameter at index 0", betas.0)?;
+    check_unit_interval("betas", "Invalid beta parameter at index 1", betas.1)?;
+    check_non_negative("weight_decay", "Invalid weight_decay value", weight_decay)
+}
+
 /// Formats an f64 as Python's `repr` does for the values torch puts in its
 /// messages (`1.0`, `-0.5`, `1e-08`), so our messages read like torch's.
 pub(crate) fn py_float(x: f64) -> String {

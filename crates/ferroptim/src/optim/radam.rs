@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_non_negative, check_unit_interval, Result};
+use crate::error::{check_adam_like, Result};
 use crate::kernels::{self, RadamScalars};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
@@ -105,15 +105,7 @@ impl Hyperparameters for RAdamConfig {
     const OPTIONAL_KEYS: &'static [&'static str] = &["maximize", "decoupled_weight_decay"];
 
     fn validate(&self) -> Result<()> {
-        check_non_negative("lr", "Invalid learning rate", self.lr)?;
-        check_non_negative("eps", "Invalid epsilon value", self.eps)?;
-        check_unit_interval("betas", "Invalid beta parameter at index 0", self.betas.0)?;
-        check_unit_interval("betas", "Invalid beta parameter at index 1", self.betas.1)?;
-        check_non_negative(
-            "weight_decay",
-            "Invalid weight_decay value",
-            self.weight_decay,
-        )
+        check_adam_like(self.lr, self.eps, self.betas, self.weight_decay)
     }
 
     fn lr(&self) -> f64 {
