@@ -1,6 +1,6 @@
 //! The kernels of Adam's relatives, NAdam and RAdam.
 
-use super::{check_len, lerp, signed_decayed};
+use super::{adam_inputs, adam_moments, check_len};
 use crate::error::Result;
 use crate::tensor::Element;
 
@@ -47,10 +47,8 @@ pub fn nadam<T: Element>(
         .zip(exp_avg.iter_mut())
         .zip(exp_avg_sq.iter_mut())
     {
-        let x = h.decay.map_or(*p, |decay| *p * decay);
-        let g = signed_decayed(g, x, h.maximize, h.weight_decay);
-        *m = lerp(*m, g, h.one_minus_beta1);
-        *v = (h.one_minus_beta2 * g).mul_add(g, *v * h.beta2);
+        let (x, g) = adam_inputs(*p, g, h.decay, h.weight_decay, h.maximize);
+        adam_moments(m, v, g, (h.one_minus_beta1, h.beta2, h.one_minus_beta2));
         let denom = (*v / h.bias_correction2).sqrt() + h.eps;
         let x = x + (h.grad_coef * g) / denom;
         *p = x + (h.exp_avg_coef * *m) / denom;
@@ -103,10 +101,8 @@ pub fn radam<T: Element>(
         .zip(exp_avg.iter_mut())
         .zip(exp_avg_sq.iter_mut())
     {
-        let x = h.decay.map_or(*p, |decay| *p * decay);
-        let g = signed_decayed(g, x, h.maximize, h.weight_decay);
-        *m = lerp(*m, g, h.one_minus_beta1);
-        *v = (h.one_minus_beta2 * g).mul_add(g, *v * h.beta2);
+        let (x, g) = adam_inputs(*p, g, h.decay, h.weight_decay, h.maximize);
+        adam_moments(m, v, g, (h.one_minus_beta1, h.beta2, h.one_minus_beta2));
         let corrected = (*m / h.bias_correction1) * h.lr;
         *p = match h.rectification {
             Some((sqrt_bc2, rect)) => {

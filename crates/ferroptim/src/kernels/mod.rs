@@ -61,6 +61,50 @@ pub fn signed_decayed<T: Element>(g: T, p: T, maximize: bool, weight_decay: Opti
     }
 }
 
+/// Weight decay as Adam and its relatives apply it, rounded to `T`:
+/// `(decay, weight_decay)` is `(Some(1 − lr·λ), None)` when decoupled (AdamW's
+/// `param.mul_(1 − lr·λ)`), `(None, Some(λ))` for an L2 penalty added to the
+/// gradient, and `(None, None)` when `λ = 0`.
+pub fn adam_weight_decay<T: Element>(
+    lr: f64,
+    weight_decay: f64,
+    decoupled: bool,
+) -> (Option<T>, Option<T>) {
+    match (weight_decay != 0.0, decoupled) {
+        (false, _) => (None, None),
+        (true, true) => (Some(T::from_f64(1.0 - lr * weight_decay)), None),
+        (true, false) => (None, Some(T::from_f64(weight_decay))),
+    }
+}
+
+/// The start of every Adam-family update of one element: the parameter after
+/// any decoupled decay, and the gradient after sign and L2 penalty.
+#[inline]
+fn adam_inputs<T: Element>(
+    p: T,
+    g: T,
+    decay: Option<T>,
+    weight_decay: Option<T>,
+    maximize: bool,
+) -> (T, T) {
+    let p = decay.map_or(p, |decay| p * decay);
+    (p, signed_decayed(g, p, maximize, weight_decay))
+}
+
+/// Adam's moment updates of one element, in torch's order:
+/// `m ← lerp(m, g, 1−β₁)`, then `v ← β₂·v + (1−β₂)·g²`
+/// (`exp_avg_sq.mul_(β₂).addcmul_(g, g, 1−β₂)`: torch's addcmul fuses the last multiply-add).
+#[inline]
+fn adam_moments<T: Element>(
+    m: &mut T,
+    v: &mut T,
+    g: T,
+    (one_minus_beta1, beta2, one_minus_beta2): (T, T, T),
+) {
+    *m = lerp(*m, g, one_minus_beta1);
+    *v = (one_minus_beta2 * g).mul_add(g, *v * beta2);
+}
+
 /// The scalars of one SGD step, rounded to the parameter's dtype.
 #[derive(Clone, Copy, Debug)]
 pub struct SgdScalars<T> {
@@ -157,17 +201,11 @@ pub fn adam<T: Element>(
     if let Some(max) = &max_exp_avg_sq {
         check_len("adam", "max_exp_avg_sq", n, max.len())?;
     }
+    let betas = (h.one_minus_beta1, h.beta2, h.one_minus_beta2);
     for i in 0..n {
-        let p = match h.decay {
-            Some(decay) => param[i] * decay,
-            None => param[i],
-        };
-        let g = signed_decayed(grad[i], p, h.maximize, h.weight_decay);
-        let m = lerp(exp_avg[i], g, h.one_minus_beta1);
-        exp_avg[i] = m;
-        // exp_avg_sq.mul_(β₂).addcmul_(g, g, 1 − β₂): torch's addcmul fuses the last multiply-add.
-        let v = (h.one_minus_beta2 * g).mul_add(g, exp_avg_sq[i] * h.beta2);
-        exp_avg_sq[i] = v;
+        let (p, g) = adam_inputs(param[i], grad[i], h.decay, h.weight_decay, h.maximize);
+        adam_moments(&mut exp_avg[i], &mut exp_avg_sq[i], g, betas);
+        let (m, v) = (exp_avg[i], exp_avg_sq[i]);
         let v = match max_exp_avg_sq.as_deref_mut() {
             Some(max) => {
                 max[i] = max[i].nan_max(v);

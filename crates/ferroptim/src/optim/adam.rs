@@ -158,15 +158,14 @@ impl Algorithm for AdamConfig {
         let bias_correction1 = 1.0 - beta1.powf(step);
         let bias_correction2 = 1.0 - beta2.powf(step);
         let step_size = self.lr / bias_correction1;
-        let decays = self.weight_decay != 0.0;
+        let (decay, weight_decay) =
+            kernels::adam_weight_decay(self.lr, self.weight_decay, self.decoupled_weight_decay);
         let h = AdamScalars {
             one_minus_beta1: T::from_f64(1.0 - beta1),
             beta2: T::from_f64(beta2),
             one_minus_beta2: T::from_f64(1.0 - beta2),
-            weight_decay: (decays && !self.decoupled_weight_decay)
-                .then(|| T::from_f64(self.weight_decay)),
-            decay: (decays && self.decoupled_weight_decay)
-                .then(|| T::from_f64(1.0 - self.lr * self.weight_decay)),
+            weight_decay,
+            decay,
             bias_correction2_sqrt: T::from_f64(bias_correction2.powf(0.5)),
             eps: T::from_f64(self.eps),
             neg_step_size: T::from_f64(-step_size),

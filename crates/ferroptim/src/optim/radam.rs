@@ -147,12 +147,11 @@ impl Algorithm for RAdamConfig {
                 .sqrt();
             (T::from_f64(bias_correction2.sqrt()), T::from_f64(rect))
         });
-        let decays = self.weight_decay != 0.0;
+        let (decay, weight_decay) =
+            kernels::adam_weight_decay(self.lr, self.weight_decay, self.decoupled_weight_decay);
         let h = RadamScalars {
-            decay: (decays && self.decoupled_weight_decay)
-                .then(|| T::from_f64(1.0 - self.lr * self.weight_decay)),
-            weight_decay: (decays && !self.decoupled_weight_decay)
-                .then(|| T::from_f64(self.weight_decay)),
+            decay,
+            weight_decay,
             one_minus_beta1: T::from_f64(1.0 - beta1),
             beta2: T::from_f64(beta2),
             one_minus_beta2: T::from_f64(1.0 - beta2),
