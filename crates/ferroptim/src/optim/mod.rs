@@ -47,6 +47,9 @@ pub const NAMES: &[&str] = &[
     "asgd",
     "rprop",
     "sparseadam",
+    "adamw",
+    "nadam",
+    "radam",
     "lbfgs",
 ];
 
