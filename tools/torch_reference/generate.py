@@ -45,6 +45,13 @@ MID_STEP = 10
 # more than 32 elements so that torch's vectorised CPU loop (not only its
 # scalar tail) produces part of the reference numbers.
 SHAPES = [(), (5, 9), (7,), (0, 3)]
+# Optimizers that need other shapes: Adafactor factors the last two
+# dimensions of a batch of matrices (and divides by sqrt(numel), so no empty
+# parameter); Muon takes matrices only (wide, tall and square ones).
+SHAPES_FOR = {
+    "adafactor": [(), (5, 9), (7,), (2, 3, 4)],
+    "muon": [(4, 3), (5, 9), (9, 5), (6, 6)],
+}
 GROUPS = [[0, 1], [2, 3]]
 # The second group runs at this multiple of the first group's lr.
 GROUP1_LR_SCALE = 0.5
@@ -128,6 +135,16 @@ EXTRA_INPUTS.update({
         ({"lr": 0.05, "etas": (0.3, 1.5), "step_sizes": (0.01, 0.1), "maximize": True},
          "extra: every argument, step sizes clamped at both ends"),
     ],
+    "adafactor": [
+        ({"lr": 0.05, "beta2_decay": -0.5, "eps": (1e-20, 1e-2), "d": 2.0, "weight_decay": 0.05,
+          "maximize": True}, "extra: every argument"),
+        ({"lr": 0.5}, "extra: lr above 1/sqrt(t) from step 5"),
+    ],
+    "muon": [
+        ({"lr": 0.02, "weight_decay": 0.0, "momentum": 0.9, "nesterov": False, "eps": 1e-5},
+         "extra: no nesterov, no weight decay"),
+        ({"adjust_lr_fn": "original", "ns_steps": 1, "lr": 0.05}, "extra: original lr adjustment, one NS step"),
+    ],
 })
 
 # Invalid inputs beyond torch's own error lists (the issue asks for these too).
@@ -168,6 +185,11 @@ EXTRA_ERRORS.update({
                    ({"betas": (0.9, 1.0)}, "extra: beta2 equal to 1")],
     "rprop": [({"lr": -0.1}, "extra: negative lr"), ({"etas": (0.5, 0.9)}, "extra: eta_plus below 1"),
               ({"etas": (0.0, 1.2)}, "extra: eta_minus of 0")],
+    "adafactor": [({"lr": -0.1}, "extra: negative lr"), ({"beta2_decay": 0.5}, "extra: positive beta2_decay"),
+                  ({"eps": (None, -1.0)}, "extra: negative epsilon2"), ({"d": 0.5}, "extra: d below 1"),
+                  ({"weight_decay": -0.1}, "extra: negative weight_decay")],
+    "muon": [({"lr": -0.1}, "extra: negative lr"), ({"momentum": -0.1}, "extra: negative momentum"),
+             ({"weight_decay": -0.1}, "extra: negative weight_decay")],
 })
 
 OPTIMIZERS = {
@@ -184,6 +206,8 @@ OPTIMIZERS = {
     "sparseadam": (torch.optim.SparseAdam, co.optim_inputs_func_sparseadam,
                    co.optim_error_inputs_func_sparseadam),
     "rprop": (torch.optim.Rprop, co.optim_inputs_func_rprop, co.optim_error_inputs_func_rprop),
+    "adafactor": (torch.optim.Adafactor, co.optim_inputs_func_adafactor, co.optim_error_inputs_func_adafactor),
+    "muon": (torch.optim.Muon, co.optim_inputs_func_muon, co.optim_error_inputs_func_muon),
 }
 
 
@@ -249,9 +273,10 @@ def sparse_grad(shape, step: int, gen: torch.Generator, dtype: torch.dtype):
     return grad, {"indices": indices.tolist(), "values": tensor_json(values)}
 
 
-def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int, sparse: bool = False) -> dict:
+def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int, sparse: bool = False,
+             shapes: list | None = None) -> dict:
     gen = torch.Generator().manual_seed(seed)
-    shapes = SPARSE_SHAPES if sparse else SHAPES
+    shapes = SPARSE_SHAPES if sparse else shapes or SHAPES
     params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
     initial = [tensor_json(p) for p in params]
     base_lr = kwargs.get("lr", inspect.signature(cls).parameters["lr"].default)
@@ -317,6 +342,8 @@ def describe_params(params, sample) -> str | None:
             return "empty"
         if len({id(p) for p in params}) < len(params):
             return "duplicate_in_group"
+        if any(p.dim() == 3 for p in params):
+            return "single_3d"  # Muon takes matrices only
         return "single"
     if isinstance(params, list) and all(isinstance(g, dict) for g in params):
         if any(isinstance(x, tuple) for g in params for x in (g["params"] if isinstance(g["params"], list) else [])):
@@ -384,7 +411,7 @@ def generate(name: str) -> dict:
                 seed += 1
                 case = {"desc": ("sparse grads: " if sparse else "") + desc,
                         "dtype": str(dtype).removeprefix("torch."), "kwargs": value_json(kwargs)}
-                case.update(run_case(cls, dict(kwargs), dtype, seed, sparse))
+                case.update(run_case(cls, dict(kwargs), dtype, seed, sparse, SHAPES_FOR.get(name)))
                 cases.append(case)
     errors, err_skipped = error_cases(name, cls, error_func)
     return {

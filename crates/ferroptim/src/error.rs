@@ -126,6 +126,20 @@ pub enum Error {
         groups: usize,
     },
 
+    /// This optimizer takes only parameters of a certain rank (torch's Muon
+    /// raises too, in its constructor).
+    #[error("{optimizer} only supports {expected} parameters whereas we found a parameter with size: {shape:?} (parameter {param})")]
+    ParamShapeUnsupported {
+        /// The optimizer's torch name.
+        optimizer: &'static str,
+        /// The parameter's index in state_dict numbering.
+        param: usize,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// The kind of parameter the optimizer takes, e.g. `"2D"`.
+        expected: &'static str,
+    },
+
     /// This optimizer does not take sparse gradients (torch raises too).
     #[error("{optimizer} does not support sparse gradients (parameter {param})")]
     SparseGradUnsupported {

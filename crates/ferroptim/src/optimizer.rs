@@ -127,6 +127,14 @@ pub trait Algorithm: Hyperparameters {
         state: &mut Self::State,
     ) -> Result<()>;
 
+    /// Whether a parameter of `shape` can be optimized at all (Muon takes
+    /// only matrices). Checked when a group is added, so a bad parameter
+    /// never reaches a step. By default every shape is.
+    fn check_param(&self, shape: &[usize], param: usize) -> Result<()> {
+        let _ = (shape, param);
+        Ok(())
+    }
+
     /// Whether a gradient of this kind (sparse or dense) is usable for
     /// parameter number `param` with these hyperparameters. Checked for every
     /// parameter before a step changes anything. By default only dense
@@ -319,6 +327,14 @@ impl<A: Algorithm> Optimizer for Optim<A> {
             self.param_groups.iter().flat_map(|g| &g.params),
         )?;
         let options = merge_options(&self.defaults, &group.options)?;
+        let first = self
+            .param_groups
+            .iter()
+            .map(|g| g.params.len())
+            .sum::<usize>();
+        for (i, p) in group.params.iter().enumerate() {
+            options.check_param(p.read().value.shape(), first + i)?;
+        }
         let state = vec![None; group.params.len()];
         self.param_groups.push(ParamGroup {
             params: group.params,

@@ -101,6 +101,11 @@ impl<'a> StateEntries<'a> {
         }
     }
 
+    /// The parameter's shape.
+    pub fn shape(&self) -> &'a [usize] {
+        self.shape
+    }
+
     fn path(&self, key: &str) -> String {
         format!("state[{}].{key}", self.index)
     }
@@ -123,6 +128,21 @@ impl<'a> StateEntries<'a> {
 
     /// Like [`StateEntries::tensor`], but `None` if the key is absent.
     pub fn optional_tensor(&mut self, key: &str) -> Result<Option<Tensor>> {
+        self.optional_tensor_shaped(key, self.shape)
+    }
+
+    /// A tensor of `shape` (not the parameter's: Adafactor's row and column
+    /// factors), converted to the parameter's dtype; an error if absent.
+    pub fn tensor_shaped(&mut self, key: &str, shape: &[usize]) -> Result<Tensor> {
+        self.optional_tensor_shaped(key, shape)?.ok_or_else(|| {
+            Error::state(
+                self.path(key),
+                "missing; this optimizer keeps it for every parameter of this shape",
+            )
+        })
+    }
+
+    fn optional_tensor_shaped(&mut self, key: &str, shape: &[usize]) -> Result<Option<Tensor>> {
         let Some(value) = self.get(key) else {
             return Ok(None);
         };
@@ -132,10 +152,10 @@ impl<'a> StateEntries<'a> {
                 format!("expected a tensor, found {}", kind(value)),
             ));
         };
-        if t.shape() != self.shape {
+        if t.shape() != shape {
             return Err(Error::ShapeMismatch {
                 what: format!("state_dict {}", self.path(key)),
-                expected: self.shape.to_vec(),
+                expected: shape.to_vec(),
                 found: t.shape().to_vec(),
             });
         }

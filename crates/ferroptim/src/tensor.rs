@@ -70,6 +70,8 @@ pub trait Element:
     const ZERO: Self;
     /// One.
     const ONE: Self;
+    /// Machine epsilon, widened (torch's `finfo(dtype).eps`).
+    const EPSILON: f64;
     /// Rounds an `f64` (a Python float) to this type, as torch does with scalars.
     fn from_f64(x: f64) -> Self;
     /// Widens to `f64` (exact).
@@ -112,6 +114,7 @@ macro_rules! impl_element {
             const DTYPE: Dtype = Dtype::$dtype;
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
+            const EPSILON: f64 = <$t>::EPSILON as f64;
             #[inline]
             fn from_f64(x: f64) -> Self {
                 x as $t

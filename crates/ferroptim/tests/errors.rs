@@ -14,6 +14,7 @@ fn params_for(kind: &str) -> Vec<GroupSpec> {
         "duplicate_in_group" => vec![p.clone(), p].into_param_groups(),
         "duplicate_across_groups" => vec![GroupSpec::new([p.clone()]), GroupSpec::new([p])],
         "empty" => Vec::<Param>::new().into_param_groups(),
+        "single_3d" => vec![Param::zeros::<f32>(&[2, 3, 4])].into_param_groups(),
         other => panic!("fixture names an unknown params kind {other:?}"),
     }
 }
@@ -38,6 +39,14 @@ fn check(name: &str) -> usize {
             ),
             "duplicate_across_groups" => matches!(err, Error::DuplicateParamAcrossGroups),
             "empty" => matches!(err, Error::EmptyParamList),
+            "single_3d" => matches!(
+                err,
+                Error::ParamShapeUnsupported {
+                    param: 0,
+                    expected: "2D",
+                    ..
+                }
+            ),
             _ => false,
         };
         assert!(
@@ -121,6 +130,16 @@ fn nadam_rejects_what_torch_rejects() {
 #[test]
 fn radam_rejects_what_torch_rejects() {
     assert!(check("radam") >= 7);
+}
+
+#[test]
+fn adafactor_rejects_what_torch_rejects() {
+    assert!(check("adafactor") >= 10);
+}
+
+#[test]
+fn muon_rejects_what_torch_rejects() {
+    assert!(check("muon") >= 7);
 }
 
 #[test]

@@ -14,12 +14,24 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{compare_state, compare_tensor_in, json_equal, load, tolerance, Agreement, Scales};
+use common::{
+    compare_state, compare_tensor_in, json_equal, load, tolerance, Agreement, Scales,
+    MUON_TOLERANCE,
+};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Expect {
     BitExact,
     WithinTolerance,
+    /// Muon: torch orthogonalises in bfloat16 with oneDNN's matrix products,
+    /// whose float32 accumulation order depends on the CPU's kernels; we sum
+    /// exactly and round once. Where torch's order rounds a sum differently,
+    /// one element of the update moves by one bfloat16 ulp (2⁻⁸ relative),
+    /// the parameter by `lr·2⁻⁸·|O|`, whatever its dtype. So the tolerance
+    /// is the first number (per tensor, relative to its scale), and at least
+    /// the fraction given second of all values must still match to the bit:
+    /// a wrong formula anywhere breaks that at once.
+    BFloat16Update(f64, f64),
 }
 
 fn replay(name: &str, expect: Expect) {
@@ -66,7 +78,10 @@ fn replay(name: &str, expect: Expect) {
                 case.desc
             );
         }
-        let tol = tolerance(&case.dtype);
+        let tol = match expect {
+            Expect::BFloat16Update(tol, _) => tol,
+            _ => tolerance(&case.dtype),
+        };
         assert!(
             agreement.max_norm_rel <= tol,
             "{name} [{}] {}: relative error {:e} > {tol:e}; worst element: {}",
@@ -75,6 +90,16 @@ fn replay(name: &str, expect: Expect) {
             agreement.max_norm_rel,
             agreement.worst
         );
+        if let Expect::BFloat16Update(_, fraction) = expect {
+            let exact = agreement.exact as f64 / agreement.values as f64;
+            assert!(
+                exact >= fraction,
+                "{name} [{}] {}: only {exact:.3} of the values are bit-exact; worst: {}",
+                case.desc,
+                case.dtype,
+                agreement.worst
+            );
+        }
         if expect == Expect::BitExact {
             assert_eq!(
                 agreement.exact, agreement.values,
@@ -158,4 +183,14 @@ fn nadam_matches_torch() {
 #[test]
 fn radam_matches_torch() {
     replay("radam", Expect::WithinTolerance);
+}
+
+#[test]
+fn adafactor_matches_torch() {
+    replay("adafactor", Expect::WithinTolerance);
+}
+
+#[test]
+fn muon_matches_torch() {
+    replay("muon", Expect::BFloat16Update(MUON_TOLERANCE, 0.75));
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{compare_tensor_in, load, tolerance, Agreement, Case, Scales};
+use common::{compare_tensor_in, load, tolerance_for, Agreement, Case, Scales};
 use ferroptim::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use ferroptim::{optim, Error, GroupSpec, Optimizer, Param, StateDict, StateValue, Tensor};
 use serde_json::{json, Value};
@@ -84,7 +84,7 @@ fn a_state_dict_written_by_torch_resumes_like_torch() {
                     ));
                 }
             }
-            let tol = tolerance(&case.dtype);
+            let tol = tolerance_for(name, &case.dtype);
             assert!(
                 agreement.max_norm_rel <= tol,
                 "{name} [{}] {}: {}",

@@ -11,16 +11,18 @@
 use crate::error::{Error, Result};
 use crate::tensor::Element;
 
+pub mod adafactor;
 mod adam_family;
 mod asgd_rprop;
 pub mod flat;
+pub mod newton_schulz;
 mod sparse;
 
 pub use adam_family::{nadam, radam, NadamScalars, RadamScalars};
 pub use asgd_rprop::{asgd, rprop, AsgdScalars, RpropScalars};
 pub use sparse::{adagrad_sparse, sparse_adam, SparseAdamScalars};
 
-fn check_len(
+pub(crate) fn check_len(
     kernel: &'static str,
     name: &'static str,
     expected: usize,

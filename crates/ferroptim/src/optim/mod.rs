@@ -5,12 +5,14 @@
 //! the type alias (`Sgd`, `Adam`, ...) is the ready-to-use optimizer.
 
 mod adadelta;
+mod adafactor;
 mod adagrad;
 mod adam;
 mod adamax;
 mod adamw;
 mod asgd;
 mod lbfgs;
+mod muon;
 mod nadam;
 mod radam;
 mod rmsprop;
@@ -19,12 +21,14 @@ mod sgd;
 mod sparse_adam;
 
 pub use adadelta::{Adadelta, AdadeltaConfig, AdadeltaState};
+pub use adafactor::{Adafactor, AdafactorConfig, AdafactorMoment, AdafactorState};
 pub use adagrad::{Adagrad, AdagradConfig, AdagradState};
 pub use adam::{Adam, AdamConfig, AdamState};
 pub use adamax::{Adamax, AdamaxConfig, AdamaxState};
 pub use adamw::{AdamW, AdamWConfig};
 pub use asgd::{Asgd, AsgdConfig, AsgdState};
 pub use lbfgs::{Lbfgs, LbfgsConfig, LbfgsState, LineSearch};
+pub use muon::{Muon, MuonConfig, MuonState, ADJUST_LR_FNS};
 pub use nadam::{NAdam, NAdamConfig, NAdamState};
 pub use radam::{RAdam, RAdamConfig, RAdamState};
 pub use rmsprop::{Rmsprop, RmspropConfig, RmspropState};
@@ -50,6 +54,8 @@ pub const NAMES: &[&str] = &[
     "adamw",
     "nadam",
     "radam",
+    "adafactor",
+    "muon",
     "lbfgs",
 ];
 
@@ -91,6 +97,8 @@ pub fn build(
         "adamw" => make::<AdamWConfig>(config_json, params),
         "nadam" => make::<NAdamConfig>(config_json, params),
         "radam" => make::<RAdamConfig>(config_json, params),
+        "adafactor" => make::<AdafactorConfig>(config_json, params),
+        "muon" => make::<MuonConfig>(config_json, params),
         "lbfgs" => {
             let json = if config_json.trim().is_empty() {
                 "{}"

@@ -308,6 +308,21 @@ pub fn json_equal(a: &Value, b: &Value) -> bool {
 }
 
 /// The tolerance the issue sets for a dtype.
+/// Muon's tolerance per tensor, whatever the dtype: its update is rounded to
+/// bfloat16 by matrix products whose float32 summation order is oneDNN's (see
+/// `Expect::BFloat16Update` in parity.rs).
+pub const MUON_TOLERANCE: f64 = 2e-4;
+
+/// The tolerance for optimizer `name`'s results in `dtype`.
+#[allow(dead_code)] // not every test binary compares optimizers
+pub fn tolerance_for(name: &str, dtype: &str) -> f64 {
+    if name == "muon" {
+        MUON_TOLERANCE
+    } else {
+        tolerance(dtype)
+    }
+}
+
 pub fn tolerance(dtype: &str) -> f64 {
     match dtype {
         "float64" => 1e-12,
