@@ -140,6 +140,16 @@ pub enum Error {
         expected: &'static str,
     },
 
+    /// A learning-rate scheduler was given arguments it cannot use, or was
+    /// used in a way it cannot follow (the message is torch's where torch raises).
+    #[error("{scheduler}: {reason}")]
+    Scheduler {
+        /// The scheduler's torch name, e.g. `"StepLR"`.
+        scheduler: &'static str,
+        /// What was wrong and what was expected.
+        reason: String,
+    },
+
     /// This optimizer does not take sparse gradients (torch raises too).
     #[error("{optimizer} does not support sparse gradients (parameter {param})")]
     SparseGradUnsupported {

@@ -36,6 +36,7 @@ pub mod clip;
 mod error;
 mod group;
 pub mod kernels;
+pub mod lr_scheduler;
 pub mod optim;
 mod optimizer;
 mod param;

@@ -70,6 +70,13 @@ pub trait Optimizer: Send {
     /// Sets a group's hyperparameter by name; the result is validated.
     fn set_hyperparameter(&mut self, group: usize, key: &str, value: Value) -> Result<()>;
 
+    /// Sets a key of a group that is not one of this optimizer's
+    /// hyperparameters, as torch's schedulers add `initial_lr` or `max_lr` to
+    /// its group dicts; it is kept through `state_dict` round trips and read
+    /// back with [`Optimizer::hyperparameter`]. Hyperparameters themselves go
+    /// through [`Optimizer::set_hyperparameter`], which validates them.
+    fn set_group_extra(&mut self, group: usize, key: &str, value: Value) -> Result<()>;
+
     /// A group's learning rate (`None` if there is no such group).
     fn lr(&self, group: usize) -> Option<f64>;
 
@@ -447,6 +454,15 @@ impl<A: Algorithm> Optimizer for Optim<A> {
         Ok(())
     }
 
+    fn set_group_extra(&mut self, group: usize, key: &str, value: Value) -> Result<()> {
+        self.group(group)?;
+        check_extra_key::<A>(key)?;
+        self.param_groups[group]
+            .extra
+            .insert(key.to_string(), value);
+        Ok(())
+    }
+
     fn lr(&self, group: usize) -> Option<f64> {
         self.param_groups.get(group).map(|g| g.options.lr())
     }
@@ -460,6 +476,23 @@ impl<A: Algorithm> Optimizer for Optim<A> {
         g.options.set_lr(lr);
         Ok(())
     }
+}
+
+/// Refuses, as a group's extra key, a name that is one of `A`'s
+/// hyperparameters (or `params`).
+pub(crate) fn check_extra_key<A: Hyperparameters>(key: &str) -> Result<()> {
+    let reserved = key == "params"
+        || A::TORCH_FLAGS.contains(&key)
+        || crate::group::options_map(&A::default()).contains_key(key);
+    if reserved {
+        return Err(Error::InvalidConfig {
+            optimizer: A::NAME,
+            reason: format!(
+                "`{key}` is a hyperparameter of the group, set it with set_hyperparameter"
+            ),
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn saved_param_ids(saved: &Map<String, Value>, group: usize) -> Result<Vec<usize>> {

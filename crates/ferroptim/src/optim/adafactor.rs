@@ -292,7 +292,8 @@ mod tests {
     fn an_empty_parameter_only_counts_the_step() {
         let p = Param::zeros::<f32>(&[0, 3]);
         let mut opt = Adafactor::new([p.clone()], AdafactorConfig::default()).unwrap();
-        p.set_grad(Tensor::zeros(crate::Dtype::F32, &[0, 3])).unwrap();
+        p.set_grad(Tensor::zeros(crate::Dtype::F32, &[0, 3]))
+            .unwrap();
         opt.step().unwrap();
         let sd = opt.state_dict();
         let state = &sd.state[&0];

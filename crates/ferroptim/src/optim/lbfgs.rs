@@ -36,7 +36,7 @@ use crate::error::{check_non_negative, Error, Result};
 use crate::group::{
     check_no_duplicates, merge_options, options_from_saved, options_map, GroupSpec, IntoParamGroups,
 };
-use crate::optimizer::{Hyperparameters, Optimizer};
+use crate::optimizer::{check_extra_key, Hyperparameters, Optimizer};
 use crate::param::{Grad, Param};
 use crate::state::{StateDict, StateEntries};
 use crate::tensor::{Dtype, Element, TensorData};
@@ -307,12 +307,21 @@ impl Optimizer for Lbfgs {
 
     fn hyperparameter(&self, group: usize, key: &str) -> Option<Value> {
         self.check_group(group).ok()?;
-        options_map(&self.options).remove(key)
+        let mut options = options_map(&self.options);
+        options.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        options.remove(key)
     }
 
     fn set_hyperparameter(&mut self, group: usize, key: &str, value: Value) -> Result<()> {
         self.check_group(group)?;
         self.options = merge_options(&self.options, &Map::from_iter([(key.to_string(), value)]))?;
+        Ok(())
+    }
+
+    fn set_group_extra(&mut self, group: usize, key: &str, value: Value) -> Result<()> {
+        self.check_group(group)?;
+        check_extra_key::<LbfgsConfig>(key)?;
+        self.extra.insert(key.to_string(), value);
         Ok(())
     }
 

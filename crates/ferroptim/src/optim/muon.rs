@@ -235,7 +235,9 @@ mod tests {
             matches!(&err, Error::ParamShapeUnsupported { param: 2, shape, .. } if shape == &[4]),
             "{err:?}"
         );
-        assert!(err.to_string().starts_with("Muon only supports 2D parameters"));
+        assert!(err
+            .to_string()
+            .starts_with("Muon only supports 2D parameters"));
         assert_eq!(opt.num_param_groups(), 1);
     }
 
