@@ -4,7 +4,8 @@
     .venv/bin/python tools/torch_reference/schedulers.py
 
 writes `crates/ferroptim/tests/fixtures/lr_scheduler.json`: one case per
-scheduler configuration (every scheduler of torch.optim.lr_scheduler, several
+scheduler configuration (every scheduler of torch.optim.lr_scheduler and
+swa_utils.SWALR, several
 configurations each, chained and sequential combinations), each run for STEPS
 steps on a two-group optimizer, recording after construction and after every
 step each group's `lr` and momentum (`momentum`, or `betas[0]` for Adam) and
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 from torch.optim import lr_scheduler as ls
+from torch.optim import swa_utils
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "crates" / "ferroptim" / "tests" / "fixtures" / "lr_scheduler.json"
@@ -100,6 +102,12 @@ CASES = [
     ("sgd", {"sequential": [S("LinearLR", start_factor=0.5, total_iters=10),
                             S("CosineAnnealingWarmRestarts", T_0=20), S("MultiStepLR", milestones=[10, 20])],
              "milestones": [10, 130]}),
+    ("sgd", S("SWALR", swa_lr=0.05, anneal_epochs=10)),
+    ("adam", S("SWALR", swa_lr=[0.001, 0.005], anneal_epochs=5, anneal_strategy="linear")),
+    ("sgd", S("SWALR", swa_lr=0.02, anneal_epochs=0)),
+    # The SWA recipe: cosine annealing, then a constant SWA learning rate.
+    ("sgd", {"sequential": [S("CosineAnnealingLR", T_max=100), S("SWALR", swa_lr=0.01, anneal_epochs=20)],
+             "milestones": [100]}),
 ]
 
 
@@ -118,7 +126,8 @@ def build(spec, opt):
         if key in kwargs:
             v = kwargs[key]
             kwargs[key] = [LAMBDAS[x] for x in v] if isinstance(v, list) else LAMBDAS[v]
-    return getattr(ls, spec["scheduler"])(opt, **kwargs)
+    cls = getattr(ls, spec["scheduler"], None) or getattr(swa_utils, spec["scheduler"])
+    return cls(opt, **kwargs)
 
 
 def num(x):

@@ -41,6 +41,7 @@ pub mod optim;
 mod optimizer;
 mod param;
 mod state;
+pub mod swa_utils;
 mod tensor;
 
 pub use error::{Error, Result};
