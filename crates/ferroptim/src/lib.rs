@@ -46,7 +46,7 @@ mod tensor;
 
 pub use error::{Error, Result};
 pub use group::{GroupSpec, IntoParamGroups, ParamGroup};
-pub use optimizer::{Algorithm, Hyperparameters, Optim, Optimizer, ParamState};
+pub use optimizer::{Algorithm, Hyperparameters, Optim, Optimizer, ParamState, StepOutcome};
 pub use param::{Grad, Param, SparseGrad};
 pub use state::{ParamStateDict, StateDict, StateEntries, StateValue};
 pub use tensor::{Dtype, Element, Tensor, TensorData};

@@ -41,6 +41,31 @@ pub trait Optimizer: Send {
     /// fails before anything changes.
     fn step(&mut self) -> Result<()>;
 
+    /// Steps only if every gradient is finite (torch's GradScaler skips a
+    /// step on `found_inf` the same way). With a NaN or infinite gradient
+    /// nothing changes, parameters nor state, and the outcome names the
+    /// first such parameter (state_dict numbering); the gradients are left
+    /// for the caller to inspect or clear.
+    ///
+    /// ```
+    /// use ferroptim::{optim::{Sgd, SgdConfig}, Optimizer, Param, StepOutcome, Tensor};
+    /// let p = Param::from_vec(vec![1.0f32], &[1])?;
+    /// let mut opt = Sgd::new([p.clone()], SgdConfig { lr: 0.1, ..Default::default() })?;
+    /// p.set_grad(Tensor::from_vec(vec![f32::NAN], &[1])?)?;
+    /// assert_eq!(opt.step_if_finite()?, StepOutcome::Skipped { param: 0 });
+    /// assert_eq!(p.to_vec::<f32>()?, [1.0]);
+    /// p.set_grad(Tensor::from_vec(vec![1.0f32], &[1])?)?;
+    /// assert_eq!(opt.step_if_finite()?, StepOutcome::Stepped);
+    /// # Ok::<(), ferroptim::Error>(())
+    /// ```
+    fn step_if_finite(&mut self) -> Result<StepOutcome> {
+        if let Some(param) = self.params().iter().position(|p| !p.grad_is_finite()) {
+            return Ok(StepOutcome::Skipped { param });
+        }
+        self.step()?;
+        Ok(StepOutcome::Stepped)
+    }
+
     /// Calls `closure` (which recomputes the loss and gradients), then steps,
     /// and returns the loss, as torch's `step(closure)`.
     fn step_with_closure(&mut self, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64>;
@@ -82,6 +107,18 @@ pub trait Optimizer: Send {
 
     /// Sets a group's learning rate, as schedulers do (not validated, as in torch).
     fn set_lr(&mut self, group: usize, lr: f64) -> Result<()>;
+}
+
+/// What [`Optimizer::step_if_finite`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Every gradient was finite and the step was taken.
+    Stepped,
+    /// Parameter `param` had a NaN or infinite gradient: nothing changed.
+    Skipped {
+        /// The first such parameter, in state_dict numbering.
+        param: usize,
+    },
 }
 
 /// The state an algorithm keeps for one parameter, and its state_dict form.

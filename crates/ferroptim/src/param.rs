@@ -8,7 +8,7 @@
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
-use crate::tensor::{Dtype, Element, Tensor};
+use crate::tensor::{Dtype, Element, Tensor, TensorData};
 
 /// A gradient: dense like the parameter, or sparse rows of it.
 #[derive(Clone, Debug, PartialEq)]
@@ -182,6 +182,22 @@ impl Param {
     /// Runs `f` on the value in place (e.g. to load weights).
     pub fn with_value_mut<R>(&self, f: impl FnOnce(&mut crate::tensor::TensorData) -> R) -> R {
         f(self.write().value.data_mut())
+    }
+
+    /// Whether the gradient (if any) holds only finite values; a parameter
+    /// without a gradient counts as finite. Reads in place, copies nothing.
+    pub fn grad_is_finite(&self) -> bool {
+        fn finite(t: &Tensor) -> bool {
+            match t.data() {
+                TensorData::F32(v) => v.iter().all(|x| x.is_finite()),
+                TensorData::F64(v) => v.iter().all(|x| x.is_finite()),
+            }
+        }
+        match &self.read().grad {
+            None => true,
+            Some(Grad::Dense(t)) => finite(t),
+            Some(Grad::Sparse(s)) => finite(s.values()),
+        }
     }
 
     /// A copy of the gradient, if any.

@@ -3,7 +3,7 @@
 use ferroptim::optim::{
     Adagrad, AdagradConfig, Adam, AdamConfig, Sgd, SgdConfig, SparseAdam, SparseAdamConfig,
 };
-use ferroptim::{Error, Grad, GroupSpec, Optimizer, Param, SparseGrad, Tensor};
+use ferroptim::{optim, Error, Grad, GroupSpec, Optimizer, Param, SparseGrad, StepOutcome, Tensor};
 use serde_json::json;
 
 fn grad(p: &Param, value: f64) {
@@ -309,4 +309,52 @@ fn an_empty_parameter_list_is_an_error() {
         Sgd::new([GroupSpec::new([])], SgdConfig::default()).is_ok(),
         "an empty group is allowed, as in torch"
     );
+}
+
+/// Sets a gradient of `v`s: dense, or (for SparseAdam) one sparse row.
+fn fill(p: &Param, v: f64, sparse: bool) {
+    if sparse {
+        let width = p.numel() / p.shape()[0];
+        let row = Tensor::from_vec(vec![v as f32; width], &[1, width]).unwrap();
+        p.set_sparse_grad(SparseGrad::new(vec![0], row).unwrap())
+            .unwrap();
+    } else {
+        grad(p, v);
+    }
+}
+
+#[test]
+fn a_step_with_a_non_finite_gradient_is_skipped_and_changes_nothing() {
+    for &name in optim::NAMES.iter().filter(|&&n| n != "lbfgs") {
+        let params = [Param::zeros::<f32>(&[2, 3]), Param::zeros::<f32>(&[3, 2])];
+        let mut opt = optim::build(name, "{}", params.clone()).unwrap();
+        let sparse = name == "sparseadam";
+        for p in &params {
+            fill(p, 0.5, sparse);
+        }
+        assert_eq!(
+            opt.step_if_finite().unwrap(),
+            StepOutcome::Stepped,
+            "{name}"
+        );
+        let before = (
+            opt.state_dict(),
+            params.iter().map(Param::value).collect::<Vec<_>>(),
+        );
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            fill(&params[0], 0.25, sparse);
+            fill(&params[1], bad, sparse);
+            let outcome = opt.step_if_finite().unwrap();
+            assert_eq!(
+                outcome,
+                StepOutcome::Skipped { param: 1 },
+                "{name} with {bad}"
+            );
+            let after = (
+                opt.state_dict(),
+                params.iter().map(Param::value).collect::<Vec<_>>(),
+            );
+            assert_eq!(after, before, "{name} changed on a skipped step");
+        }
+    }
 }
