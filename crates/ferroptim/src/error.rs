@@ -251,6 +251,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A checkpoint file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A state_dict could not be read or written as JSON.
     #[error("state_dict JSON: {0}")]
     Json(#[from] serde_json::Error),

@@ -32,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod clip;
 mod error;
 mod group;

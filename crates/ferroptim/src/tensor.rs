@@ -312,9 +312,14 @@ fn dtype_error(found: Dtype, expected: Dtype) -> Error {
     }
 }
 
-/// The number of elements of a shape (1 for a 0-d shape).
+/// The number of elements of a shape (1 for a 0-d shape); `usize::MAX` when
+/// the product overflows, which no data can fill (so a corrupt shape is an
+/// error, not a panic).
 pub(crate) fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .unwrap_or(usize::MAX)
 }
 
 /// How a tensor is written in JSON: `{"dtype": "float32", "shape": [2], "data": [1.5, "nan"]}`.

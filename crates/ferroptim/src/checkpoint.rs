@@ -1,0 +1,385 @@
+//! Checkpoints on disk: a [`StateDict`] as a safetensors file, written atomically.
+//!
+//! The state tensors are the file's tensors, named `state.<param>.<key>`
+//! (and `state.<param>.<key>.<i>` for a list such as LBFGS's `old_dirs`);
+//! the file's JSON metadata keeps torch's structure:
+//!
+//! ```text
+//! "format":       "ferroptim.state_dict.v1"
+//! "param_groups": [{"lr": 0.001, "betas": [0.9, 0.999], ..., "params": [0, 1]}, ...]
+//! "state":        {"0": {"step": {"tensor": "state.0.step"}, "func_evals": 3, ...}, ...}
+//! ```
+//!
+//! Any safetensors reader sees the moments; `StateDict::load` gives back the
+//! exact state_dict (every float bit for bit). A save writes a temporary
+//! file beside the target, syncs it and renames it over the target, so a
+//! crash or an error mid-save leaves the previous checkpoint whole.
+//!
+//! ```
+//! use ferroptim::{optim::{Adam, AdamConfig}, Optimizer, Param, StateDict, Tensor};
+//! let p = Param::from_vec(vec![1.0f32, 2.0], &[2])?;
+//! let mut opt = Adam::new([p.clone()], AdamConfig::default())?;
+//! p.set_grad(Tensor::from_vec(vec![0.5f32, -0.5], &[2])?)?;
+//! opt.step()?;
+//! let dir = std::env::temp_dir().join(format!("ferroptim-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let path = dir.join("adam.safetensors");
+//! opt.state_dict().save(&path)?;
+//! assert_eq!(StateDict::load(&path)?, opt.state_dict());
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok::<(), ferroptim::Error>(())
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::state::{ParamStateDict, StateDict, StateValue};
+use crate::tensor::{Tensor, TensorData};
+
+/// The `format` the metadata names; a file without it is not a ferroptim checkpoint.
+pub const FORMAT: &str = "ferroptim.state_dict.v1";
+
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn format_error(reason: impl Into<String>) -> Error {
+    Error::state("safetensors checkpoint", reason)
+}
+
+/// A named tensor ready to write: its dtype, little-endian bytes and shape.
+struct Encoded {
+    name: String,
+    dtype: StDtype,
+    bytes: Vec<u8>,
+    shape: Vec<usize>,
+}
+
+impl Encoded {
+    fn new(name: String, t: &Tensor) -> Self {
+        let (dtype, bytes) = tensor_bytes(t);
+        Encoded {
+            name,
+            dtype,
+            bytes,
+            shape: t.shape().to_vec(),
+        }
+    }
+}
+
+/// A tensor's little-endian bytes and safetensors dtype.
+fn tensor_bytes(t: &Tensor) -> (StDtype, Vec<u8>) {
+    match t.data() {
+        TensorData::F32(v) => (
+            StDtype::F32,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        TensorData::F64(v) => (
+            StDtype::F64,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+    }
+}
+
+fn tensor_from_view(name: &str, view: &TensorView<'_>) -> Result<Tensor> {
+    let bytes = view.data();
+    let data = match view.dtype() {
+        StDtype::F32 => TensorData::F32(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        StDtype::F64 => TensorData::F64(
+            bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+        ),
+        other => {
+            return Err(format_error(format!(
+                "tensor {name:?} has dtype {other:?}; ferroptim keeps F32 and F64 state"
+            )))
+        }
+    };
+    Tensor::new(data, view.shape())
+}
+
+impl StateDict {
+    /// The state_dict as the bytes of a safetensors file (see the module documentation).
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        let mut tensors: Vec<Encoded> = Vec::new();
+        let mut state = Map::new();
+        for (param, entries) in &self.state {
+            let mut out = Map::new();
+            for (key, value) in entries {
+                let name = format!("state.{param}.{key}");
+                let v = match value {
+                    StateValue::Int(i) => Value::from(*i),
+                    StateValue::Float(x) => serde_json::to_value(x)?,
+                    StateValue::Tensor(t) => {
+                        tensors.push(Encoded::new(name.clone(), t));
+                        Value::Object(Map::from_iter([("tensor".to_string(), Value::from(name))]))
+                    }
+                    StateValue::TensorList(list) => {
+                        let mut names = Vec::new();
+                        for (i, t) in list.iter().enumerate() {
+                            let name = format!("{name}.{i}");
+                            names.push(Value::from(name.as_str()));
+                            tensors.push(Encoded::new(name, t));
+                        }
+                        Value::Object(Map::from_iter([(
+                            "tensors".to_string(),
+                            Value::Array(names),
+                        )]))
+                    }
+                };
+                out.insert(key.clone(), v);
+            }
+            state.insert(param.to_string(), Value::Object(out));
+        }
+        let metadata = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            (
+                "param_groups".to_string(),
+                serde_json::to_string(&self.param_groups)?,
+            ),
+            ("state".to_string(), serde_json::to_string(&state)?),
+        ]);
+        let views = tensors
+            .iter()
+            .map(|t| {
+                TensorView::new(t.dtype, t.shape.clone(), &t.bytes).map(|v| (t.name.as_str(), v))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| format_error(e.to_string()))?;
+        safetensors::tensor::serialize(views, Some(metadata))
+            .map_err(|e| format_error(e.to_string()))
+    }
+
+    /// Reads the bytes of a safetensors checkpoint written by
+    /// [`StateDict::to_safetensors`]. Every tensor must be referenced by the
+    /// metadata, and every reference must name a tensor.
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Self> {
+        let file = SafeTensors::deserialize(bytes).map_err(|e| format_error(e.to_string()))?;
+        let (_, metadata) =
+            SafeTensors::read_metadata(bytes).map_err(|e| format_error(e.to_string()))?;
+        let meta = metadata
+            .metadata()
+            .as_ref()
+            .ok_or_else(|| format_error("no metadata; expected a ferroptim checkpoint"))?;
+        match meta.get("format") {
+            Some(f) if f == FORMAT => {}
+            other => {
+                return Err(format_error(format!(
+                    "metadata format is {other:?}; expected {FORMAT:?}"
+                )))
+            }
+        }
+        let field = |key: &str| {
+            meta.get(key)
+                .ok_or_else(|| format_error(format!("metadata has no {key:?}")))
+        };
+        let param_groups: Vec<Map<String, Value>> = serde_json::from_str(field("param_groups")?)?;
+        let saved: BTreeMap<usize, Map<String, Value>> = serde_json::from_str(field("state")?)?;
+        let mut views: BTreeMap<String, TensorView<'_>> = file.tensors().into_iter().collect();
+        let mut take = |name: &Value| -> Result<Tensor> {
+            let name = name
+                .as_str()
+                .ok_or_else(|| format_error(format!("tensor reference {name} is not a name")))?;
+            let view = views.remove(name).ok_or_else(|| {
+                format_error(format!(
+                    "metadata names tensor {name:?}, which the file lacks"
+                ))
+            })?;
+            tensor_from_view(name, &view)
+        };
+        let mut state = BTreeMap::new();
+        for (param, entries) in saved {
+            let mut out = ParamStateDict::new();
+            for (key, value) in entries {
+                let v = match &value {
+                    Value::Object(o) if o.len() == 1 && o.contains_key("tensor") => {
+                        StateValue::Tensor(take(&o["tensor"])?)
+                    }
+                    Value::Object(o) if o.len() == 1 && o.contains_key("tensors") => {
+                        let names = o["tensors"].as_array().ok_or_else(|| {
+                            format_error(format!("state.{param}.{key}: \"tensors\" is not a list"))
+                        })?;
+                        StateValue::TensorList(names.iter().map(&mut take).collect::<Result<_>>()?)
+                    }
+                    _ => serde_json::from_value(value)?,
+                };
+                out.insert(key, v);
+            }
+            state.insert(param, out);
+        }
+        if let Some(name) = views.keys().next() {
+            return Err(format_error(format!(
+                "tensor {name:?} is not referenced by the metadata"
+            )));
+        }
+        Ok(StateDict {
+            state,
+            param_groups,
+        })
+    }
+
+    /// Writes the checkpoint to `path` atomically: the previous file at
+    /// `path`, if any, stays whole until the new one is complete on disk.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let bytes = self.to_safetensors()?;
+        write_atomic(path.as_ref(), |file| file.write_all(&bytes))
+    }
+
+    /// Reads a checkpoint written by [`StateDict::save`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+        Self::from_safetensors(&bytes)
+    }
+}
+
+/// Replaces `path` with what `write` puts in a new file, atomically: the
+/// data goes to a temporary file in the same directory, is synced to disk,
+/// and is renamed over `path`. If `write` (or anything else) fails, the
+/// temporary file is removed and `path` is untouched.
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io_error(path, std::io::Error::other("not a file path")))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = File::options().write(true).create_new(true).open(&tmp)?;
+        write(&mut file)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable where the platform allows it.
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_error(path, e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("ferroptim-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_write_failing_halfway_leaves_the_old_file_and_no_temporary() {
+        let dir = scratch_dir("atomic");
+        let path = dir.join("ckpt.safetensors");
+        std::fs::write(&path, b"the previous checkpoint").unwrap();
+        let err = write_atomic(&path, |f| {
+            f.write_all(b"half of the new")?;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"the previous checkpoint");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "the temporary file was not removed");
+        write_atomic(&path, |f| f.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_kind_of_state_value_round_trips_bit_for_bit() {
+        let sd = StateDict {
+            state: BTreeMap::from([(
+                3,
+                ParamStateDict::from([
+                    ("step".into(), StateValue::Tensor(Tensor::scalar(7.0f32))),
+                    ("func_evals".into(), StateValue::Int(12)),
+                    ("t".into(), StateValue::Float(0.1 + 0.2)),
+                    (
+                        "m".into(),
+                        StateValue::Tensor(
+                            Tensor::from_vec(vec![f64::NAN, -0.0, 1e-310], &[3]).unwrap(),
+                        ),
+                    ),
+                    (
+                        "old_dirs".into(),
+                        StateValue::TensorList(vec![
+                            Tensor::from_vec(vec![1.5f32, 2.5], &[2])
+                                .unwrap();
+                            2
+                        ]),
+                    ),
+                ]),
+            )]),
+            param_groups: vec![Map::from_iter([
+                ("lr".to_string(), Value::from(1e-3)),
+                ("params".to_string(), Value::from(vec![3])),
+            ])],
+        };
+        let back = StateDict::from_safetensors(&sd.to_safetensors().unwrap()).unwrap();
+        assert_eq!(back.to_json().unwrap(), sd.to_json().unwrap());
+        let bits = |s: &StateDict| match &s.state[&3]["m"] {
+            StateValue::Tensor(t) => t
+                .as_slice::<f64>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect::<Vec<_>>(),
+            _ => unreachable!(),
+        };
+        assert_eq!(bits(&back), bits(&sd));
+    }
+
+    #[test]
+    fn files_that_are_not_our_checkpoints_are_typed_errors() {
+        assert!(StateDict::from_safetensors(b"").is_err());
+        assert!(StateDict::from_safetensors(&[0xff; 64]).is_err());
+        let plain = safetensors::tensor::serialize(
+            [(
+                "w",
+                TensorView::new(StDtype::F32, vec![1], &[0, 0, 128, 63]).unwrap(),
+            )],
+            None,
+        )
+        .unwrap();
+        let err = StateDict::from_safetensors(&plain).unwrap_err();
+        assert!(err.to_string().contains("no metadata"), "{err}");
+        assert!(matches!(
+            StateDict::load("/nonexistent/ferroptim.safetensors"),
+            Err(Error::Io { .. })
+        ));
+    }
+}
