@@ -274,7 +274,7 @@ def sparse_grad(shape, step: int, gen: torch.Generator, dtype: torch.dtype):
 
 
 def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int, sparse: bool = False,
-             shapes: list | None = None) -> dict:
+             shapes: list | None = None, on_mid=None) -> dict:
     gen = torch.Generator().manual_seed(seed)
     shapes = SPARSE_SHAPES if sparse else shapes or SHAPES
     params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
@@ -309,6 +309,8 @@ def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int, sparse: bool = Fa
         steps.append({"grads": grads, "params": [tensor_json(p) for p in params], "state": state})
         if step + 1 == MID_STEP:
             sd_mid = state_dict_json(opt.state_dict())
+            if on_mid is not None:
+                on_mid(opt)
     return {
         "groups": [
             {"params": GROUPS[0]},

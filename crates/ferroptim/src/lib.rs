@@ -44,6 +44,7 @@ mod param;
 mod state;
 pub mod swa_utils;
 mod tensor;
+mod torch_pt;
 
 pub use error::{Error, Result};
 pub use group::{GroupSpec, IntoParamGroups, ParamGroup};

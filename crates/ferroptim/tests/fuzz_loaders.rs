@@ -153,3 +153,79 @@ fn huge_declared_sizes_are_refused_without_allocating() {
     let json = r#"{"state": {"0": {"m": {"dtype": "float32", "shape": [4294967296, 4294967296, 16], "data": []}}}, "param_groups": []}"#;
     assert!(StateDict::from_json(json).is_err());
 }
+
+/// The entries of a torch.save archive, with `data.pkl` replaced by `pickle`, as a new archive.
+fn with_pickle(entries: &[(String, Vec<u8>)], pickle: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use zip::write::SimpleFileOptions;
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, bytes) in entries {
+        out.start_file(name.as_str(), options).unwrap();
+        let body = if name.ends_with("data.pkl") {
+            pickle
+        } else {
+            bytes
+        };
+        out.write_all(body).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
+#[test]
+fn the_torch_checkpoint_reader_never_panics_and_failed_loads_change_nothing() {
+    use std::io::Read;
+    let (opt, _) = seed("adam");
+    let opt = RefCell::new(opt);
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/torch_pt/adam-float32.pt");
+    let file = std::fs::read(path).unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&file)).unwrap();
+    let entries: Vec<(String, Vec<u8>)> = (0..zip.len())
+        .map(|i| {
+            let mut e = zip.by_index(i).unwrap();
+            let mut bytes = Vec::new();
+            e.read_to_end(&mut bytes).unwrap();
+            (e.name().to_string(), bytes)
+        })
+        .collect();
+    let pickle = entries
+        .iter()
+        .find(|(n, _)| n.ends_with("data.pkl"))
+        .unwrap()
+        .1
+        .clone();
+    // The rebuilt archive reads like the original.
+    assert_eq!(
+        StateDict::from_torch_bytes(&with_pickle(&entries, &pickle)).unwrap(),
+        StateDict::from_torch_bytes(&file).unwrap()
+    );
+    let parsed = Cell::new(0);
+    let config = Config {
+        cases: cases(20_000) / 8,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    // Mutated pickles inside a valid archive: the pickle machine itself.
+    TestRunner::new(config.clone())
+        .run(&mutations(), |m| {
+            let bytes = with_pickle(&entries, &mutate(&pickle, &m));
+            load_into(
+                opt.borrow_mut().as_mut(),
+                StateDict::from_torch_bytes(&bytes),
+                &parsed,
+            )
+        })
+        .unwrap();
+    assert!(parsed.get() > 0, "no mutated pickle parsed");
+    // Mutated archives.
+    TestRunner::new(config)
+        .run(&mutations(), |m| {
+            load_into(
+                opt.borrow_mut().as_mut(),
+                StateDict::from_torch_bytes(&mutate(&file, &m)),
+                &parsed,
+            )
+        })
+        .unwrap();
+}

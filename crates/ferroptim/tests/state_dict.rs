@@ -375,3 +375,81 @@ fn extra_group_keys_survive_and_old_checkpoints_get_torchs_defaults() {
     assert!(!opt.param_groups()[1].options.decoupled_weight_decay);
     assert!(!opt.param_groups()[1].options.amsgrad);
 }
+
+#[test]
+fn a_checkpoint_saved_by_torch_save_resumes_like_torch() {
+    // tools/torch_reference/checkpoints.py saved case 0 (float32) and case 1
+    // (float64) of every fixture with torch.save after step `mid_step`.
+    let mut files = 0;
+    for name in fixtures() {
+        let fixture = load(name);
+        for case in &fixture.cases[..2] {
+            let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("tests/fixtures/torch_pt/{name}-{}.pt", case.dtype));
+            let from_torch =
+                StateDict::load_torch(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let mid = case.mid_step;
+            // The same state as the JSON fixture torch wrote at the same step.
+            let (mut via_pt, params) = case.build(name, &case.steps[mid - 1].params);
+            via_pt.load_state_dict(&from_torch).unwrap();
+            let (mut via_json, _) = case.build(name, &case.steps[mid - 1].params);
+            via_json.load_state_dict(&case.state_dict_mid).unwrap();
+            assert_eq!(
+                via_pt.state_dict(),
+                via_json.state_dict(),
+                "{name} {}",
+                case.dtype
+            );
+            // And it continues as torch continued.
+            let mut agreement = Agreement::default();
+            let mut scales = Scales::default();
+            for i in mid..case.steps.len() {
+                case.step(i, via_pt.as_mut(), &params);
+                for (j, (p, want)) in params.iter().zip(&case.steps[i].params).enumerate() {
+                    let (key, what) = (format!("param {j}"), format!("step {} param {j}", i + 1));
+                    agreement.merge(compare_tensor_in(
+                        &mut scales,
+                        &key,
+                        &what,
+                        &p.value(),
+                        want,
+                    ));
+                }
+            }
+            let tol = tolerance_for(name, &case.dtype);
+            assert!(
+                agreement.max_norm_rel <= tol,
+                "{name} {}: {}",
+                case.dtype,
+                agreement.worst
+            );
+            files += 1;
+        }
+    }
+    assert_eq!(files, 2 * fixtures().count());
+}
+
+/// ferroptim checkpoints that torch loads: case 0 of every fixture saved
+/// after `mid_step` under tests/fixtures/ferroptim_ckpt/. With
+/// `FERROPTIM_WRITE_FIXTURES=1` this writes them; otherwise it checks the
+/// committed files still hold exactly what ferroptim saves there.
+/// tools/torch_reference/checkpoints.py loads them into torch with
+/// tools/ferroptim_checkpoint.py and checks torch continues like the fixture.
+#[test]
+fn checkpoints_for_torch_hold_what_ferroptim_saves() {
+    let write = std::env::var_os("FERROPTIM_WRITE_FIXTURES").is_some();
+    for name in fixtures() {
+        let fixture = load(name);
+        let case = &fixture.cases[0];
+        let (mut opt, params) = case.build(name, &case.initial_params);
+        run(case, opt.as_mut(), &params, 0..case.mid_step);
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/ferroptim_ckpt/{name}.safetensors"));
+        if write {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            opt.state_dict().save(&path).unwrap();
+        }
+        let saved = StateDict::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(saved, opt.state_dict(), "{name}");
+    }
+}

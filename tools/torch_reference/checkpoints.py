@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""torch.save'd optimizer checkpoints, for ferroptim's torch import.
+
+    .venv/bin/python tools/torch_reference/checkpoints.py
+
+For every optimizer in generate.py's OPTIMIZERS, reruns the first
+configuration of its fixture (float32 and float64, same seeds, so the run is
+the committed fixture's case 0 and 1, which is checked) and saves
+`torch.save(optimizer.state_dict(), ...)` after step MID_STEP to
+`crates/ferroptim/tests/fixtures/torch_pt/<name>-<dtype>.pt`. The Rust test
+loads each file and must continue the remaining steps as torch did (the
+fixture's steps after MID_STEP).
+
+It also checks the other direction: the ferroptim checkpoints committed under
+`tests/fixtures/ferroptim_ckpt/<name>.safetensors` (case 0 after MID_STEP,
+written by the Rust test `checkpoints_for_torch_hold_what_ferroptim_saves`
+with FERROPTIM_WRITE_FIXTURES=1) are loaded into torch with
+tools/ferroptim_checkpoint.py, and torch must continue them as the fixture
+records (the parity tolerances).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import ferroptim_checkpoint  # noqa: E402
+import generate as g  # noqa: E402
+
+
+def tensor(j) -> torch.Tensor:
+    def f(v):
+        return float(v) if isinstance(v, str) else v
+    return torch.tensor([f(v) for v in j["data"]], dtype=getattr(torch, j["dtype"])).reshape(j["shape"])
+
+
+def resume_in_torch(name: str, cls, fixture: dict) -> float:
+    """Loads ferroptim's checkpoint of case 0 into torch, continues, returns the worst relative error."""
+    case = fixture["cases"][0]
+    mid = case["mid_step"]
+    params = [torch.nn.Parameter(tensor(t)) for t in case["steps"][mid - 1]["params"]]
+    groups = [{**{k: v for k, v in grp.items() if k != "params"}, "params": [params[i] for i in grp["params"]]}
+              for grp in case["groups"]]
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in case["kwargs"].items()}
+    opt = cls(groups, **kwargs)
+    opt.load_state_dict(ferroptim_checkpoint.load(str(g.OUT_DIR / "ferroptim_ckpt" / f"{name}.safetensors")))
+    worst = 0.0
+    for step in case["steps"][mid:]:
+        for p, grad in zip(params, step["grads"]):
+            if grad is None:
+                p.grad = None
+            elif "indices" in grad:
+                values = tensor(grad["values"])
+                idx = torch.tensor(grad["indices"]).unsqueeze(0)
+                p.grad = torch.sparse_coo_tensor(idx, values, p.shape, check_invariants=True)
+            else:
+                p.grad = tensor(grad)
+        opt.step()
+        for p, want in zip(params, step["params"]):
+            want = tensor(want)
+            scale = max(want.abs().max().item() if want.numel() else 0.0, 1e-30)
+            err = (p.detach() - want).abs().max().item() / scale if want.numel() else 0.0
+            worst = max(worst, err)
+    return worst
+
+OUT = g.OUT_DIR / "torch_pt"
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, (cls, inputs_func, _) in g.OPTIMIZERS.items():
+        fixture = json.loads((g.OUT_DIR / f"{name}.json").read_text())
+        kwargs = fixture["cases"][0]["kwargs"]
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+        sparse = fixture["cases"][0]["desc"].startswith("sparse grads: ")
+        for seed, dtype in enumerate(g.DTYPES, start=1):
+            path = OUT / f"{name}-{str(dtype).removeprefix('torch.')}.pt"
+            case = g.run_case(cls, dict(kwargs), dtype, seed, sparse, g.SHAPES_FOR.get(name),
+                              on_mid=lambda opt: torch.save(opt.state_dict(), path))
+            want = fixture["cases"][seed - 1]
+            if case["steps"] != want["steps"]:
+                raise RuntimeError(f"{name}: the rerun differs from the committed fixture case {seed - 1}")
+            print(f"{path.relative_to(g.ROOT)}: {path.stat().st_size} bytes")
+        worst = resume_in_torch(name, cls, fixture)
+        tol = 2e-4 if name == "muon" else 1e-6
+        if not worst <= tol:
+            raise RuntimeError(f"{name}: torch resumed from ferroptim's checkpoint is off by {worst:e}")
+        print(f"{name}: torch resumed from ferroptim's checkpoint, worst relative error {worst:.1e}")
+
+
+if __name__ == "__main__":
+    main()
