@@ -92,6 +92,24 @@ def main() -> None:
         if not worst <= tol:
             raise RuntimeError(f"{name}: torch resumed from ferroptim's checkpoint is off by {worst:e}")
         print(f"{name}: torch resumed from ferroptim's checkpoint, worst relative error {worst:.1e}")
+    save_lbfgs()
+
+
+def save_lbfgs() -> None:
+    """LBFGS: cases 0 and 1 of its fixture, saved after its MID_STEP."""
+    import lbfgs
+
+    fixture = json.loads((g.OUT_DIR / "lbfgs.json").read_text())
+    helpers = {"tensor_json": g.tensor_json, "value_json": g.value_json}
+    for i in range(2):
+        want = fixture["cases"][i]
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in want["kwargs"].items()}
+        path = OUT / f"lbfgs-{i}.pt"
+        case = lbfgs.run(helpers, want["problem"], getattr(torch, want["dtype"]), kwargs,
+                         on_mid=lambda opt: torch.save(opt.state_dict(), path))
+        if case["steps"] != want["steps"]:
+            raise RuntimeError(f"lbfgs: the rerun differs from the committed fixture case {i}")
+        print(f"{path.relative_to(g.ROOT)}: {path.stat().st_size} bytes")
 
 
 if __name__ == "__main__":

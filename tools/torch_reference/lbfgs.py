@@ -93,7 +93,7 @@ def problem(name: str, dtype):
     raise ValueError(name)
 
 
-def run(json_helpers, name: str, dtype, kwargs: dict) -> dict:
+def run(json_helpers, name: str, dtype, kwargs: dict, on_mid=None) -> dict:
     tensor_json, value_json = json_helpers["tensor_json"], json_helpers["value_json"]
     init, make = problem(name, dtype)
     params = [torch.nn.Parameter(t.clone()) for t in init]
@@ -126,6 +126,8 @@ def run(json_helpers, name: str, dtype, kwargs: dict) -> dict:
         })
         if step + 1 == MID_STEP:
             sd_mid = state_dict()
+            if on_mid is not None:
+                on_mid(opt)
     return {
         "problem": name,
         "dtype": str(dtype).removeprefix("torch."),

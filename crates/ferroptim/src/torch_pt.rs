@@ -7,7 +7,8 @@
 //! tuples, numbers, strings, `None`, booleans, and tensors rebuilt by
 //! `torch._utils._rebuild_tensor_v2` from float32 or float64 storages. Any
 //! other object is a typed error, never code execution: this reader calls
-//! nothing the file names.
+//! nothing the file names. LBFGS's `al` (scratch that every step
+//! recomputes) is dropped.
 //!
 //! ```no_run
 //! use ferroptim::{optim, Optimizer, Param, StateDict};
@@ -527,6 +528,11 @@ impl<'a> Machine<'a> {
                         let mut out = ParamStateDict::new();
                         for &(key, value) in self.dict(entries, "a parameter's state")? {
                             let key = self.key(key)?;
+                            if key == "al" {
+                                // LBFGS's scratch (a list of None and 0-d tensors), recomputed
+                                // by every step: torch keeps it only to reuse the memory.
+                                continue;
+                            }
                             let what = format!("state[{param}].{key}");
                             out.insert(key, self.state_value(value, &what)?);
                         }

@@ -349,6 +349,29 @@ fn lbfgs_resumes_from_torch_state_dict_like_torch() {
 }
 
 #[test]
+fn lbfgs_resumes_from_a_torch_save_checkpoint_like_torch() {
+    // tools/torch_reference/checkpoints.py saved cases 0 and 1 with torch.save at mid_step.
+    let fixture = load();
+    for (i, case) in fixture.cases[..2].iter().enumerate() {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/torch_pt/lbfgs-{i}.pt"));
+        let sd = StateDict::load_torch(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mid = case.mid_step;
+        let (mut opt, mut closure, calls) =
+            case.build(&fixture.problems, &case.steps[mid - 1].params);
+        opt.load_state_dict(&sd)
+            .unwrap_or_else(|e| panic!("[{}] {e}", case.desc));
+        replay(
+            case,
+            opt.as_mut(),
+            &mut closure,
+            &calls,
+            mid..case.steps.len(),
+        );
+    }
+}
+
+#[test]
 fn a_json_round_trip_midway_changes_nothing() {
     let fixture = load();
     for case in &fixture.cases {
