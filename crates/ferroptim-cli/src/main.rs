@@ -1,0 +1,111 @@
+//! The `ferroptim` command: ferroptim's optimizers at work, with pictures.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod trajectories;
+
+#[derive(Parser)]
+#[command(
+    name = "ferroptim",
+    version,
+    about = "PyTorch's torch.optim in Rust, at work"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs every optimizer from the same start on classic test functions
+    /// (Rosenbrock, Beale, a saddle, an ill-conditioned quadratic) and draws
+    /// their paths over the level sets, one PNG per function.
+    Trajectories {
+        /// Where to write the pictures.
+        #[arg(long, default_value = "ferroptim-out")]
+        out: PathBuf,
+        /// Steps per optimizer.
+        #[arg(long, default_value_t = 300)]
+        steps: usize,
+        /// Comma-separated optimizer names (default: all of them).
+        #[arg(long, value_delimiter = ',')]
+        optimizers: Vec<String>,
+    },
+}
+
+/// The optimizers to run: all by default, else the named ones (checked).
+fn chosen(names: &[String]) -> Result<Vec<String>, String> {
+    if names.is_empty() {
+        return Ok(ferroptim::optim::NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            let n = n.trim().to_ascii_lowercase();
+            if ferroptim::optim::NAMES.contains(&n.as_str()) {
+                Ok(n)
+            } else {
+                Err(format!(
+                    "unknown optimizer {n:?}; expected some of: {}",
+                    ferroptim::optim::NAMES.join(", ")
+                ))
+            }
+        })
+        .collect()
+}
+
+fn trajectories(out: &PathBuf, steps: usize, names: &[String]) -> Result<(), String> {
+    let names = chosen(names)?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    plotters::style::register_font(
+        "sans-serif",
+        plotters::style::FontStyle::Normal,
+        include_bytes!("../assets/DejaVuSans.ttf"),
+    )
+    .map_err(|_| "the bundled font could not be loaded".to_string())?;
+    for fun in &trajectories::FUNCTIONS {
+        println!("{}", fun.title);
+        println!(
+            "  {:<11} {:>14} {:>16}",
+            "optimizer", "final f(x, y)", "distance to min"
+        );
+        let mut paths = Vec::new();
+        for name in &names {
+            let path = trajectories::path(name, fun, steps)?;
+            let &(x, y) = path.last().unwrap_or(&fun.start);
+            let distance = fun.minimum.map_or("-".to_string(), |(mx, my)| {
+                format!("{:.3e}", ((x - mx).powi(2) + (y - my).powi(2)).sqrt())
+            });
+            println!("  {name:<11} {:>14.4e} {distance:>16}", (fun.f)(x, y));
+            paths.push((name.clone(), path));
+        }
+        let file = out.join(format!("trajectories_{}.png", fun.name));
+        trajectories::draw(fun, &paths, &file)?;
+        println!("  wrote {}", file.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Trajectories {
+            out,
+            steps,
+            optimizers,
+        } => trajectories(out, *steps, optimizers),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

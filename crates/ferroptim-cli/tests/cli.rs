@@ -1,0 +1,61 @@
+//! The `ferroptim` binary end to end.
+
+use std::process::Command;
+
+fn ferroptim() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferroptim"))
+}
+
+#[test]
+fn trajectories_draws_one_png_per_function_and_prints_the_table() {
+    let out = std::env::temp_dir().join(format!("ferroptim-cli-{}", std::process::id()));
+    let run = ferroptim()
+        .args(["trajectories", "--steps", "30", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for name in ["rosenbrock", "beale", "saddle", "ill_conditioned"] {
+        let png = std::fs::read(out.join(format!("trajectories_{name}.png"))).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+            "{name}"
+        );
+    }
+    // Every optimizer ran on every function.
+    for name in ferroptim::optim::NAMES {
+        assert_eq!(
+            stdout.matches(&format!("\n  {name} ")).count(),
+            4,
+            "{name}:\n{stdout}"
+        );
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn bad_flags_are_one_clear_line_and_a_failure_exit() {
+    let run = ferroptim()
+        .args(["trajectories", "--optimizers", "adam,adamz", "--out"])
+        .arg(std::env::temp_dir().join("ferroptim-cli-unused"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: unknown optimizer \"adamz\""),
+        "{stderr}"
+    );
+    let run = ferroptim()
+        .args(["trajectories", "--steps", "many"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(!String::from_utf8_lossy(&run.stderr).contains("panicked"));
+}
