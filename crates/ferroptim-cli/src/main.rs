@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod trajectories;
 
 #[derive(Parser)]
@@ -34,6 +35,54 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         optimizers: Vec<String>,
     },
+    /// Times every optimizer's step (f32) on 1 x 10M, 1000 x 10k and
+    /// 100k x 100 parameters, against the memory floor measured in the same
+    /// run, and prints a markdown table.
+    Bench {
+        /// Comma-separated optimizer names (default: every dense one).
+        #[arg(long, value_delimiter = ',')]
+        optimizers: Vec<String>,
+        /// Repetitions per measurement (the median is reported).
+        #[arg(long, default_value_t = 7)]
+        reps: usize,
+        /// Scale every size down by this factor (for a quick look).
+        #[arg(long, default_value_t = 1)]
+        shrink: usize,
+        /// Print JSON lines instead of the table (for bench/compare_torch.py).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn bench(names: &[String], reps: usize, shrink: usize, json: bool) -> Result<(), String> {
+    let mut names = chosen(names)?;
+    if names.len() == ferroptim::optim::NAMES.len() {
+        // Muon's Newton–Schulz is a scalar O(n³) loop for now: seconds per step at these sizes.
+        names.retain(|n| n != "muon");
+    }
+    if reps == 0 || shrink == 0 {
+        return Err("--reps and --shrink must be at least 1".into());
+    }
+    let sizes: Vec<bench::Size> = bench::SIZES
+        .iter()
+        .map(|s| bench::Size {
+            count: s.count,
+            numel: (s.numel / shrink).max(1),
+        })
+        .collect();
+    let rows = bench::run(&names, &sizes, reps, 1)?;
+    if json {
+        for r in &rows {
+            let line = serde_json::json!({
+                "optimizer": r.optimizer, "count": r.size.count, "numel": r.size.numel,
+                "threads": r.threads, "ms": r.ms, "floor_ms": r.floor_ms, "gb_per_s": r.gb_per_s,
+            });
+            println!("{line}");
+        }
+    } else {
+        print!("{}", bench::table(&rows));
+    }
+    Ok(())
 }
 
 /// The optimizers to run: all by default, else the named ones (checked).
@@ -100,6 +149,12 @@ fn main() -> ExitCode {
             steps,
             optimizers,
         } => trajectories(out, *steps, optimizers),
+        Command::Bench {
+            optimizers,
+            reps,
+            shrink,
+            json,
+        } => bench(optimizers, *reps, *shrink, *json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

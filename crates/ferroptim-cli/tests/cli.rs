@@ -59,3 +59,38 @@ fn bad_flags_are_one_clear_line_and_a_failure_exit() {
     assert!(!run.status.success());
     assert!(!String::from_utf8_lossy(&run.stderr).contains("panicked"));
 }
+
+#[test]
+fn bench_prints_a_table_with_the_floor() {
+    let run = ferroptim()
+        .args([
+            "bench",
+            "--shrink",
+            "10000",
+            "--reps",
+            "1",
+            "--optimizers",
+            "adam,sgd,muon",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.starts_with("| optimizer | size | threads | median ms/step"),
+        "{stdout}"
+    );
+    // Three sizes each; Adam and SGD have a floor, Muon (not element-wise) none.
+    assert_eq!(stdout.matches("\n| adam | ").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("\n| muon | ").count(), 3, "{stdout}");
+    let adam = stdout
+        .lines()
+        .find(|l| l.starts_with("| adam | 1 x 1k"))
+        .unwrap();
+    let ratio: f64 = adam.rsplit('|').nth(1).unwrap().trim().parse().unwrap();
+    assert!(ratio > 0.0, "{adam}");
+}

@@ -1,0 +1,201 @@
+//! `ferroptim bench`: step time of every optimizer against the memory floor.
+//!
+//! An optimizer step is memory-bound: per element it must read the
+//! parameter, the gradient and its state and write the parameter and state
+//! back. The floor is measured in the same run by a trivial kernel that
+//! reads and writes the same number of arrays of the same size, so the
+//! ratio says how close a step is to what the memory allows on this machine.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use ferroptim::{optim, Optimizer, Param, Tensor};
+
+/// A benchmark shape: `count` tensors of `numel` elements each.
+#[derive(Clone, Copy, Debug)]
+pub struct Size {
+    pub count: usize,
+    pub numel: usize,
+}
+
+impl Size {
+    pub fn label(&self) -> String {
+        fn short(n: usize) -> String {
+            match n {
+                n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+                n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+                n => n.to_string(),
+            }
+        }
+        format!("{} x {}", short(self.count), short(self.numel))
+    }
+}
+
+/// The issue's sizes: one large tensor, many medium ones, very many small ones.
+pub const SIZES: [Size; 3] = [
+    Size {
+        count: 1,
+        numel: 10_000_000,
+    },
+    Size {
+        count: 1_000,
+        numel: 10_000,
+    },
+    Size {
+        count: 100_000,
+        numel: 100,
+    },
+];
+
+/// The configuration benchmarked, and the f32 arrays a step reads and writes
+/// per element (parameter, gradient, state), for the floor. `None`: not an
+/// element-wise step (Muon's Newton–Schulz, Adafactor's factored moments).
+pub fn workload(name: &str) -> (&'static str, Option<(usize, usize)>) {
+    match name {
+        "sgd" => (r#"{"lr": 0.01, "momentum": 0.9}"#, Some((3, 2))),
+        "adam" | "adamw" | "adamax" | "adadelta" | "nadam" | "radam" | "rprop" => {
+            ("{}", Some((4, 3)))
+        }
+        "adagrad" | "rmsprop" | "asgd" => ("{}", Some((3, 2))),
+        "muon" => (r#"{"weight_decay": 0.0}"#, None),
+        "adafactor" | "sparseadam" | "lbfgs" => ("{}", None),
+        _ => ("{}", None),
+    }
+}
+
+/// Median seconds of `f` over `reps` runs after one warm-up run.
+fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// The floor: a pass that reads `reads` arrays and writes `writes` of them,
+/// element by element, over every tensor of `size`.
+pub fn floor_secs(size: Size, (reads, writes): (usize, usize), reps: usize) -> f64 {
+    let mut arrays: Vec<Vec<Vec<f32>>> = (0..size.count)
+        .map(|_| {
+            (0..reads)
+                .map(|k| vec![k as f32 * 0.5; size.numel])
+                .collect()
+        })
+        .collect();
+    median_secs(reps, || {
+        for tensor in &mut arrays {
+            let (written, read) = tensor.split_at_mut(writes);
+            for i in 0..size.numel {
+                let mut acc = 0.0f32;
+                for r in read.iter() {
+                    acc += r[i];
+                }
+                for w in written.iter_mut() {
+                    acc += w[i];
+                }
+                for w in written.iter_mut() {
+                    w[i] = acc * 0.5;
+                }
+            }
+        }
+        black_box(&arrays);
+    })
+}
+
+/// Median seconds per `step()` of optimizer `name` on `size` (f32).
+pub fn step_secs(name: &str, size: Size, reps: usize) -> Result<f64, String> {
+    let (config, _) = workload(name);
+    let shape = if name == "muon" {
+        let rows = (size.numel as f64).sqrt() as usize;
+        vec![rows, size.numel / rows]
+    } else {
+        vec![size.numel]
+    };
+    let params: Vec<Param> = (0..size.count)
+        .map(|_| Param::zeros::<f32>(&shape))
+        .collect();
+    for p in &params {
+        let g = Tensor::from_vec(vec![1e-3f32; p.numel()], &shape).map_err(|e| e.to_string())?;
+        p.set_grad(g).map_err(|e| e.to_string())?;
+    }
+    let mut opt: Box<dyn Optimizer> =
+        optim::build(name, config, params).map_err(|e| format!("{name}: {e}"))?;
+    let mut error = None;
+    let secs = median_secs(reps, || {
+        if let Err(e) = opt.step() {
+            error = Some(e.to_string());
+        }
+    });
+    match error {
+        Some(e) => Err(format!("{name}: {e}")),
+        None => Ok(secs),
+    }
+}
+
+/// One measured line.
+pub struct Row {
+    pub optimizer: String,
+    pub size: Size,
+    pub threads: usize,
+    pub ms: f64,
+    pub gb_per_s: Option<f64>,
+    pub floor_ms: Option<f64>,
+}
+
+/// Benchmarks `names` on `sizes`, each with its floor, `reps` repetitions.
+pub fn run(
+    names: &[String],
+    sizes: &[Size],
+    reps: usize,
+    threads: usize,
+) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    for &size in sizes {
+        for name in names {
+            if name == "lbfgs" || name == "sparseadam" {
+                continue; // closures and sparse gradients: not a dense step
+            }
+            let secs = step_secs(name, size, reps)?;
+            let arrays = workload(name).1;
+            let bytes = arrays.map(|(r, w)| ((r + w) * 4 * size.count * size.numel) as f64);
+            let floor = arrays.map(|a| floor_secs(size, a, reps));
+            rows.push(Row {
+                optimizer: name.clone(),
+                size,
+                threads,
+                ms: secs * 1e3,
+                gb_per_s: bytes.map(|b| b / secs / 1e9),
+                floor_ms: floor.map(|f| f * 1e3),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The rows as a markdown table.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| optimizer | size | threads | median ms/step | GB/s | floor ms | ratio to floor |\n\
+         | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for r in rows {
+        let gb = r.gb_per_s.map_or("-".into(), |g| format!("{g:.1}"));
+        let floor = r.floor_ms.map_or("-".into(), |f| format!("{f:.2}"));
+        let ratio = r
+            .floor_ms
+            .map_or("-".into(), |f| format!("{:.2}", r.ms / f));
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {gb} | {floor} | {ratio} |\n",
+            r.optimizer,
+            r.size.label(),
+            r.threads,
+            r.ms
+        ));
+    }
+    out
+}
