@@ -58,8 +58,7 @@ pub fn workload(name: &str) -> (&'static str, Option<(usize, usize)>) {
         }
         "adagrad" | "rmsprop" | "asgd" => ("{}", Some((3, 2))),
         "muon" => (r#"{"weight_decay": 0.0}"#, None),
-        "adafactor" | "sparseadam" | "lbfgs" => ("{}", None),
-        _ => ("{}", None),
+        _ => ("{}", None), // Adafactor's factored moments, and the non-dense ones
     }
 }
 

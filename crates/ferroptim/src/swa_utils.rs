@@ -35,7 +35,7 @@ use crate::kernels::lerp;
 use crate::lr_scheduler::{set_extra, start, PerGroup, Progress, Rule};
 use crate::optimizer::Optimizer;
 use crate::param::Param;
-use crate::tensor::{Element, Tensor, TensorData};
+use crate::tensor::{Dtype, Element, Tensor, TensorData};
 
 /// How [`AveragedModel`] averages.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,30 +80,37 @@ pub struct AveragedState {
     pub params: Vec<Tensor>,
 }
 
+/// A tensor's shape and dtype.
+type Layout = (Vec<usize>, Dtype);
+
 /// Errors unless `b` has `a`'s shapes and dtypes, parameter by parameter.
-fn check_like(what: &str, a: &[Tensor], b: &[Tensor]) -> Result<()> {
+fn check_like(what: &str, a: &[Layout], b: &[Layout]) -> Result<()> {
     if a.len() != b.len() {
         return Err(Error::state(
             what,
             format!("{} parameters given, the average has {}", b.len(), a.len()),
         ));
     }
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        if x.shape() != y.shape() {
+    for (i, ((shape_a, dtype_a), (shape_b, dtype_b))) in a.iter().zip(b).enumerate() {
+        if shape_a != shape_b {
             return Err(Error::ShapeMismatch {
                 what: format!("{what}[{i}]"),
-                expected: x.shape().to_vec(),
-                found: y.shape().to_vec(),
+                expected: shape_a.clone(),
+                found: shape_b.clone(),
             });
         }
-        if x.dtype() != y.dtype() {
+        if dtype_a != dtype_b {
             return Err(Error::state(
                 format!("{what}[{i}]"),
-                format!("dtype {} where the average has {}", y.dtype(), x.dtype()),
+                format!("dtype {dtype_b} where the average has {dtype_a}"),
             ));
         }
     }
     Ok(())
+}
+
+fn layouts(params: &[Param]) -> Vec<Layout> {
+    params.iter().map(|p| (p.shape(), p.dtype())).collect()
 }
 
 fn average<T: Element>(avg: &mut [T], current: &[T], averaging: Averaging, n: u64) {
@@ -142,24 +149,26 @@ impl AveragedModel {
     /// Folds the model's current values into the average: a copy on the
     /// first call, then SWA or EMA. Checked first: on error nothing changes.
     pub fn update_parameters(&mut self, model: &[Param]) -> Result<()> {
-        let ours: Vec<Tensor> = self.params.iter().map(Param::value).collect();
-        let theirs: Vec<Tensor> = model.iter().map(Param::value).collect();
-        check_like("update_parameters", &ours, &theirs)?;
-        for (avg, current) in self.params.iter().zip(&theirs) {
-            avg.with_value_mut(|data| match (data, current.data()) {
-                (data, _) if self.n_averaged == 0 => *data = current.data().clone(),
-                (TensorData::F32(a), TensorData::F32(c)) => {
-                    average(a, c, self.averaging, self.n_averaged)
-                }
-                (TensorData::F64(a), TensorData::F64(c)) => {
-                    average(a, c, self.averaging, self.n_averaged)
-                }
-                // Dtypes were checked above.
-                _ => {}
+        self.check_model("update_parameters", model)?;
+        let (averaging, n) = (self.averaging, self.n_averaged);
+        for (avg, current) in self.params.iter().zip(model) {
+            current.with_value(|current| {
+                avg.with_value_mut(|data| match (data, current.data()) {
+                    (data, _) if n == 0 => data.clone_from(current.data()),
+                    (TensorData::F32(a), TensorData::F32(c)) => average(a, c, averaging, n),
+                    (TensorData::F64(a), TensorData::F64(c)) => average(a, c, averaging, n),
+                    // Dtypes were checked above.
+                    _ => {}
+                })
             });
         }
         self.n_averaged += 1;
         Ok(())
+    }
+
+    /// Errors unless `model` has the averaged parameters' shapes and dtypes.
+    fn check_model(&self, what: &str, model: &[Param]) -> Result<()> {
+        check_like(what, &layouts(&self.params), &layouts(model))
     }
 
     /// The averaged parameters (torch's `swa_model.parameters()`).
@@ -180,11 +189,9 @@ impl AveragedModel {
     /// Writes the averages into `model`'s parameters (what a training run
     /// does at its end). Checked first: on error nothing changes.
     pub fn copy_to(&self, model: &[Param]) -> Result<()> {
-        let ours: Vec<Tensor> = self.params.iter().map(Param::value).collect();
-        let theirs: Vec<Tensor> = model.iter().map(Param::value).collect();
-        check_like("copy_to", &ours, &theirs)?;
-        for (p, value) in model.iter().zip(ours) {
-            p.set_value(value)?;
+        self.check_model("copy_to", model)?;
+        for (p, avg) in model.iter().zip(&self.params) {
+            p.set_value(avg.value())?;
         }
         Ok(())
     }
@@ -199,8 +206,16 @@ impl AveragedModel {
 
     /// Restores a checkpoint; shapes and dtypes must match. On error nothing changes.
     pub fn load_state_dict(&mut self, state: &AveragedState) -> Result<()> {
-        let ours: Vec<Tensor> = self.params.iter().map(Param::value).collect();
-        check_like("AveragedModel state_dict.params", &ours, &state.params)?;
+        let saved: Vec<Layout> = state
+            .params
+            .iter()
+            .map(|t| (t.shape().to_vec(), t.dtype()))
+            .collect();
+        check_like(
+            "AveragedModel state_dict.params",
+            &layouts(&self.params),
+            &saved,
+        )?;
         for (p, value) in self.params.iter().zip(&state.params) {
             p.set_value(value.clone())?;
         }

@@ -334,13 +334,13 @@ struct TensorRepr {
 
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
-enum JsonFloat {
+pub(crate) enum JsonFloat {
     Finite(f64),
     NonFinite(String),
 }
 
 impl JsonFloat {
-    fn from_f64(x: f64) -> Self {
+    pub(crate) fn from_f64(x: f64) -> Self {
         if x.is_finite() {
             JsonFloat::Finite(x)
         } else if x.is_nan() {
@@ -352,7 +352,7 @@ impl JsonFloat {
         }
     }
 
-    fn to_f64(&self) -> Result<f64, String> {
+    pub(crate) fn to_f64(&self) -> Result<f64, String> {
         match self {
             JsonFloat::Finite(x) => Ok(*x),
             JsonFloat::NonFinite(s) => match s.as_str() {
@@ -397,6 +397,24 @@ impl TryFrom<TensorRepr> for Tensor {
             Dtype::F32 => TensorData::F32(values.into_iter().map(|x| x as f32).collect()),
         };
         Tensor::new(data, &r.shape).map_err(|e| e.to_string())
+    }
+}
+
+/// serde for a lone `f64` written as the tensors write theirs: a number, or
+/// `"nan"`, `"inf"`, `"-inf"` (JSON has no non-finite numbers).
+pub(crate) mod json_f64 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::JsonFloat;
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        JsonFloat::from_f64(*x).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        JsonFloat::deserialize(d)?
+            .to_f64()
+            .map_err(serde::de::Error::custom)
     }
 }
 

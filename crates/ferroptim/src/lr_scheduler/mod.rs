@@ -419,44 +419,6 @@ pub(crate) fn from_state<T: DeserializeOwned>(
         .map_err(|e| Error::state(format!("{name} state_dict"), e.to_string()))
 }
 
-/// Python floats as the fixtures and torch's checkpoints in JSON write them:
-/// numbers, or `"inf"`, `"-inf"`, `"nan"` for the values JSON lacks.
-pub(crate) mod py_float {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
-        if x.is_finite() {
-            s.serialize_f64(*x)
-        } else if x.is_nan() {
-            s.serialize_str("nan")
-        } else if *x > 0.0 {
-            s.serialize_str("inf")
-        } else {
-            s.serialize_str("-inf")
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Number(f64),
-            Text(String),
-        }
-        match Repr::deserialize(d)? {
-            Repr::Number(x) => Ok(x),
-            Repr::Text(t) => match t.as_str() {
-                "inf" | "Infinity" => Ok(f64::INFINITY),
-                "-inf" | "-Infinity" => Ok(f64::NEG_INFINITY),
-                "nan" | "NaN" => Ok(f64::NAN),
-                other => Err(serde::de::Error::custom(format!(
-                    "expected a number, \"inf\", \"-inf\" or \"nan\", found {other:?}"
-                ))),
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,9 +15,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{from_state, lrs, py_float, scheduler_error, to_state, PerGroup, SchedulerState};
+use super::{from_state, lrs, scheduler_error, to_state, PerGroup, SchedulerState};
 use crate::error::Result;
 use crate::optimizer::Optimizer;
+use crate::tensor::json_f64;
 
 /// [`ReduceLROnPlateau`]'s arguments (torch's names and defaults).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,9 +72,9 @@ pub struct ReduceLROnPlateau {
     mode: String,
     threshold: f64,
     threshold_mode: String,
-    #[serde(with = "py_float")]
+    #[serde(with = "json_f64")]
     mode_worse: f64,
-    #[serde(with = "py_float")]
+    #[serde(with = "json_f64")]
     best: f64,
     cooldown_counter: i64,
     num_bad_epochs: i64,
