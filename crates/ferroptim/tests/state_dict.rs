@@ -85,6 +85,35 @@ fn safetensors_file_round_trip_midway_is_bit_identical_to_an_uninterrupted_run()
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Steps a case's optimizer (loaded at `mid_step`) through the remaining
+/// steps and compares every parameter with torch's.
+fn continue_like_torch(
+    name: &str,
+    case: &Case,
+    opt: &mut dyn Optimizer,
+    params: &[Param],
+) -> Agreement {
+    let mut agreement = Agreement::default();
+    let mut scales = Scales::default();
+    for i in case.mid_step..case.steps.len() {
+        case.step(i, opt, params);
+        for (j, (p, want)) in params.iter().zip(&case.steps[i].params).enumerate() {
+            let (key, what) = (
+                format!("param {j}"),
+                format!("{name} step {} param {j}", i + 1),
+            );
+            agreement.merge(compare_tensor_in(
+                &mut scales,
+                &key,
+                &what,
+                &p.value(),
+                want,
+            ));
+        }
+    }
+    agreement
+}
+
 #[test]
 fn a_state_dict_written_by_torch_resumes_like_torch() {
     for name in fixtures() {
@@ -92,21 +121,7 @@ fn a_state_dict_written_by_torch_resumes_like_torch() {
             let mid = case.mid_step;
             let (mut opt, params) = case.build(name, &case.steps[mid - 1].params);
             opt.load_state_dict(&case.state_dict_mid).unwrap();
-            let mut agreement = Agreement::default();
-            let mut scales = Scales::default();
-            for i in mid..case.steps.len() {
-                case.step(i, opt.as_mut(), &params);
-                for (j, (p, want)) in params.iter().zip(&case.steps[i].params).enumerate() {
-                    let (key, what) = (format!("param {j}"), format!("step {} param {j}", i + 1));
-                    agreement.merge(compare_tensor_in(
-                        &mut scales,
-                        &key,
-                        &what,
-                        &p.value(),
-                        want,
-                    ));
-                }
-            }
+            let agreement = continue_like_torch(name, case, opt.as_mut(), &params);
             let tol = tolerance_for(name, &case.dtype);
             assert!(
                 agreement.max_norm_rel <= tol,
@@ -401,21 +416,7 @@ fn a_checkpoint_saved_by_torch_save_resumes_like_torch() {
                 case.dtype
             );
             // And it continues as torch continued.
-            let mut agreement = Agreement::default();
-            let mut scales = Scales::default();
-            for i in mid..case.steps.len() {
-                case.step(i, via_pt.as_mut(), &params);
-                for (j, (p, want)) in params.iter().zip(&case.steps[i].params).enumerate() {
-                    let (key, what) = (format!("param {j}"), format!("step {} param {j}", i + 1));
-                    agreement.merge(compare_tensor_in(
-                        &mut scales,
-                        &key,
-                        &what,
-                        &p.value(),
-                        want,
-                    ));
-                }
-            }
+            let agreement = continue_like_torch(name, case, via_pt.as_mut(), &params);
             let tol = tolerance_for(name, &case.dtype);
             assert!(
                 agreement.max_norm_rel <= tol,

@@ -40,6 +40,27 @@ pub(crate) fn check_len(
     }
 }
 
+/// Python's `max(a, b)`: `b` only when `b > a`, so a NaN `b` loses and a
+/// NaN `a` stays, as in the scalar arithmetic of torch's Python steps.
+#[inline]
+pub fn py_max(a: f64, b: f64) -> f64 {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+/// Python's `min(a, b)`: `b` only when `b < a`.
+#[inline]
+pub fn py_min(a: f64, b: f64) -> f64 {
+    if b < a {
+        b
+    } else {
+        a
+    }
+}
+
 /// torch's `lerp(start, end, weight)` on CPU: the formula depends on whether
 /// the weight is below one half, for accuracy at both ends.
 #[inline]

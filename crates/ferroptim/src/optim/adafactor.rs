@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check_non_negative, py_float, Error, Result};
 use crate::kernels::adafactor::{self, AdafactorScalars, SecondMoment};
+use crate::kernels::{py_max, py_min};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
@@ -159,24 +160,6 @@ impl ParamState for AdafactorState {
         };
         entries.finish()?;
         Ok(AdafactorState::new(step, moment, shape))
-    }
-}
-
-/// Python's `max(a, b)`: `b` only when `b > a`, so a NaN `b` loses, as in torch's step.
-fn py_max(a: f64, b: f64) -> f64 {
-    if b > a {
-        b
-    } else {
-        a
-    }
-}
-
-/// Python's `min(a, b)`: `b` only when `b < a`.
-fn py_min(a: f64, b: f64) -> f64 {
-    if b < a {
-        b
-    } else {
-        a
     }
 }
 

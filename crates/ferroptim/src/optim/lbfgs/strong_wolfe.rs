@@ -13,28 +13,11 @@
 
 use crate::error::Result;
 use crate::kernels::flat::{abs_max, dot};
+use crate::kernels::{py_max, py_min};
 use crate::tensor::Element;
 
 const C1: f64 = 1e-4;
 const C2: f64 = 0.9;
-
-/// Python's `max(a, b)`: `b` only if `b > a` (so NaN in `a` stays).
-fn py_max(a: f64, b: f64) -> f64 {
-    if b > a {
-        b
-    } else {
-        a
-    }
-}
-
-/// Python's `min(a, b)`: `b` only if `b < a`.
-fn py_min(a: f64, b: f64) -> f64 {
-    if b < a {
-        b
-    } else {
-        a
-    }
-}
 
 /// The minimiser of the cubic through `(x1, f1)` and `(x2, f2)` with slopes
 /// `g1`, `g2`, clamped to `bounds` (default: between the two points); the
