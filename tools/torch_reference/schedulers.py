@@ -23,12 +23,14 @@ import json
 import math
 import sys
 import warnings
-from collections import Counter
 from pathlib import Path
 
 import torch
 from torch.optim import lr_scheduler as ls
 from torch.optim import swa_utils
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generate import value_json  # noqa: E402  (the fixtures' one JSON writer)
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "crates" / "ferroptim" / "tests" / "fixtures" / "lr_scheduler.json"
@@ -130,29 +132,6 @@ def build(spec, opt):
     return cls(opt, **kwargs)
 
 
-def num(x):
-    x = float(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return x
-
-
-def jsonable(v):
-    if isinstance(v, bool) or v is None or isinstance(v, str):
-        return v
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float):
-        return num(v)
-    if isinstance(v, (Counter, dict)):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    raise TypeError(f"cannot write {type(v)}")
-
-
 def snapshot(opt, sched) -> dict:
     momenta = []
     for g in opt.param_groups:
@@ -179,7 +158,7 @@ def run(opt_name, spec) -> dict:
         step(sched, opt, i)
         values.append(snapshot(opt, sched))
         if i + 1 == MID:
-            sd_mid = jsonable(sched.state_dict())
+            sd_mid = value_json(sched.state_dict())
             opt_sd = opt.state_dict()
             params2 = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))]
             opt2 = OPTIMIZERS[opt_name](params2)

@@ -14,30 +14,20 @@ update_parameters call; and the messages torch raises for invalid decays.
 from __future__ import annotations
 
 import json
-import math
+import sys
 from pathlib import Path
 
 import torch
 from torch.optim import swa_utils
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generate import tensor_json  # noqa: E402  (the fixtures' one JSON writer)
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "crates" / "ferroptim" / "tests" / "fixtures" / "swa.json"
 SHAPES = [(), (5, 9), (7,)]
 UPDATES = 40
 AVERAGING = [("swa", None), ("ema", 0.999), ("ema", 0.9), ("ema", 0.5), ("ema", 0.0), ("ema", 1.0)]
-
-
-def num(x):
-    x = float(x)
-    if math.isnan(x) or math.isinf(x):
-        return str(x)
-    return x
-
-
-def tensor_json(t):
-    t = t.detach()
-    return {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
-            "data": [num(v) for v in t.reshape(-1).tolist()]}
 
 
 def run(kind, decay, dtype, seed) -> dict:

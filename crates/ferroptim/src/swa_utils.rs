@@ -317,12 +317,7 @@ impl SWALR {
 
 impl Rule for SWALR {
     const NAME: &'static str = "SWALR";
-    fn progress(&self) -> &Progress {
-        &self.progress
-    }
-    fn progress_mut(&mut self) -> &mut Progress {
-        &mut self.progress
-    }
+    crate::lr_scheduler::impl_progress!();
     fn get_lr(&mut self, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let mut step = self.progress.step_count as i64 - 1;
         if self.anneal_epochs == 0 {

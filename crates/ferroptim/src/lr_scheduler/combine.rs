@@ -54,6 +54,16 @@ fn load_children(
     Ok(())
 }
 
+/// Each child's state_dict, as torch's `_schedulers` list.
+fn children_state(children: &[Box<dyn LrScheduler>]) -> Value {
+    Value::Array(
+        children
+            .iter()
+            .map(|s| Value::Object(s.state_dict()))
+            .collect(),
+    )
+}
+
 fn read_lrs(name: &'static str, state: &SchedulerState) -> Result<Vec<f64>> {
     state
         .get("_last_lr")
@@ -125,13 +135,9 @@ impl LrScheduler for ChainedScheduler {
     }
 
     fn state_dict(&self) -> SchedulerState {
-        let children: Vec<Value> = self
-            .schedulers
-            .iter()
-            .map(|s| Value::Object(s.state_dict()))
-            .collect();
+        let children = children_state(&self.schedulers);
         SchedulerState::from_iter([
-            ("_schedulers".to_string(), Value::Array(children)),
+            ("_schedulers".to_string(), children),
             ("_last_lr".to_string(), Value::from(self.last_lr.clone())),
         ])
     }
@@ -248,13 +254,9 @@ impl LrScheduler for SequentialLR {
     }
 
     fn state_dict(&self) -> SchedulerState {
-        let children: Vec<Value> = self
-            .schedulers
-            .iter()
-            .map(|s| Value::Object(s.state_dict()))
-            .collect();
+        let children = children_state(&self.schedulers);
         SchedulerState::from_iter([
-            ("_schedulers".to_string(), Value::Array(children)),
+            ("_schedulers".to_string(), children),
             (
                 "_milestones".to_string(),
                 Value::from(self.milestones.clone()),

@@ -237,12 +237,7 @@ impl CyclicLR {
 
 impl Rule for CyclicLR {
     const NAME: &'static str = "CyclicLR";
-    fn progress(&self) -> &Progress {
-        &self.progress
-    }
-    fn progress_mut(&mut self) -> &mut Progress {
-        &mut self.progress
-    }
+    crate::lr_scheduler::impl_progress!();
     fn get_lr(&mut self, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let t = self.progress.last_epoch as f64;
         let cycle = (1.0 + t / self.total_size).floor();

@@ -37,6 +37,19 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::optimizer::Optimizer;
 
+/// Implements [`Rule`]'s bookkeeping for a scheduler with a `progress` field.
+macro_rules! impl_progress {
+    () => {
+        fn progress(&self) -> &$crate::lr_scheduler::Progress {
+            &self.progress
+        }
+        fn progress_mut(&mut self) -> &mut $crate::lr_scheduler::Progress {
+            &mut self.progress
+        }
+    };
+}
+pub(crate) use impl_progress;
+
 mod combine;
 mod cyclic;
 mod one_cycle;

@@ -272,12 +272,7 @@ impl OneCycleLR {
 
 impl Rule for OneCycleLR {
     const NAME: &'static str = "OneCycleLR";
-    fn progress(&self) -> &Progress {
-        &self.progress
-    }
-    fn progress_mut(&mut self) -> &mut Progress {
-        &mut self.progress
-    }
+    crate::lr_scheduler::impl_progress!();
     fn get_lr(&mut self, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let step_num = self.progress.last_epoch;
         if step_num > self.total_steps {

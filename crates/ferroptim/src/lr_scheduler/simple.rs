@@ -90,12 +90,7 @@ impl LambdaLR {
 
 impl Rule for LambdaLR {
     const NAME: &'static str = "LambdaLR";
-    fn progress(&self) -> &Progress {
-        &self.progress
-    }
-    fn progress_mut(&mut self) -> &mut Progress {
-        &mut self.progress
-    }
+    crate::lr_scheduler::impl_progress!();
     fn get_lr(&mut self, _: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let t = self.progress.last_epoch;
         Ok(self
@@ -133,12 +128,7 @@ impl MultiplicativeLR {
 
 impl Rule for MultiplicativeLR {
     const NAME: &'static str = "MultiplicativeLR";
-    fn progress(&self) -> &Progress {
-        &self.progress
-    }
-    fn progress_mut(&mut self) -> &mut Progress {
-        &mut self.progress
-    }
+    crate::lr_scheduler::impl_progress!();
     fn get_lr(&mut self, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let lrs = lrs(opt);
         if self.progress.is_initial {
@@ -154,18 +144,6 @@ impl Rule for MultiplicativeLR {
     fn keep_unsaved(&mut self, old: &Self) {
         self.lr_lambdas = old.lr_lambdas.clone();
     }
-}
-
-/// Implements [`Rule`]'s bookkeeping for a scheduler with a `progress` field.
-macro_rules! progress {
-    () => {
-        fn progress(&self) -> &Progress {
-            &self.progress
-        }
-        fn progress_mut(&mut self) -> &mut Progress {
-            &mut self.progress
-        }
-    };
 }
 
 /// [`StepLR`]'s arguments.
@@ -215,7 +193,7 @@ impl StepLR {
 
 impl Rule for StepLR {
     const NAME: &'static str = "StepLR";
-    progress!();
+    crate::lr_scheduler::impl_progress!();
     fn get_lr(&mut self, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let t = self.progress.last_epoch;
         let lrs = lrs(opt);
@@ -278,7 +256,7 @@ impl MultiStepLR {
 
 impl Rule for MultiStepLR {
     const NAME: &'static str = "MultiStepLR";
-    progress!();
+    crate::lr_scheduler::impl_progress!();
     fn get_lr(&mut self, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let lrs = lrs(opt);
         match self.milestones.get(&self.progress.last_epoch) {
@@ -346,7 +324,7 @@ impl ConstantLR {
 
 impl Rule for ConstantLR {
     const NAME: &'static str = "ConstantLR";
-    progress!();
+    crate::lr_scheduler::impl_progress!();
     fn get_lr(&mut self, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let (t, lrs) = (self.progress.last_epoch, lrs(opt));
         if t == 0 {
@@ -435,7 +413,7 @@ impl LinearLR {
 
 impl Rule for LinearLR {
     const NAME: &'static str = "LinearLR";
-    progress!();
+    crate::lr_scheduler::impl_progress!();
     fn get_lr(&mut self, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let (t, lrs) = (self.progress.last_epoch, lrs(opt));
         if t == 0 {
@@ -488,7 +466,7 @@ impl ExponentialLR {
 
 impl Rule for ExponentialLR {
     const NAME: &'static str = "ExponentialLR";
-    progress!();
+    crate::lr_scheduler::impl_progress!();
     fn get_lr(&mut self, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let lrs = lrs(opt);
         if self.progress.is_initial {
@@ -551,7 +529,7 @@ impl PolynomialLR {
 
 impl Rule for PolynomialLR {
     const NAME: &'static str = "PolynomialLR";
-    progress!();
+    crate::lr_scheduler::impl_progress!();
     fn get_lr(&mut self, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let (t, lrs) = (self.progress.last_epoch, lrs(opt));
         if self.progress.is_initial || t > self.total_iters {
@@ -613,7 +591,7 @@ impl CosineAnnealingLR {
 
 impl Rule for CosineAnnealingLR {
     const NAME: &'static str = "CosineAnnealingLR";
-    progress!();
+    crate::lr_scheduler::impl_progress!();
     fn get_lr(&mut self, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         use std::f64::consts::PI;
         let (t, lrs) = (self.progress.last_epoch, lrs(opt));

@@ -314,7 +314,6 @@ pub fn json_equal(a: &Value, b: &Value) -> bool {
 pub const MUON_TOLERANCE: f64 = 2e-4;
 
 /// The tolerance for optimizer `name`'s results in `dtype`.
-#[allow(dead_code)] // not every test binary compares optimizers
 pub fn tolerance_for(name: &str, dtype: &str) -> f64 {
     if name == "muon" {
         MUON_TOLERANCE
