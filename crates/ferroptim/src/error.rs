@@ -265,6 +265,17 @@ pub enum Error {
     #[error("state_dict JSON: {0}")]
     Json(#[from] serde_json::Error),
 
+    /// The framework that holds a parameter (an adapter's [`ParamSlot`](crate::ParamSlot))
+    /// failed to give access to it.
+    #[error("parameter {param}: {source}")]
+    Storage {
+        /// The parameter, in state_dict numbering (or its position in its group).
+        param: usize,
+        /// The framework's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The closure passed to `step_with_closure` failed.
     #[error("closure failed: {0}")]
     Closure(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::optimizer::{Algorithm, Hyperparameters};
 use crate::param::Param;
+use crate::slot::ParamSlot;
 
 /// torch's implementation switches, present in its state_dict groups but
 /// meaningless here (ferroptim has one path, and it is the fast one). They are
@@ -32,15 +33,24 @@ pub(crate) const TORCH_IMPL_FLAGS: [&str; 4] = ["foreach", "fused", "capturable"
 /// assert_eq!(opt.param_groups()[1].options.momentum, 0.9);
 /// # Ok::<(), ferroptim::Error>(())
 /// ```
-#[derive(Clone, Debug, Default)]
-pub struct GroupSpec {
-    pub(crate) params: Vec<Param>,
+#[derive(Clone, Debug)]
+pub struct GroupSpec<P: ParamSlot = Param> {
+    pub(crate) params: Vec<P>,
     pub(crate) options: Map<String, Value>,
 }
 
-impl GroupSpec {
+impl<P: ParamSlot> Default for GroupSpec<P> {
+    fn default() -> Self {
+        GroupSpec {
+            params: Vec::new(),
+            options: Map::new(),
+        }
+    }
+}
+
+impl<P: ParamSlot> GroupSpec<P> {
     /// A group of `params` using the optimizer's defaults.
-    pub fn new(params: impl IntoIterator<Item = Param>) -> Self {
+    pub fn new(params: impl IntoIterator<Item = P>) -> Self {
         GroupSpec {
             params: params.into_iter().collect(),
             options: Map::new(),
@@ -55,19 +65,19 @@ impl GroupSpec {
     }
 
     /// The parameters.
-    pub fn params(&self) -> &[Param] {
+    pub fn params(&self) -> &[P] {
         &self.params
     }
 }
 
-/// Anything that can be turned into param groups: a list of [`Param`]s (one
+/// Anything that can be turned into param groups: a list of parameters (one
 /// group) or a list of [`GroupSpec`]s.
-pub trait IntoParamGroups {
+pub trait IntoParamGroups<P: ParamSlot = Param> {
     /// The groups; an empty list means no parameters at all.
-    fn into_param_groups(self) -> Vec<GroupSpec>;
+    fn into_param_groups(self) -> Vec<GroupSpec<P>>;
 }
 
-fn single_group(params: Vec<Param>) -> Vec<GroupSpec> {
+fn single_group<P: ParamSlot>(params: Vec<P>) -> Vec<GroupSpec<P>> {
     if params.is_empty() {
         Vec::new()
     } else {
@@ -75,47 +85,47 @@ fn single_group(params: Vec<Param>) -> Vec<GroupSpec> {
     }
 }
 
-impl IntoParamGroups for Vec<Param> {
-    fn into_param_groups(self) -> Vec<GroupSpec> {
+impl<P: ParamSlot> IntoParamGroups<P> for Vec<P> {
+    fn into_param_groups(self) -> Vec<GroupSpec<P>> {
         single_group(self)
     }
 }
 
-impl<const N: usize> IntoParamGroups for [Param; N] {
-    fn into_param_groups(self) -> Vec<GroupSpec> {
+impl<P: ParamSlot, const N: usize> IntoParamGroups<P> for [P; N] {
+    fn into_param_groups(self) -> Vec<GroupSpec<P>> {
         single_group(self.into())
     }
 }
 
-impl IntoParamGroups for &[Param] {
-    fn into_param_groups(self) -> Vec<GroupSpec> {
+impl<P: ParamSlot> IntoParamGroups<P> for &[P] {
+    fn into_param_groups(self) -> Vec<GroupSpec<P>> {
         single_group(self.to_vec())
     }
 }
 
-impl IntoParamGroups for Vec<GroupSpec> {
-    fn into_param_groups(self) -> Vec<GroupSpec> {
+impl<P: ParamSlot> IntoParamGroups<P> for Vec<GroupSpec<P>> {
+    fn into_param_groups(self) -> Vec<GroupSpec<P>> {
         self
     }
 }
 
-impl<const N: usize> IntoParamGroups for [GroupSpec; N] {
-    fn into_param_groups(self) -> Vec<GroupSpec> {
+impl<P: ParamSlot, const N: usize> IntoParamGroups<P> for [GroupSpec<P>; N] {
+    fn into_param_groups(self) -> Vec<GroupSpec<P>> {
         self.into()
     }
 }
 
-impl IntoParamGroups for GroupSpec {
-    fn into_param_groups(self) -> Vec<GroupSpec> {
+impl<P: ParamSlot> IntoParamGroups<P> for GroupSpec<P> {
+    fn into_param_groups(self) -> Vec<GroupSpec<P>> {
         vec![self]
     }
 }
 
 /// Checks that `group` repeats no parameter and shares none with `others`
 /// (torch: "some parameters appear in more than one parameter group").
-pub(crate) fn check_no_duplicates<'a>(
-    group: &[Param],
-    mut others: impl Iterator<Item = &'a Param>,
+pub(crate) fn check_no_duplicates<'a, P: ParamSlot>(
+    group: &[P],
+    mut others: impl Iterator<Item = &'a P>,
 ) -> Result<()> {
     for (i, p) in group.iter().enumerate() {
         if let Some(first) = group[..i].iter().position(|q| q.same_as(p)) {
@@ -130,8 +140,8 @@ pub(crate) fn check_no_duplicates<'a>(
 
 /// A live parameter group of an optimizer running algorithm `A`.
 #[derive(Clone, Debug)]
-pub struct ParamGroup<A: Algorithm> {
-    pub(crate) params: Vec<Param>,
+pub struct ParamGroup<A: Algorithm, P: ParamSlot = Param> {
+    pub(crate) params: Vec<P>,
     pub(crate) state: Vec<Option<A::State>>,
     /// This group's hyperparameters; change them between steps as a scheduler would.
     pub options: A,
@@ -140,9 +150,9 @@ pub struct ParamGroup<A: Algorithm> {
     pub extra: Map<String, Value>,
 }
 
-impl<A: Algorithm> ParamGroup<A> {
+impl<A: Algorithm, P: ParamSlot> ParamGroup<A, P> {
     /// The group's parameters, in order.
-    pub fn params(&self) -> &[Param] {
+    pub fn params(&self) -> &[P] {
         &self.params
     }
 

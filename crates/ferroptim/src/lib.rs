@@ -41,6 +41,7 @@ pub mod lr_scheduler;
 pub mod optim;
 mod optimizer;
 mod param;
+mod slot;
 mod state;
 pub mod swa_utils;
 mod tensor;
@@ -50,6 +51,7 @@ pub use error::{Error, Result};
 pub use group::{GroupSpec, IntoParamGroups, ParamGroup};
 pub use optimizer::{Algorithm, Hyperparameters, Optim, Optimizer, ParamState, StepOutcome};
 pub use param::{Grad, Param, SparseGrad};
+pub use slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData, UpdateFn};
 pub use state::{ParamStateDict, StateDict, StateEntries, StateValue};
 pub use tensor::{Dtype, Element, Tensor, TensorData};
 

@@ -19,9 +19,10 @@ use crate::error::{Error, Result};
 use crate::group::{
     check_no_duplicates, merge_options, options_from_saved, GroupSpec, IntoParamGroups, ParamGroup,
 };
-use crate::param::{Grad, Param};
+use crate::param::Param;
+use crate::slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData};
 use crate::state::{ParamStateDict, StateDict, StateEntries};
-use crate::tensor::{Element, Tensor, TensorData};
+use crate::tensor::Element;
 
 /// What every optimizer offers: torch's `Optimizer` methods.
 pub trait Optimizer: Send {
@@ -58,20 +59,11 @@ pub trait Optimizer: Send {
     /// assert_eq!(opt.step_if_finite()?, StepOutcome::Stepped);
     /// # Ok::<(), ferroptim::Error>(())
     /// ```
-    fn step_if_finite(&mut self) -> Result<StepOutcome> {
-        if let Some(param) = self.params().iter().position(|p| !p.grad_is_finite()) {
-            return Ok(StepOutcome::Skipped { param });
-        }
-        self.step()?;
-        Ok(StepOutcome::Stepped)
-    }
+    fn step_if_finite(&mut self) -> Result<StepOutcome>;
 
     /// Calls `closure` (which recomputes the loss and gradients), then steps,
     /// and returns the loss, as torch's `step(closure)`.
     fn step_with_closure(&mut self, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64>;
-
-    /// Adds a param group; hyperparameters it leaves out come from the defaults.
-    fn add_param_group(&mut self, group: GroupSpec) -> Result<()>;
 
     /// The state and hyperparameters, shaped like torch's `state_dict()`.
     fn state_dict(&self) -> StateDict;
@@ -82,9 +74,6 @@ pub trait Optimizer: Send {
 
     /// The number of param groups.
     fn num_param_groups(&self) -> usize;
-
-    /// Every parameter, numbered as in the state_dict.
-    fn params(&self) -> Vec<Param>;
 
     /// The defaults, as JSON (torch's `optimizer.defaults`).
     fn defaults_json(&self) -> Map<String, Value>;
@@ -160,7 +149,7 @@ pub trait Algorithm: Hyperparameters {
     type State: ParamState;
 
     /// The state of a parameter on its first step.
-    fn init_state(&self, param: &Tensor) -> Self::State;
+    fn init_state(&self, param: &ParamMeta<'_>) -> Self::State;
     /// One update of one parameter of `shape` with a dense gradient. The
     /// state's tensors have the parameter's dtype `T` and shape.
     fn update<T: Element>(
@@ -216,16 +205,19 @@ pub trait Algorithm: Hyperparameters {
 
 /// An optimizer running algorithm `A` over param groups: `Optim<AdamConfig>`
 /// is [`Adam`](crate::optim::Adam).
+///
+/// Parameters are ferroptim's [`Param`]s by default; `P` may be any
+/// [`ParamSlot`], such as an adapter's handle on a framework's tensor.
 #[derive(Clone, Debug)]
-pub struct Optim<A: Algorithm> {
+pub struct Optim<A: Algorithm, P: ParamSlot = Param> {
     defaults: A,
-    param_groups: Vec<ParamGroup<A>>,
+    param_groups: Vec<ParamGroup<A, P>>,
 }
 
-impl<A: Algorithm> Optim<A> {
+impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
     /// An optimizer over `params` (a list of [`Param`]s or of [`GroupSpec`]s)
     /// with `defaults` for every hyperparameter a group does not set.
-    pub fn new(params: impl IntoParamGroups, defaults: A) -> Result<Self> {
+    pub fn new(params: impl IntoParamGroups<P>, defaults: A) -> Result<Self> {
         defaults.validate()?;
         let groups = params.into_param_groups();
         if groups.is_empty() {
@@ -241,7 +233,9 @@ impl<A: Algorithm> Optim<A> {
         if A::EAGER_STATE {
             for group in &mut opt.param_groups {
                 for (p, slot) in group.params.iter().zip(group.state.iter_mut()) {
-                    *slot = Some(group.options.init_state(&p.read().value));
+                    let shape = p.shape();
+                    let meta = ParamMeta::new(&shape, p.dtype());
+                    *slot = Some(group.options.init_state(&meta));
                 }
             }
         }
@@ -254,17 +248,17 @@ impl<A: Algorithm> Optim<A> {
     }
 
     /// The param groups.
-    pub fn param_groups(&self) -> &[ParamGroup<A>] {
+    pub fn param_groups(&self) -> &[ParamGroup<A, P>] {
         &self.param_groups
     }
 
     /// The param groups, to change hyperparameters between steps.
-    pub fn param_groups_mut(&mut self) -> &mut [ParamGroup<A>] {
+    pub fn param_groups_mut(&mut self) -> &mut [ParamGroup<A, P>] {
         &mut self.param_groups
     }
 
     /// The state of `param` (torch's `optimizer.state[param]`); `None` before its first step.
-    pub fn state(&self, param: &Param) -> Option<&A::State> {
+    pub fn state(&self, param: &P) -> Option<&A::State> {
         self.param_groups.iter().find_map(|g| {
             let i = g.params.iter().position(|p| p.same_as(param))?;
             g.state[i].as_ref()
@@ -276,27 +270,8 @@ impl<A: Algorithm> Optim<A> {
         let mut index = 0;
         for group in &self.param_groups {
             for p in &group.params {
-                let inner = p.read();
-                match &inner.grad {
-                    Some(Grad::Sparse(_)) => group.options.check_grad(true, index)?,
-                    Some(Grad::Dense(g)) => {
-                        if g.shape() != inner.value.shape() {
-                            return Err(Error::ShapeMismatch {
-                                what: format!("gradient of parameter {index}"),
-                                expected: inner.value.shape().to_vec(),
-                                found: g.shape().to_vec(),
-                            });
-                        }
-                        if g.dtype() != inner.value.dtype() {
-                            return Err(Error::DtypeMismatch {
-                                what: format!("gradient of parameter {index}"),
-                                expected: inner.value.dtype(),
-                                found: g.dtype(),
-                            });
-                        }
-                        group.options.check_grad(false, index)?;
-                    }
-                    None => {}
+                if let Some(kind) = p.grad_kind(index)? {
+                    group.options.check_grad(kind == GradKind::Sparse, index)?;
                 }
                 index += 1;
             }
@@ -304,7 +279,40 @@ impl<A: Algorithm> Optim<A> {
         Ok(())
     }
 
-    fn group(&self, group: usize) -> Result<&ParamGroup<A>> {
+    /// Adds a param group; hyperparameters it leaves out come from the defaults.
+    pub fn add_param_group(&mut self, group: GroupSpec<P>) -> Result<()> {
+        check_no_duplicates(
+            &group.params,
+            self.param_groups.iter().flat_map(|g| &g.params),
+        )?;
+        let options = merge_options(&self.defaults, &group.options)?;
+        let first = self
+            .param_groups
+            .iter()
+            .map(|g| g.params.len())
+            .sum::<usize>();
+        for (i, p) in group.params.iter().enumerate() {
+            options.check_param(&p.shape(), first + i)?;
+        }
+        let state = vec![None; group.params.len()];
+        self.param_groups.push(ParamGroup {
+            params: group.params,
+            state,
+            options,
+            extra: Map::new(),
+        });
+        Ok(())
+    }
+
+    /// Every parameter, numbered as in the state_dict.
+    pub fn params(&self) -> Vec<P> {
+        self.param_groups
+            .iter()
+            .flat_map(|g| g.params.iter().cloned())
+            .collect()
+    }
+
+    fn group(&self, group: usize) -> Result<&ParamGroup<A, P>> {
         let groups = self.param_groups.len();
         self.param_groups
             .get(group)
@@ -312,7 +320,7 @@ impl<A: Algorithm> Optim<A> {
     }
 }
 
-impl<A: Algorithm> Optimizer for Optim<A> {
+impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
     fn name(&self) -> &'static str {
         A::NAME
     }
@@ -329,64 +337,45 @@ impl<A: Algorithm> Optimizer for Optim<A> {
 
     fn step(&mut self) -> Result<()> {
         self.check_grads()?;
+        let mut index = 0;
         for group in &mut self.param_groups {
             let options = &group.options;
             for (p, slot) in group.params.iter().zip(group.state.iter_mut()) {
-                let mut guard = p.write();
-                let inner = &mut *guard;
-                let Some(grad) = &inner.grad else {
-                    continue;
-                };
-                let state = slot.get_or_insert_with(|| options.init_state(&inner.value));
-                match (grad, inner.value.parts_mut()) {
-                    (Grad::Dense(g), (shape, TensorData::F32(v))) => {
-                        options.update(v, g.as_slice::<f32>()?, shape, state)?
+                p.update_in_place(index, &mut |shape, data| {
+                    let meta = ParamMeta::new(shape, data.dtype());
+                    let state = slot.get_or_insert_with(|| options.init_state(&meta));
+                    match data {
+                        SlotData::F32(v, GradRef::Dense(g)) => options.update(v, g, shape, state),
+                        SlotData::F64(v, GradRef::Dense(g)) => options.update(v, g, shape, state),
+                        SlotData::F32(v, GradRef::Sparse(g)) => {
+                            let (rows, values) = g.coalesced::<f32>()?;
+                            options.update_sparse(v, shape, &rows, &values, state)
+                        }
+                        SlotData::F64(v, GradRef::Sparse(g)) => {
+                            let (rows, values) = g.coalesced::<f64>()?;
+                            options.update_sparse(v, shape, &rows, &values, state)
+                        }
                     }
-                    (Grad::Dense(g), (shape, TensorData::F64(v))) => {
-                        options.update(v, g.as_slice::<f64>()?, shape, state)?
-                    }
-                    (Grad::Sparse(g), (shape, TensorData::F32(v))) => {
-                        let (rows, values) = g.coalesced::<f32>()?;
-                        options.update_sparse(v, shape, &rows, &values, state)?
-                    }
-                    (Grad::Sparse(g), (shape, TensorData::F64(v))) => {
-                        let (rows, values) = g.coalesced::<f64>()?;
-                        options.update_sparse(v, shape, &rows, &values, state)?
-                    }
-                }
+                })?;
+                index += 1;
             }
         }
         Ok(())
+    }
+
+    fn step_if_finite(&mut self) -> Result<StepOutcome> {
+        let mut params = self.param_groups.iter().flat_map(|g| &g.params);
+        if let Some(param) = params.position(|p| !p.grad_is_finite()) {
+            return Ok(StepOutcome::Skipped { param });
+        }
+        self.step()?;
+        Ok(StepOutcome::Stepped)
     }
 
     fn step_with_closure(&mut self, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64> {
         let loss = closure()?;
         self.step()?;
         Ok(loss)
-    }
-
-    fn add_param_group(&mut self, group: GroupSpec) -> Result<()> {
-        check_no_duplicates(
-            &group.params,
-            self.param_groups.iter().flat_map(|g| &g.params),
-        )?;
-        let options = merge_options(&self.defaults, &group.options)?;
-        let first = self
-            .param_groups
-            .iter()
-            .map(|g| g.params.len())
-            .sum::<usize>();
-        for (i, p) in group.params.iter().enumerate() {
-            options.check_param(p.read().value.shape(), first + i)?;
-        }
-        let state = vec![None; group.params.len()];
-        self.param_groups.push(ParamGroup {
-            params: group.params,
-            state,
-            options,
-            extra: Map::new(),
-        });
-        Ok(())
     }
 
     fn state_dict(&self) -> StateDict {
@@ -451,8 +440,9 @@ impl<A: Algorithm> Optimizer for Optim<A> {
                     "no param group lists this parameter index",
                 )
             })?;
-            let param = self.param_groups[g].params[i].read();
-            let reader = StateEntries::new(id, param.value.shape(), param.value.dtype(), entries);
+            let param = &self.param_groups[g].params[i];
+            let shape = param.shape();
+            let reader = StateEntries::new(id, &shape, param.dtype(), entries);
             states[g][i] = Some(A::State::from_entries(reader)?);
         }
         // Everything checked: commit.
@@ -467,13 +457,6 @@ impl<A: Algorithm> Optimizer for Optim<A> {
 
     fn num_param_groups(&self) -> usize {
         self.param_groups.len()
-    }
-
-    fn params(&self) -> Vec<Param> {
-        self.param_groups
-            .iter()
-            .flat_map(|g| g.params.iter().cloned())
-            .collect()
     }
 
     fn defaults_json(&self) -> Map<String, Value> {

@@ -9,6 +9,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use common::{compare_tensor_in, json_equal, Agreement, Scales};
+use ferroptim::optim::{Lbfgs, LbfgsConfig};
 use ferroptim::{optim, Element, Optimizer, Param, StateDict, StateValue, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -158,14 +159,12 @@ fn logistic<T: Float>(
 }
 
 impl Case {
-    fn build(
-        &self,
-        data: &Problems,
-        values: &[Tensor],
-    ) -> (Box<dyn Optimizer>, Closure, Rc<Cell<usize>>) {
+    fn build(&self, data: &Problems, values: &[Tensor]) -> (Lbfgs, Closure, Rc<Cell<usize>>) {
         let params: Vec<Param> = values.iter().map(|t| Param::new(t.clone())).collect();
-        let opt = optim::build("lbfgs", &self.kwargs.to_string(), params.clone())
+        let config: LbfgsConfig = serde_json::from_value(self.kwargs.clone())
             .unwrap_or_else(|e| panic!("{}: {e}", self.desc));
+        let opt =
+            Lbfgs::new(params.clone(), config).unwrap_or_else(|e| panic!("{}: {e}", self.desc));
         let sign = if self.kwargs.get("maximize") == Some(&Value::Bool(true)) {
             -1.0
         } else {
@@ -205,7 +204,7 @@ fn as_numbers(v: &StateValue) -> Vec<f64> {
 /// Steps `range` of a case, comparing with torch after each.
 fn replay(
     case: &Case,
-    opt: &mut dyn Optimizer,
+    opt: &mut Lbfgs,
     closure: &mut Closure,
     calls: &Cell<usize>,
     range: std::ops::Range<usize>,
@@ -300,13 +299,7 @@ fn lbfgs_matches_torch_iterates_and_closure_calls() {
     let mut worst = std::collections::BTreeMap::<String, f64>::new();
     for case in &fixture.cases {
         let (mut opt, mut closure, calls) = case.build(&fixture.problems, &case.initial_params);
-        let a = replay(
-            case,
-            opt.as_mut(),
-            &mut closure,
-            &calls,
-            0..case.steps.len(),
-        );
+        let a = replay(case, &mut opt, &mut closure, &calls, 0..case.steps.len());
         let sd = opt.state_dict();
         let want = &case.state_dict_final;
         assert!(
@@ -338,13 +331,7 @@ fn lbfgs_resumes_from_torch_state_dict_like_torch() {
             case.build(&fixture.problems, &case.steps[mid - 1].params);
         opt.load_state_dict(&case.state_dict_mid)
             .unwrap_or_else(|e| panic!("[{}] {e}", case.desc));
-        replay(
-            case,
-            opt.as_mut(),
-            &mut closure,
-            &calls,
-            mid..case.steps.len(),
-        );
+        replay(case, &mut opt, &mut closure, &calls, mid..case.steps.len());
     }
 }
 
@@ -361,13 +348,7 @@ fn lbfgs_resumes_from_a_torch_save_checkpoint_like_torch() {
             case.build(&fixture.problems, &case.steps[mid - 1].params);
         opt.load_state_dict(&sd)
             .unwrap_or_else(|e| panic!("[{}] {e}", case.desc));
-        replay(
-            case,
-            opt.as_mut(),
-            &mut closure,
-            &calls,
-            mid..case.steps.len(),
-        );
+        replay(case, &mut opt, &mut closure, &calls, mid..case.steps.len());
     }
 }
 

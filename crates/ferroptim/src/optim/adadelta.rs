@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check_non_negative, py_float, Error, Result};
 use crate::kernels::{self, AdaptiveScalars};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::slot::ParamMeta;
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -129,7 +130,7 @@ impl Hyperparameters for AdadeltaConfig {
 impl Algorithm for AdadeltaConfig {
     type State = AdadeltaState;
 
-    fn init_state(&self, param: &Tensor) -> AdadeltaState {
+    fn init_state(&self, param: &ParamMeta<'_>) -> AdadeltaState {
         AdadeltaState {
             step: 0.0,
             square_avg: param.zeros_like(),

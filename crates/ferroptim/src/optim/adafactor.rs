@@ -28,6 +28,7 @@ use crate::error::{check_non_negative, py_float, Error, Result};
 use crate::kernels::adafactor::{self, AdafactorScalars, SecondMoment};
 use crate::kernels::{py_max, py_min};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::slot::ParamMeta;
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -206,7 +207,7 @@ impl Hyperparameters for AdafactorConfig {
 impl Algorithm for AdafactorConfig {
     type State = AdafactorState;
 
-    fn init_state(&self, param: &Tensor) -> AdafactorState {
+    fn init_state(&self, param: &ParamMeta<'_>) -> AdafactorState {
         let shape = param.shape();
         let moment = if shape.len() > 1 {
             let (row, col) = factor_shapes(shape);

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check_non_negative, Error, Result};
 use crate::kernels::{self, AdaptiveScalars};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::slot::ParamMeta;
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor, TensorData};
 
@@ -129,7 +130,7 @@ impl Algorithm for AdagradConfig {
     const EAGER_STATE: bool = true;
     type State = AdagradState;
 
-    fn init_state(&self, param: &Tensor) -> AdagradState {
+    fn init_state(&self, param: &ParamMeta<'_>) -> AdagradState {
         let mut sum = param.zeros_like();
         let init = self.initial_accumulator_value;
         match sum.data_mut() {

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check_adam_like, Result};
 use crate::kernels::{self, AdamScalars};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::slot::ParamMeta;
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -137,7 +138,7 @@ impl Hyperparameters for AdamConfig {
 impl Algorithm for AdamConfig {
     type State = AdamState;
 
-    fn init_state(&self, param: &Tensor) -> AdamState {
+    fn init_state(&self, param: &ParamMeta<'_>) -> AdamState {
         AdamState {
             step: 0.0,
             exp_avg: param.zeros_like(),
@@ -238,7 +239,7 @@ mod tests {
 
     #[test]
     fn state_dict_entries_round_trip() {
-        let param = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap();
+        let param = ParamMeta::new(&[2], crate::Dtype::F32);
         let state = AdamState {
             step: 3.0,
             ..AdamConfig {

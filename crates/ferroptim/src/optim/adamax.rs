@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check_adam_like, Result};
 use crate::kernels::{self, AdaptiveScalars};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::slot::ParamMeta;
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -110,7 +111,7 @@ impl Hyperparameters for AdamaxConfig {
 impl Algorithm for AdamaxConfig {
     type State = AdamaxState;
 
-    fn init_state(&self, param: &Tensor) -> AdamaxState {
+    fn init_state(&self, param: &ParamMeta<'_>) -> AdamaxState {
         AdamaxState {
             step: 0.0,
             exp_avg: param.zeros_like(),

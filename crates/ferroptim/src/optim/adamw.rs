@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::{AdamConfig, AdamState};
 use crate::error::{Error, Result};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim};
-use crate::tensor::{Element, Tensor};
+use crate::slot::ParamMeta;
+use crate::tensor::Element;
 
 /// AdamW over param groups.
 pub type AdamW = Optim<AdamWConfig>;
@@ -106,7 +107,7 @@ impl Hyperparameters for AdamWConfig {
 impl Algorithm for AdamWConfig {
     type State = AdamState;
 
-    fn init_state(&self, param: &Tensor) -> AdamState {
+    fn init_state(&self, param: &ParamMeta<'_>) -> AdamState {
         self.to_adam().init_state(param)
     }
 

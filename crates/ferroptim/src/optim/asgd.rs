@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check_non_negative, Result};
 use crate::kernels::{self, AsgdScalars};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::slot::ParamMeta;
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -131,7 +132,7 @@ impl Hyperparameters for AsgdConfig {
 impl Algorithm for AsgdConfig {
     type State = AsgdState;
 
-    fn init_state(&self, param: &Tensor) -> AsgdState {
+    fn init_state(&self, param: &ParamMeta<'_>) -> AsgdState {
         AsgdState {
             step: 0.0,
             eta: self.lr as f32,

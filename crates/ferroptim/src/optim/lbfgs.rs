@@ -36,7 +36,7 @@ use crate::error::{check_non_negative, Error, Result};
 use crate::group::{
     check_no_duplicates, merge_options, options_from_saved, options_map, GroupSpec, IntoParamGroups,
 };
-use crate::optimizer::{check_extra_key, Hyperparameters, Optimizer};
+use crate::optimizer::{check_extra_key, Hyperparameters, Optimizer, StepOutcome};
 use crate::param::{Grad, Param};
 use crate::state::{StateDict, StateEntries};
 use crate::tensor::{Dtype, Element, TensorData};
@@ -209,6 +209,18 @@ impl Lbfgs {
     }
 }
 
+impl Lbfgs {
+    /// Refused: torch's LBFGS "doesn't support per-parameter options (parameter groups)".
+    pub fn add_param_group(&mut self, _: GroupSpec) -> Result<()> {
+        Err(single_group())
+    }
+
+    /// The parameters, in order.
+    pub fn params(&self) -> Vec<Param> {
+        self.params.clone()
+    }
+}
+
 impl Optimizer for Lbfgs {
     fn name(&self) -> &'static str {
         LbfgsConfig::NAME
@@ -230,15 +242,18 @@ impl Optimizer for Lbfgs {
         })
     }
 
+    fn step_if_finite(&mut self) -> Result<StepOutcome> {
+        // LBFGS computes its gradients inside the closure; there is nothing to scan first.
+        Err(Error::ClosureRequired {
+            optimizer: LbfgsConfig::NAME,
+        })
+    }
+
     fn step_with_closure(&mut self, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64> {
         match self.dtype {
             Dtype::F32 => iterate::step::<f32>(self, closure),
             Dtype::F64 => iterate::step::<f64>(self, closure),
         }
-    }
-
-    fn add_param_group(&mut self, _: GroupSpec) -> Result<()> {
-        Err(single_group())
     }
 
     fn state_dict(&self) -> StateDict {
@@ -295,10 +310,6 @@ impl Optimizer for Lbfgs {
 
     fn num_param_groups(&self) -> usize {
         1
-    }
-
-    fn params(&self) -> Vec<Param> {
-        self.params.clone()
     }
 
     fn defaults_json(&self) -> Map<String, Value> {

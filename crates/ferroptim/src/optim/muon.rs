@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check_non_negative, Error, Result};
 use crate::kernels::{check_len, lerp, newton_schulz::NewtonSchulz};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::slot::ParamMeta;
 use crate::state::{ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -159,7 +160,7 @@ impl Hyperparameters for MuonConfig {
 impl Algorithm for MuonConfig {
     type State = MuonState;
 
-    fn init_state(&self, param: &Tensor) -> MuonState {
+    fn init_state(&self, param: &ParamMeta<'_>) -> MuonState {
         MuonState {
             momentum_buffer: param.zeros_like(),
             workspace: NewtonSchulz::default(),

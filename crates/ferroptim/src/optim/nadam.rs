@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check_adam_like, check_non_negative, Result};
 use crate::kernels::{self, NadamScalars};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::slot::ParamMeta;
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -138,7 +139,7 @@ impl Hyperparameters for NAdamConfig {
 impl Algorithm for NAdamConfig {
     type State = NAdamState;
 
-    fn init_state(&self, param: &Tensor) -> NAdamState {
+    fn init_state(&self, param: &ParamMeta<'_>) -> NAdamState {
         NAdamState {
             step: 0.0,
             mu_product: 1.0,

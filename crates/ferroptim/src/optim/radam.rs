@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check_adam_like, Result};
 use crate::kernels::{self, RadamScalars};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::slot::ParamMeta;
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -120,7 +121,7 @@ impl Hyperparameters for RAdamConfig {
 impl Algorithm for RAdamConfig {
     type State = RAdamState;
 
-    fn init_state(&self, param: &Tensor) -> RAdamState {
+    fn init_state(&self, param: &ParamMeta<'_>) -> RAdamState {
         RAdamState {
             step: 0.0,
             exp_avg: param.zeros_like(),

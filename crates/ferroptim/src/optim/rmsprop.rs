@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check_non_negative, Result};
 use crate::kernels::{self, AdaptiveScalars, RmspropBuffers};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::slot::ParamMeta;
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -138,7 +139,7 @@ impl Hyperparameters for RmspropConfig {
 impl Algorithm for RmspropConfig {
     type State = RmspropState;
 
-    fn init_state(&self, param: &Tensor) -> RmspropState {
+    fn init_state(&self, param: &ParamMeta<'_>) -> RmspropState {
         RmspropState {
             step: 0.0,
             square_avg: param.zeros_like(),

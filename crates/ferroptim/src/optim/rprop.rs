@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check_non_negative, py_float, Error, Result};
 use crate::kernels::{self, RpropScalars};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::slot::ParamMeta;
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor, TensorData};
 
@@ -129,7 +130,7 @@ impl Hyperparameters for RpropConfig {
 impl Algorithm for RpropConfig {
     type State = RpropState;
 
-    fn init_state(&self, param: &Tensor) -> RpropState {
+    fn init_state(&self, param: &ParamMeta<'_>) -> RpropState {
         let mut step_size = param.zeros_like();
         match step_size.data_mut() {
             TensorData::F32(v) => v.fill(self.lr as f32),

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check_non_negative, py_float, Error, Result};
 use crate::kernels::{self, SgdScalars};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::slot::ParamMeta;
 use crate::state::{ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -129,7 +130,7 @@ impl Hyperparameters for SgdConfig {
 impl Algorithm for SgdConfig {
     type State = SgdState;
 
-    fn init_state(&self, _param: &Tensor) -> SgdState {
+    fn init_state(&self, _param: &ParamMeta<'_>) -> SgdState {
         SgdState::default()
     }
 

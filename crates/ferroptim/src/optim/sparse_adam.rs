@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check_positive, check_unit_interval, Error, Result};
 use crate::kernels::{self, SparseAdamScalars};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::slot::ParamMeta;
 use crate::state::{ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
 
@@ -122,7 +123,7 @@ impl Hyperparameters for SparseAdamConfig {
 impl Algorithm for SparseAdamConfig {
     type State = SparseAdamState;
 
-    fn init_state(&self, param: &Tensor) -> SparseAdamState {
+    fn init_state(&self, param: &ParamMeta<'_>) -> SparseAdamState {
         SparseAdamState {
             step: 0.0,
             exp_avg: param.zeros_like(),
