@@ -1,0 +1,382 @@
+//! ferroptim's optimizers in candle training loops: parity with candle_nn's
+//! AdamW, parity with ferroptim on its own `Param`s, param groups,
+//! schedulers, checkpoints and typed errors.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::Optimizer as _;
+use ferroptim::lr_scheduler::{LrScheduler, StepLR, StepLRConfig};
+use ferroptim::optim::{self, AdamConfig, AdamWConfig, SgdConfig};
+use ferroptim::{Algorithm, GroupSpec, Optim, Optimizer, Param, StateDict};
+use ferroptim_candle::{CandleLbfgs, CandleOptim, CandleParam, Error};
+
+/// Deterministic values in [-1, 1) (a small LCG), so that both sides of a
+/// comparison start from the same numbers.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// A 2-layer MLP (8 -> 16 -> 4, tanh) as plain Vars: w1, b1, w2, b2.
+fn mlp_vars(seed: u64) -> Vec<Var> {
+    let dev = Device::Cpu;
+    let shapes: [&[usize]; 4] = [&[16, 8], &[16], &[4, 16], &[4]];
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let n = s.iter().product();
+            let v: Vec<f32> = values(n, seed + i as u64).iter().map(|x| x * 0.5).collect();
+            Var::from_vec(v, *s, &dev).unwrap()
+        })
+        .collect()
+}
+
+fn batch() -> (Tensor, Tensor) {
+    let dev = Device::Cpu;
+    let x = Tensor::from_vec(values(32 * 8, 99), (32, 8), &dev).unwrap();
+    let labels: Vec<u32> = (0..32).map(|i| (i * 7 % 4) as u32).collect();
+    (x, Tensor::from_vec(labels, 32, &dev).unwrap())
+}
+
+fn loss(vars: &[Var], x: &Tensor, y: &Tensor) -> Tensor {
+    let h = x
+        .matmul(&vars[0].as_tensor().t().unwrap())
+        .unwrap()
+        .broadcast_add(vars[1].as_tensor())
+        .unwrap()
+        .tanh()
+        .unwrap();
+    let logits = h
+        .matmul(&vars[2].as_tensor().t().unwrap())
+        .unwrap()
+        .broadcast_add(vars[3].as_tensor())
+        .unwrap();
+    candle_nn::loss::cross_entropy(&logits, y).unwrap()
+}
+
+fn flat(vars: &[Var]) -> Vec<f32> {
+    vars.iter()
+        .flat_map(|v| v.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        .collect()
+}
+
+#[test]
+fn adamw_ends_where_candle_nn_adamw_ends() {
+    let (x, y) = batch();
+    let ours = mlp_vars(1);
+    let theirs = mlp_vars(1);
+    let (lr, wd, steps) = (0.01, 0.05, 100);
+    let mut opt = ferroptim_candle::AdamW::new(
+        ours.clone(),
+        AdamWConfig {
+            lr,
+            weight_decay: wd,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut reference = candle_nn::AdamW::new(
+        theirs.clone(),
+        candle_nn::ParamsAdamW {
+            lr,
+            weight_decay: wd,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let start = loss(&ours, &x, &y).to_scalar::<f32>().unwrap();
+    for _ in 0..steps {
+        opt.backward_step(&loss(&ours, &x, &y)).unwrap();
+        reference.backward_step(&loss(&theirs, &x, &y)).unwrap();
+    }
+    let end = loss(&ours, &x, &y).to_scalar::<f32>().unwrap();
+    assert!(end < start * 0.5, "trained: {start} -> {end}");
+    let (a, b) = (flat(&ours), flat(&theirs));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| (p - q).abs() / q.abs().max(1.0))
+        .fold(0.0f32, f32::max);
+    // Both are f32 Adam with decoupled decay; only the rounding of the
+    // bias corrections differs (torch's formula vs candle's).
+    assert!(worst < 2e-5, "worst relative difference {worst}");
+    assert!(a != flat(&mlp_vars(1)), "the parameters moved");
+}
+
+/// Runs `steps` of algorithm `config` through candle and through ferroptim
+/// on its own Params with the same gradients; they must agree bit for bit,
+/// as both run the same kernels.
+fn same_as_ferroptim<A: Algorithm>(config: A, steps: usize) {
+    let (x, y) = batch();
+    let vars = mlp_vars(7);
+    let params: Vec<Param> = vars
+        .iter()
+        .map(|v| {
+            Param::from_vec(v.flatten_all().unwrap().to_vec1::<f32>().unwrap(), v.dims()).unwrap()
+        })
+        .collect();
+    let mut ours = CandleOptim::from_vars(vars.clone(), config.clone()).unwrap();
+    let mut native = Optim::new(params.clone(), config).unwrap();
+    for step in 0..steps {
+        let grads = loss(&vars, &x, &y).backward().unwrap();
+        for (v, p) in vars.iter().zip(&params) {
+            let g = grads.get(v.as_tensor()).unwrap();
+            let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            p.set_grad(ferroptim::Tensor::from_vec(g, v.dims()).unwrap())
+                .unwrap();
+        }
+        ours.step(&grads).unwrap();
+        native.step().unwrap();
+        for (i, (v, p)) in vars.iter().zip(&params).enumerate() {
+            let got = v.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(
+                got,
+                p.to_vec::<f32>().unwrap(),
+                "{} step {step} param {i}",
+                A::NAME
+            );
+        }
+    }
+    assert_eq!(ours.state_dict(), native.state_dict(), "{}", A::NAME);
+}
+
+#[test]
+fn every_algorithm_updates_vars_exactly_as_ferroptim_updates_params() {
+    let steps = 5;
+    same_as_ferroptim(
+        SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            ..Default::default()
+        },
+        steps,
+    );
+    same_as_ferroptim(
+        AdamConfig {
+            amsgrad: true,
+            ..Default::default()
+        },
+        steps,
+    );
+    same_as_ferroptim(AdamWConfig::default(), steps);
+    same_as_ferroptim(optim::AdamaxConfig::default(), steps);
+    same_as_ferroptim(optim::AdadeltaConfig::default(), steps);
+    same_as_ferroptim(optim::AdagradConfig::default(), steps);
+    same_as_ferroptim(
+        optim::RmspropConfig {
+            centered: true,
+            momentum: 0.5,
+            ..Default::default()
+        },
+        steps,
+    );
+    same_as_ferroptim(
+        optim::AsgdConfig {
+            t0: 2.0,
+            ..Default::default()
+        },
+        steps,
+    );
+    same_as_ferroptim(optim::RpropConfig::default(), steps);
+    same_as_ferroptim(optim::NAdamConfig::default(), steps);
+    same_as_ferroptim(optim::RAdamConfig::default(), steps);
+    same_as_ferroptim(optim::AdafactorConfig::default(), steps);
+}
+
+#[test]
+fn muon_takes_the_matrices_and_refuses_the_rest() {
+    let vars = mlp_vars(3);
+    let matrices = vec![vars[0].clone(), vars[2].clone()];
+    let mut opt =
+        ferroptim_candle::Muon::new(matrices.clone(), optim::MuonConfig::default()).unwrap();
+    let (x, y) = batch();
+    let before = flat(&matrices);
+    opt.backward_step(&loss(&vars, &x, &y)).unwrap();
+    assert_ne!(flat(&matrices), before);
+    let err = CandleOptim::from_vars(vars, optim::MuonConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("2D"), "{err}");
+}
+
+#[test]
+fn param_groups_and_a_scheduler_work_through_the_adapter() {
+    let vars = mlp_vars(5);
+    let param = |i: usize| CandleParam::new(vars[i].clone(), i).unwrap();
+    let mut opt = ferroptim_candle::Sgd::with_groups(
+        [
+            GroupSpec::new([param(0), param(2)]),
+            GroupSpec::new([param(1), param(3)]).set("lr", 0.0),
+        ],
+        SgdConfig {
+            lr: 0.5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut sched = StepLR::new(
+        &mut *opt,
+        StepLRConfig {
+            step_size: 2,
+            gamma: 0.5,
+            last_epoch: -1,
+        },
+    )
+    .unwrap();
+    let (x, y) = batch();
+    let biases = [flat(&vars[1..2]), flat(&vars[3..4])];
+    let weights = flat(&vars[0..1]);
+    for _ in 0..4 {
+        opt.backward_step(&loss(&vars, &x, &y)).unwrap();
+        sched.step(&mut *opt).unwrap();
+    }
+    assert_eq!(
+        [flat(&vars[1..2]), flat(&vars[3..4])],
+        biases,
+        "lr 0 group moved"
+    );
+    assert_ne!(flat(&vars[0..1]), weights);
+    assert_eq!(opt.lr(0), Some(0.125));
+    assert_eq!(opt.learning_rate(), 0.125);
+    opt.set_learning_rate(0.01);
+    assert_eq!((opt.lr(0), opt.lr(1)), (Some(0.01), Some(0.01)));
+    // The same Var twice is refused, as torch refuses a parameter in two groups.
+    let err = opt.add_param_group(GroupSpec::new([param(0)])).unwrap_err();
+    assert!(err.to_string().contains("more than one"), "{err}");
+}
+
+#[test]
+fn a_checkpoint_resumes_bit_for_bit() {
+    let (x, y) = batch();
+    let config = AdamConfig {
+        lr: 0.01,
+        amsgrad: true,
+        ..Default::default()
+    };
+    let straight = mlp_vars(11);
+    let mut opt = ferroptim_candle::Adam::new(straight.clone(), config.clone()).unwrap();
+    for _ in 0..20 {
+        opt.backward_step(&loss(&straight, &x, &y)).unwrap();
+    }
+
+    let first = mlp_vars(11);
+    let mut opt = ferroptim_candle::Adam::new(first.clone(), config.clone()).unwrap();
+    for _ in 0..10 {
+        opt.backward_step(&loss(&first, &x, &y)).unwrap();
+    }
+    let bytes = opt.state_dict().to_safetensors().unwrap();
+    let resumed: Vec<Var> = first
+        .iter()
+        .map(|v| Var::from_tensor(v.as_tensor()).unwrap())
+        .collect();
+    let mut opt = ferroptim_candle::Adam::new(resumed.clone(), config).unwrap();
+    opt.load_state_dict(&StateDict::from_safetensors(&bytes).unwrap())
+        .unwrap();
+    for _ in 10..20 {
+        opt.backward_step(&loss(&resumed, &x, &y)).unwrap();
+    }
+    assert_eq!(flat(&resumed), flat(&straight));
+}
+
+#[test]
+fn unsupported_dtypes_and_bad_gradients_are_typed_errors() {
+    let dev = Device::Cpu;
+    let half = Var::zeros((2, 2), DType::F16, &dev).unwrap();
+    let ok = Var::zeros((2, 2), DType::F32, &dev).unwrap();
+    let err =
+        ferroptim_candle::Adam::from_vars(vec![ok.clone(), half.clone()], AdamConfig::default())
+            .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::UnsupportedDtype {
+                param: 1,
+                dtype: DType::F16
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("f32 and f64"), "{err}");
+    // Through candle's trait the same error arrives wrapped in candle's.
+    let err = ferroptim_candle::Adam::new(vec![half], AdamConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("F16"), "{err}");
+
+    let mut opt =
+        ferroptim_candle::Adam::from_vars(vec![ok.clone()], AdamConfig::default()).unwrap();
+    let y = (ok.as_tensor().sum_all().unwrap() * f64::NAN).unwrap();
+    let grads = y.backward().unwrap();
+    assert_eq!(
+        opt.step_if_finite_with(&grads).unwrap(),
+        ferroptim::StepOutcome::Skipped { param: 0 }
+    );
+    assert_eq!(flat(std::slice::from_ref(&ok)), [0.0; 4]);
+    assert!(ferroptim_candle::Adam::from_vars(
+        vec![ok],
+        AdamConfig {
+            lr: -1.0,
+            ..Default::default()
+        }
+    )
+    .unwrap_err()
+    .to_string()
+    .contains("Invalid learning rate"));
+}
+
+#[test]
+fn lbfgs_through_candle_matches_lbfgs_on_params() {
+    let config = optim::LbfgsConfig {
+        line_search_fn: Some(optim::LineSearch::StrongWolfe),
+        ..Default::default()
+    };
+    let dev = Device::Cpu;
+    let x = Var::new(&[-1.5f64, 2.0], &dev).unwrap();
+    let mut opt = CandleLbfgs::new(vec![x.clone()], config.clone()).unwrap();
+    // Rosenbrock, with candle's autograd.
+    let rosen = |x: &Tensor| {
+        let (a, b) = (x.get(0).unwrap(), x.get(1).unwrap());
+        let t1 = (1.0 - &a).unwrap().sqr().unwrap();
+        let t2 = ((b - a.sqr().unwrap()).unwrap().sqr().unwrap() * 100.0).unwrap();
+        (t1 + t2).unwrap()
+    };
+    // The same, with the analytic gradient, on a ferroptim Param.
+    let p = Param::from_vec(vec![-1.5f64, 2.0], &[2]).unwrap();
+    let mut native = optim::Lbfgs::new([p.clone()], config).unwrap();
+    for _ in 0..5 {
+        let ours = opt.step(|| Ok(rosen(x.as_tensor()))).unwrap();
+        let theirs = native
+            .step_with_closure(&mut || {
+                let v = p.to_vec::<f64>()?;
+                let (a, b) = (v[0], v[1]);
+                let g = vec![
+                    -2.0 * (1.0 - a) - 400.0 * a * (b - a * a),
+                    200.0 * (b - a * a),
+                ];
+                p.set_grad(ferroptim::Tensor::from_vec(g, &[2])?)?;
+                Ok((1.0 - a).powi(2) + 100.0 * (b - a * a).powi(2))
+            })
+            .unwrap();
+        assert!(
+            (ours - theirs).abs() <= 1e-12 * theirs.abs().max(1.0),
+            "{ours} vs {theirs}"
+        );
+    }
+    let got = x.to_vec1::<f64>().unwrap();
+    let want = p.to_vec::<f64>().unwrap();
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-9, "{got:?} vs {want:?}");
+    }
+    assert!((got[0] - 1.0).abs() < 1e-3, "{got:?}");
+    assert_eq!(
+        opt.state_dict().state.len(),
+        1,
+        "LBFGS keeps its state under param 0"
+    );
+}
