@@ -217,3 +217,9 @@ pub type Muon = CandleOptim<optim::MuonConfig>;
 /// SparseAdam over candle Vars. candle's gradients are dense, which torch's
 /// SparseAdam refuses; so does this one, with a typed error at `step`.
 pub type SparseAdam = CandleOptim<optim::SparseAdamConfig>;
+
+/// The README's code blocks (ferroptim's and this crate's), compiled and run
+/// as doctests here, where both crates are in scope.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod data;
+mod demo;
 mod trajectories;
 
 #[derive(Parser)]
@@ -21,6 +23,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Trains a small MLP (candle autograd) on the UCI handwritten digits
+    /// shipped in the repo, once per optimizer from the same start; prints a
+    /// table and draws the loss curves (loss_curves.png and .svg).
+    Demo {
+        /// Comma-separated optimizer names (default: all but sparseadam,
+        /// which needs sparse gradients).
+        #[arg(long, value_delimiter = ',')]
+        optimizers: Vec<String>,
+        /// Passes over the training set (for LBFGS: full-batch steps).
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        /// Examples per step.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Seed of the initial weights and of the batch order (the
+        /// train/test split is fixed).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Width of the hidden layer.
+        #[arg(long, default_value_t = 64)]
+        hidden: usize,
+        /// Learning rates: one number for every optimizer, or
+        /// name=value pairs (e.g. adam=0.01,sgd=0.1); others keep the demo's defaults.
+        #[arg(long, value_delimiter = ',')]
+        lr: Vec<String>,
+        /// Train on MNIST instead: a directory with the four IDX files
+        /// (train-images-idx3-ubyte, ... ; gzipped or not).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where to write the pictures.
+        #[arg(long, default_value = "ferroptim-out")]
+        out: PathBuf,
+    },
     /// Runs every optimizer from the same start on classic test functions
     /// (Rosenbrock, Beale, a saddle, an ill-conditioned quadratic) and draws
     /// their paths over the level sets, one PNG per function.
@@ -109,15 +144,107 @@ fn chosen(names: &[String]) -> Result<Vec<String>, String> {
         .collect()
 }
 
-fn trajectories(out: &PathBuf, steps: usize, names: &[String]) -> Result<(), String> {
-    let names = chosen(names)?;
+/// The learning rate of each optimizer: the demo's default unless `--lr` sets it.
+fn learning_rates(names: &[String], lr: &[String]) -> Result<Vec<f64>, String> {
+    let parse = |v: &str| -> Result<f64, String> {
+        v.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("--lr: {v:?} is not a number"))
+    };
+    let mut rates = Vec::with_capacity(names.len());
+    for name in names {
+        let (default, _) =
+            demo::default_config(name).ok_or_else(|| format!("the demo cannot run {name:?}"))?;
+        rates.push(default);
+    }
+    for item in lr {
+        match item.split_once('=') {
+            None => rates.iter_mut().try_for_each(|r| {
+                *r = parse(item)?;
+                Ok::<_, String>(())
+            })?,
+            Some((name, value)) => {
+                let name = name.trim().to_ascii_lowercase();
+                let i = names.iter().position(|n| *n == name).ok_or_else(|| {
+                    format!("--lr: {name:?} is not one of the optimizers being run")
+                })?;
+                rates[i] = parse(value)?;
+            }
+        }
+    }
+    Ok(rates)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_demo(
+    names: &[String],
+    settings: &demo::Settings,
+    lr: &[String],
+    data: Option<&PathBuf>,
+    out: &PathBuf,
+) -> Result<(), String> {
+    let names = if names.is_empty() {
+        demo::default_optimizers()
+    } else {
+        chosen(names)?
+    };
+    let rates = learning_rates(&names, lr)?;
+    if settings.epochs == 0 || settings.batch_size == 0 || settings.hidden == 0 {
+        return Err("--epochs, --batch-size and --hidden must be at least 1".into());
+    }
+    let data = match data {
+        Some(dir) => data::mnist(dir)?,
+        None => data::digits()?,
+    };
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    register_font()?;
+    println!(
+        "{}; MLP {}-{}-{}, {} epochs, batch {}, seed {}",
+        data.name,
+        data.dim,
+        settings.hidden,
+        data.classes,
+        settings.epochs,
+        settings.batch_size,
+        settings.seed
+    );
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:>10} [{bar:30}] epoch {pos}/{len} {elapsed}",
+    )
+    .map_err(|e| e.to_string())?
+    .progress_chars("=> ");
+    let mut runs = Vec::with_capacity(names.len());
+    for (name, &rate) in names.iter().zip(&rates) {
+        let bar = indicatif::ProgressBar::new(settings.epochs as u64)
+            .with_style(style.clone())
+            .with_prefix(name.clone());
+        let run = demo::train(name, rate, &data, settings, &bar)?;
+        bar.finish_and_clear();
+        runs.push(run);
+    }
+    print!("{}", demo::table(&runs));
+    let title = format!("{}: training loss per epoch", data.name);
+    for file in ["loss_curves.png", "loss_curves.svg"] {
+        let path = out.join(file);
+        demo::draw(&runs, &title, &path)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn register_font() -> Result<(), String> {
     plotters::style::register_font(
         "sans-serif",
         plotters::style::FontStyle::Normal,
         include_bytes!("../assets/DejaVuSans.ttf"),
     )
-    .map_err(|_| "the bundled font could not be loaded".to_string())?;
+    .map_err(|_| "the bundled font could not be loaded".to_string())
+}
+
+fn trajectories(out: &PathBuf, steps: usize, names: &[String]) -> Result<(), String> {
+    let names = chosen(names)?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    register_font()?;
     for fun in &trajectories::FUNCTIONS {
         println!("{}", fun.title);
         println!(
@@ -144,6 +271,24 @@ fn trajectories(out: &PathBuf, steps: usize, names: &[String]) -> Result<(), Str
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Demo {
+            optimizers,
+            epochs,
+            batch_size,
+            seed,
+            hidden,
+            lr,
+            data,
+            out,
+        } => {
+            let settings = demo::Settings {
+                epochs: *epochs,
+                batch_size: *batch_size,
+                seed: *seed,
+                hidden: *hidden,
+            };
+            run_demo(optimizers, &settings, lr, data.as_ref(), out)
+        }
         Command::Trajectories {
             out,
             steps,

@@ -94,3 +94,70 @@ fn bench_prints_a_table_with_the_floor() {
     let ratio: f64 = adam.rsplit('|').nth(1).unwrap().trim().parse().unwrap();
     assert!(ratio > 0.0, "{adam}");
 }
+
+#[test]
+fn demo_trains_on_the_digits_prints_the_table_and_draws_the_curves() {
+    let out = std::env::temp_dir().join(format!("ferroptim-demo-{}", std::process::id()));
+    let run = ferroptim()
+        .args([
+            "demo",
+            "--optimizers",
+            "adam,sgd,lbfgs",
+            "--epochs",
+            "8",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let png = std::fs::read(out.join("loss_curves.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
+    let svg = std::fs::read_to_string(out.join("loss_curves.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("adam"));
+    // One table row per optimizer: | name | lr | loss | accuracy% | seconds | steps/s |
+    let accuracies: Vec<f64> = ["adam", "sgd", "lbfgs"]
+        .iter()
+        .map(|name| {
+            let row = stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("| {name} |")))
+                .unwrap_or_else(|| panic!("no row for {name}:\n{stdout}"));
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            cells[4].trim_end_matches('%').parse().unwrap()
+        })
+        .collect();
+    let best = accuracies.iter().copied().fold(0.0, f64::max);
+    assert!(best > 90.0, "best test accuracy {best}%:\n{stdout}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn demo_refuses_bad_input_in_one_line() {
+    let missing = std::env::temp_dir().join("ferroptim-no-such-mnist-dir");
+    for args in [
+        vec![
+            "demo",
+            "--optimizers",
+            "adam",
+            "--data",
+            missing.to_str().unwrap(),
+        ],
+        vec!["demo", "--optimizers", "adamz"],
+        vec!["demo", "--optimizers", "adam", "--lr", "sgd=0.1"],
+        vec!["demo", "--optimizers", "adam", "--lr", "fast"],
+        vec!["demo", "--epochs", "0"],
+        vec!["demo", "--optimizers", "adam", "--lr=-1"],
+    ] {
+        let run = ferroptim().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{args:?}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    }
+}

@@ -54,8 +54,3 @@ pub use param::{Grad, Param, SparseGrad};
 pub use slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData, UpdateFn};
 pub use state::{ParamStateDict, StateDict, StateEntries, StateValue};
 pub use tensor::{Dtype, Element, Tensor, TensorData};
-
-/// The README's code blocks, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;

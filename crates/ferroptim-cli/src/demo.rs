@@ -1,0 +1,392 @@
+//! `ferroptim demo`: one small MLP (candle autograd) trained from the same
+//! start by each ferroptim optimizer, with a table and loss curves.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var};
+use ferroptim::optim::{self, LbfgsConfig};
+use ferroptim::Algorithm;
+use ferroptim_candle::{CandleLbfgs, CandleOptim};
+use plotters::prelude::*;
+use serde_json::{json, Value};
+
+use crate::data::{Dataset, SplitMix};
+
+/// What one optimizer's run produced.
+pub struct Run {
+    /// The optimizer's name.
+    pub name: String,
+    /// Its learning rate.
+    pub lr: f64,
+    /// The training loss before training and after each epoch (whole training set).
+    pub losses: Vec<f64>,
+    /// Test accuracy at the end, in [0, 1].
+    pub test_accuracy: f64,
+    /// Optimizer steps taken.
+    pub steps: usize,
+    /// Wall time of the training loop, in seconds.
+    pub seconds: f64,
+}
+
+/// The demo's training settings.
+pub struct Settings {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Seed of the initial weights and the batch order.
+    pub seed: u64,
+    /// Width of the hidden layer.
+    pub hidden: usize,
+}
+
+/// The optimizers the demo runs by default: all but SparseAdam, which
+/// needs sparse gradients (candle's are dense; torch's SparseAdam refuses
+/// them too).
+pub fn default_optimizers() -> Vec<String> {
+    optim::NAMES
+        .iter()
+        .filter(|&&n| n != "sparseadam")
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Each optimizer's learning rate for this problem, and the other
+/// arguments that differ from torch's defaults. Chosen by hand for a
+/// 64-64-10 MLP with batches of 32, not tuned per seed.
+pub fn default_config(name: &str) -> Option<(f64, Value)> {
+    Some(match name {
+        "sgd" => (0.05, json!({"momentum": 0.9})),
+        "adam" => (0.005, json!({})),
+        "adamw" => (0.005, json!({"weight_decay": 0.01})),
+        "adamax" => (0.01, json!({})),
+        "adadelta" => (1.0, json!({})),
+        "adagrad" => (0.05, json!({})),
+        "rmsprop" => (0.002, json!({})),
+        "asgd" => (0.1, json!({})),
+        // Full batch (Rprop follows the sign of the whole gradient), RPROP_STEPS per epoch.
+        "rprop" => (0.01, json!({})),
+        "nadam" => (0.005, json!({})),
+        "radam" => (0.01, json!({})),
+        "adafactor" => (0.02, json!({})),
+        // Muon for the weight matrices; AdamW (lr 0.005) for the biases, as torch's docs pair them.
+        "muon" => (0.05, json!({})),
+        // Full batch, one step of up to 5 iterations per epoch.
+        "lbfgs" => (
+            1.0,
+            json!({"line_search_fn": "strong_wolfe", "max_iter": 5}),
+        ),
+        _ => return None,
+    })
+}
+
+/// Rprop's full-batch steps per epoch.
+const RPROP_STEPS: usize = 5;
+
+/// An MLP `dim -> hidden -> classes` with ReLU, as Vars: w1, b1, w2, b2.
+/// Initialised as torch's `nn.Linear`: uniform in ±1/sqrt(fan_in).
+struct Mlp {
+    vars: Vec<Var>,
+}
+
+impl Mlp {
+    fn new(dim: usize, hidden: usize, classes: usize, seed: u64) -> candle_core::Result<Self> {
+        let mut rng = SplitMix::new(seed);
+        let mut layer = |fan_in: usize, shape: &[usize]| {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let n = shape.iter().product();
+            let values: Vec<f32> = (0..n)
+                .map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32)
+                .collect();
+            Var::from_vec(values, shape, &Device::Cpu)
+        };
+        Ok(Mlp {
+            vars: vec![
+                layer(dim, &[hidden, dim])?,
+                layer(dim, &[hidden])?,
+                layer(hidden, &[classes, hidden])?,
+                layer(hidden, &[classes])?,
+            ],
+        })
+    }
+
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let v = &self.vars;
+        let h = x
+            .matmul(&v[0].as_tensor().t()?)?
+            .broadcast_add(v[1].as_tensor())?
+            .relu()?;
+        h.matmul(&v[2].as_tensor().t()?)?
+            .broadcast_add(v[3].as_tensor())
+    }
+
+    fn loss(&self, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::loss::cross_entropy(&self.logits(x)?, y)
+    }
+
+    fn accuracy(&self, x: &Tensor, y: &Tensor) -> candle_core::Result<f64> {
+        let predicted = self.logits(x)?.argmax(1)?;
+        let right = predicted.eq(y)?.to_dtype(DType::F32)?.sum_all()?;
+        Ok(right.to_scalar::<f32>()? as f64 / y.dims()[0] as f64)
+    }
+}
+
+/// One optimizer step from the gradients of a minibatch.
+trait Stepper {
+    fn step(&mut self, grads: &GradStore) -> Result<(), String>;
+}
+
+impl<A: Algorithm> Stepper for CandleOptim<A> {
+    fn step(&mut self, grads: &GradStore) -> Result<(), String> {
+        self.step_with(grads).map_err(|e| e.to_string())
+    }
+}
+
+/// Muon updates matrices only; the biases go to AdamW.
+struct MuonWithAdamW {
+    muon: CandleOptim<optim::MuonConfig>,
+    adamw: CandleOptim<optim::AdamWConfig>,
+}
+
+impl Stepper for MuonWithAdamW {
+    fn step(&mut self, grads: &GradStore) -> Result<(), String> {
+        self.muon.step(grads)?;
+        Stepper::step(&mut self.adamw, grads)
+    }
+}
+
+fn build<A: Algorithm>(vars: Vec<Var>, lr: f64, extra: &Value) -> Result<CandleOptim<A>, String> {
+    let mut args = extra.clone();
+    args["lr"] = json!(lr);
+    let config: A = serde_json::from_value(args).map_err(|e| format!("{}: {e}", A::NAME))?;
+    CandleOptim::from_vars(vars, config).map_err(|e| e.to_string())
+}
+
+fn stepper(name: &str, model: &Mlp, lr: f64, extra: &Value) -> Result<Box<dyn Stepper>, String> {
+    let vars = model.vars.clone();
+    Ok(match name {
+        "sgd" => Box::new(build::<optim::SgdConfig>(vars, lr, extra)?),
+        "adam" => Box::new(build::<optim::AdamConfig>(vars, lr, extra)?),
+        "adamw" => Box::new(build::<optim::AdamWConfig>(vars, lr, extra)?),
+        "adamax" => Box::new(build::<optim::AdamaxConfig>(vars, lr, extra)?),
+        "adadelta" => Box::new(build::<optim::AdadeltaConfig>(vars, lr, extra)?),
+        "adagrad" => Box::new(build::<optim::AdagradConfig>(vars, lr, extra)?),
+        "rmsprop" => Box::new(build::<optim::RmspropConfig>(vars, lr, extra)?),
+        "asgd" => Box::new(build::<optim::AsgdConfig>(vars, lr, extra)?),
+        "rprop" => Box::new(build::<optim::RpropConfig>(vars, lr, extra)?),
+        "nadam" => Box::new(build::<optim::NAdamConfig>(vars, lr, extra)?),
+        "radam" => Box::new(build::<optim::RAdamConfig>(vars, lr, extra)?),
+        "adafactor" => Box::new(build::<optim::AdafactorConfig>(vars, lr, extra)?),
+        "sparseadam" => Box::new(build::<optim::SparseAdamConfig>(vars, lr, extra)?),
+        "muon" => {
+            let (matrices, biases) = (
+                vec![vars[0].clone(), vars[2].clone()],
+                vec![vars[1].clone(), vars[3].clone()],
+            );
+            Box::new(MuonWithAdamW {
+                muon: build(matrices, lr, extra)?,
+                adamw: build(biases, 0.005, &json!({}))?,
+            })
+        }
+        other => return Err(format!("the demo cannot run {other:?}")),
+    })
+}
+
+fn candle_err(e: candle_core::Error) -> String {
+    e.to_string()
+}
+
+/// Trains a fresh MLP (the same start for every optimizer) with `name`.
+pub fn train(
+    name: &str,
+    lr: f64,
+    data: &Dataset,
+    settings: &Settings,
+    progress: &indicatif::ProgressBar,
+) -> Result<Run, String> {
+    let (_, extra) =
+        default_config(name).ok_or_else(|| format!("no demo settings for {name:?}"))?;
+    let dev = Device::Cpu;
+    let n = data.train_y.len();
+    let train_x = Tensor::from_slice(&data.train_x, (n, data.dim), &dev).map_err(candle_err)?;
+    let train_y = Tensor::from_slice(&data.train_y, n, &dev).map_err(candle_err)?;
+    let m = data.test_y.len();
+    let test_x = Tensor::from_slice(&data.test_x, (m, data.dim), &dev).map_err(candle_err)?;
+    let test_y = Tensor::from_slice(&data.test_y, m, &dev).map_err(candle_err)?;
+    let model =
+        Mlp::new(data.dim, settings.hidden, data.classes, settings.seed).map_err(candle_err)?;
+    let full_loss = |model: &Mlp| -> Result<f64, String> {
+        let l = model.loss(&train_x, &train_y).map_err(candle_err)?;
+        Ok(l.to_scalar::<f32>().map_err(candle_err)? as f64)
+    };
+
+    let mut losses = vec![full_loss(&model)?];
+    let mut steps = 0;
+    let start = Instant::now();
+    if name == "lbfgs" {
+        let mut args = extra.clone();
+        args["lr"] = json!(lr);
+        let config: LbfgsConfig =
+            serde_json::from_value(args).map_err(|e| format!("LBFGS: {e}"))?;
+        let mut opt = CandleLbfgs::new(model.vars.clone(), config).map_err(|e| e.to_string())?;
+        for _ in 0..settings.epochs {
+            opt.step(|| model.loss(&train_x, &train_y))
+                .map_err(|e| e.to_string())?;
+            steps += 1;
+            losses.push(full_loss(&model)?);
+            progress.inc(1);
+        }
+    } else {
+        let mut opt = stepper(name, &model, lr, &extra)?;
+        let mut rng = SplitMix::new(settings.seed ^ 0x5EED);
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        for _ in 0..settings.epochs {
+            rng.shuffle(&mut order);
+            let batches: Vec<Option<&[u32]>> = if name == "rprop" {
+                vec![None; RPROP_STEPS]
+            } else {
+                order.chunks(settings.batch_size).map(Some).collect()
+            };
+            for batch in batches {
+                let loss = match batch {
+                    None => model.loss(&train_x, &train_y),
+                    Some(batch) => {
+                        let idx =
+                            Tensor::from_slice(batch, batch.len(), &dev).map_err(candle_err)?;
+                        let x = train_x.index_select(&idx, 0).map_err(candle_err)?;
+                        let y = train_y.index_select(&idx, 0).map_err(candle_err)?;
+                        model.loss(&x, &y)
+                    }
+                }
+                .map_err(candle_err)?;
+                let grads = loss.backward().map_err(candle_err)?;
+                opt.step(&grads)?;
+                steps += 1;
+            }
+            losses.push(full_loss(&model)?);
+            progress.inc(1);
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let test_accuracy = model.accuracy(&test_x, &test_y).map_err(candle_err)?;
+    Ok(Run {
+        name: name.to_string(),
+        lr,
+        losses,
+        test_accuracy,
+        steps,
+        seconds,
+    })
+}
+
+/// The results as a markdown table.
+pub fn table(runs: &[Run]) -> String {
+    let mut out = String::from(
+        "| optimizer | lr | final train loss | test accuracy | time (s) | steps/s |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for r in runs {
+        let last = r.losses.last().copied().unwrap_or(f64::NAN);
+        out.push_str(&format!(
+            "| {} | {} | {:.2e} | {:.1}% | {:.2} | {:.0} |\n",
+            r.name,
+            r.lr,
+            last,
+            100.0 * r.test_accuracy,
+            r.seconds,
+            r.steps as f64 / r.seconds.max(1e-9)
+        ));
+    }
+    out
+}
+
+/// Draws every run's training loss per epoch (log scale) to `out`, as PNG
+/// or SVG by its extension.
+pub fn draw(runs: &[Run], title: &str, out: &Path) -> Result<(), String> {
+    let size = (1100, 700);
+    if out.extension().is_some_and(|e| e == "svg") {
+        plot(
+            SVGBackend::new(out, size).into_drawing_area(),
+            runs,
+            title,
+            out,
+        )
+    } else {
+        plot(
+            BitMapBackend::new(out, size).into_drawing_area(),
+            runs,
+            title,
+            out,
+        )
+    }
+}
+
+fn plot<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    runs: &[Run],
+    title: &str,
+    out: &Path,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", out.display());
+    let finite = || {
+        runs.iter()
+            .flat_map(|r| r.losses.iter().copied())
+            .filter(|v| v.is_finite() && *v > 0.0)
+    };
+    let lo = finite().fold(f64::INFINITY, f64::min).max(1e-5);
+    let hi = finite().fold(f64::NEG_INFINITY, f64::max).max(lo * 10.0);
+    let epochs = runs
+        .iter()
+        .map(|r| r.losses.len())
+        .max()
+        .unwrap_or(1)
+        .saturating_sub(1)
+        .max(1);
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..epochs as f64, (lo * 0.8..hi * 1.25).log_scale())
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .y_desc("training loss (cross-entropy)")
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (k, run) in runs.iter().enumerate() {
+        let color = Palette99::pick(k).to_rgba();
+        let points = run
+            .losses
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite() && **v > 0.0)
+            .map(|(i, &v)| (i as f64, v));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(format!("{} ({:.1}%)", run.name, 100.0 * run.test_accuracy))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
