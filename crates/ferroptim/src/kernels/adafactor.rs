@@ -11,8 +11,10 @@
 use super::{check_len, lerp};
 use crate::error::Result;
 use crate::tensor::Element;
+use multiversion::multiversion;
 
 /// `Σ xᵢ²`, in `f64`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn sum_sq<T: Element>(x: &[T]) -> f64 {
     x.iter().map(|&v| v.to_f64() * v.to_f64()).sum()
 }
@@ -57,6 +59,7 @@ pub struct AdafactorScalars<T> {
 }
 
 /// Updates the running averages of `g²` from `grad` (torch's `lerp_`s).
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn second_moment<T: Element>(
     grad: &[T],
     moment: &mut SecondMoment<'_, T>,
@@ -155,6 +158,7 @@ fn for_each_update<T: Element>(
 }
 
 /// `Σ uᵢ²` of the update, in `f64`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn update_sum_sq<T: Element>(
     grad: &[T],
     moment: &SecondMoment<'_, T>,
@@ -166,6 +170,7 @@ pub fn update_sum_sq<T: Element>(
 }
 
 /// `θ ← θ·decay` (when weight decay is on), then `θ ← θ + step·u`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn apply<T: Element>(
     param: &mut [T],
     grad: &[T],

@@ -3,6 +3,7 @@
 use super::{adam_inputs, adam_moments, check_len};
 use crate::error::Result;
 use crate::tensor::Element;
+use multiversion::multiversion;
 
 /// The scalars of one NAdam step, rounded to the parameter's dtype.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +32,7 @@ pub struct NadamScalars<T> {
 
 /// One NAdam step, in torch's order: Adam's moment updates, then
 /// `d = √(v/(1−β₂ᵗ)) + ε` and two `addcdiv`s (not fused), `g/d` then `m/d`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn nadam<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -85,6 +87,7 @@ pub struct RadamScalars<T> {
 /// then `θ ← θ − ((m̂·lr)·((1/(√v + ε))·√(1−β₂ᵗ)))·r_t` when rectified
 /// (`bc2**0.5 / denom` is a reciprocal times a scalar in torch) and
 /// `θ ← θ − m̂·lr` otherwise.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn radam<T: Element>(
     param: &mut [T],
     grad: &[T],

@@ -4,6 +4,7 @@
 use super::{check_len, signed_decayed};
 use crate::error::Result;
 use crate::tensor::Element;
+use multiversion::multiversion;
 
 /// The scalars of one ASGD step, rounded to the parameter's dtype.
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +24,7 @@ pub struct AsgdScalars<T> {
 /// One ASGD step: `θ ← (1 − λη)·θ − η·g`, then `ā ← ā + μ·(θ − ā)`
 /// (`ā ← θ` when `μ = 1`), in torch's order: `param.mul_(1 − λη)`,
 /// `param.add_(grad, alpha=−η)` (a fused multiply-add), `ax.add_(param.sub(ax).mul_(mu))`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn asgd<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -89,6 +91,7 @@ fn sign<T: Element>(x: T) -> T {
 /// multiplied by `η⁺` (s > 0), `η⁻` (s < 0) or 1 and clamped; where the sign
 /// flipped the gradient is taken as 0 (no move, and no flip next time);
 /// `θ ← θ − sign(g)·step_size`; `g_prev ← g`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn rprop<T: Element>(
     param: &mut [T],
     grad: &[T],

@@ -10,6 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::tensor::Element;
+use multiversion::multiversion;
 
 pub mod adafactor;
 mod adam_family;
@@ -146,6 +147,7 @@ pub struct SgdScalars<T> {
 }
 
 /// SGD without momentum: `p ← p − lr·(±g + λ·p)`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn sgd<T: Element>(param: &mut [T], grad: &[T], h: &SgdScalars<T>) -> Result<()> {
     check_len("sgd", "grad", param.len(), grad.len())?;
     for (p, &g) in param.iter_mut().zip(grad) {
@@ -157,6 +159,7 @@ pub fn sgd<T: Element>(param: &mut [T], grad: &[T], h: &SgdScalars<T>) -> Result
 
 /// SGD with momentum: `b ← μ·b + (1−τ)·g` (or `b ← g` on the buffer's first
 /// step), then `p ← p − lr·(g + μ·b)` with Nesterov, `p ← p − lr·b` without.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn sgd_momentum<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -209,6 +212,7 @@ pub struct AdamScalars<T> {
 /// One Adam step:
 /// `m ← lerp(m, g, 1−β₁)`, `v ← β₂·v + (1−β₂)·g²`, `v̂ ← max(v̂, v)` (AMSGrad),
 /// `p ← p − (lr/(1−β₁ᵗ))·m / (√v / √(1−β₂ᵗ) + ε)`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn adam<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -269,6 +273,7 @@ impl<T: Element> AdaptiveScalars<T> {
 
 /// One Adamax step: `m ← lerp(m, g, 1−β₁)`, `u ← max(β₂·u, |g| + ε)`,
 /// `θ ← θ − (lr/(1−β₁ᵗ))·m/u` (`h.neg_lr` is `−lr/(1−β₁ᵗ)`).
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn adamax<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -297,6 +302,7 @@ pub fn adamax<T: Element>(
 
 /// One Adadelta step: `v ← ρ·v + (1−ρ)·g²`, `Δ ← √(a + ε)/√(v + ε)·g`,
 /// `a ← ρ·a + (1−ρ)·Δ²`, `θ ← θ − lr·Δ`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn adadelta<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -326,6 +332,7 @@ pub fn adadelta<T: Element>(
 
 /// One dense Adagrad step: `s ← s + g²`, `θ ← θ − clr·g/(√s + ε)` with
 /// `clr = lr/(1 + (t−1)·lr_decay)` (`h.neg_lr` is `−clr`).
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn adagrad<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -353,6 +360,7 @@ pub struct RmspropBuffers<'a, T> {
 /// One RMSprop step: `v ← α·v + (1−α)·g²`; centered: `ḡ ← lerp(ḡ, g, 1−α)`,
 /// `d ← √(v − ḡ²) + ε`, else `d ← √v + ε`; with momentum `b ← μ·b + g/d`,
 /// `θ ← θ − lr·b`, else `θ ← θ − lr·g/d`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn rmsprop<T: Element>(
     param: &mut [T],
     grad: &[T],
