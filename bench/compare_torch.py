@@ -6,7 +6,7 @@
 
 Times torch 2.15's step in its default (for-loop), foreach and fused (where
 torch has a fused CPU kernel) forms at 1 and 2 threads, and `ferroptim bench
---json` (single-threaded for now), on 1 x 10M, 1000 x 10k and 100k x 100
+--json` (at the same thread counts, via ferroptim::set_num_threads), on 1 x 10M, 1000 x 10k and 100k x 100
 parameters; prints a markdown table of medians and the ratio of ferroptim
 to torch's fastest form. Not run by CI (it needs torch).
 """
@@ -73,21 +73,21 @@ def main() -> None:
     exe = ROOT / "target" / "release" / "ferroptim"
     lines = subprocess.run([str(exe), "bench", "--json", "--reps", str(args.reps)],
                            check=True, capture_output=True, text=True).stdout.splitlines()
-    ours = {(r["optimizer"], r["count"], r["numel"]): r for r in map(json.loads, lines)}
+    ours = {(r["optimizer"], r["count"], r["numel"], r["threads"]): r for r in map(json.loads, lines)}
     out = [f"# ferroptim vs torch {torch.__version__}, f32, {datetime.date.today()}",
            "",
            f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads available, "
            f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}. Medians of {args.reps} steps "
-           "after a warm-up; ferroptim runs single-threaded (no threading yet). `floor` is ferroptim's "
-           "trivial kernel moving the same bytes, measured in the same run.",
+           "after a warm-up; ferroptim runs on the same number of threads as torch. `floor` is "
+           "ferroptim's trivial kernel moving the same bytes on as many threads, measured in the same run.",
            "",
-           "| optimizer | size | torch threads | torch default ms | foreach ms | fused ms | ferroptim ms | "
+           "| optimizer | size | threads | torch default ms | foreach ms | fused ms | ferroptim ms | "
            "floor ms | ferroptim / torch fastest |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for count, numel in SIZES:
         for name in OPTIMIZERS:
-            r = ours.get((name, count, numel))
             for threads in (1, 2):
+                r = ours.get((name, count, numel, threads))
                 torch.set_num_threads(threads)
                 modes = {m: torch_ms(name, count, numel, m, args.reps) for m in ("default", "foreach", "fused")}
                 best = min(v for v in modes.values() if v is not None)

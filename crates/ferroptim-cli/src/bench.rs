@@ -79,7 +79,14 @@ fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
 /// The floor: a pass that reads `reads` arrays and writes `writes` of them,
 /// element by element, over every tensor of `size` — the bytes a step must
 /// move, with no arithmetic to speak of (zipped slices, so it vectorises).
-pub fn floor_secs(size: Size, (reads, writes): (usize, usize), reps: usize) -> f64 {
+/// With `threads > 1` the tensors, and large tensors' halves, are spread
+/// over that many threads, as a step's are.
+pub fn floor_secs(
+    size: Size,
+    (reads, writes): (usize, usize),
+    reps: usize,
+    threads: usize,
+) -> Result<f64, String> {
     let mut tensors: Vec<Vec<Vec<f32>>> = (0..size.count)
         .map(|_| {
             (0..reads)
@@ -87,44 +94,70 @@ pub fn floor_secs(size: Size, (reads, writes): (usize, usize), reps: usize) -> f
                 .collect()
         })
         .collect();
-    median_secs(reps, || {
-        for arrays in &mut tensors {
-            match (arrays.as_mut_slice(), writes) {
-                // SGD-momentum-like: read p, g, b; write p, b.
-                ([p, b, g], 2) => {
-                    for ((p, b), g) in p.iter_mut().zip(b.iter_mut()).zip(g.iter()) {
-                        *b = *b * 0.5 + *g;
-                        *p -= *b;
-                    }
-                }
-                // Adam-like: read p, m, v, g; write p, m, v.
-                ([p, m, v, g], 3) => {
-                    for (((p, m), v), g) in p
-                        .iter_mut()
-                        .zip(m.iter_mut())
-                        .zip(v.iter_mut())
-                        .zip(g.iter())
-                    {
-                        *m = *m * 0.5 + *g;
-                        *v = *v * 0.5 + *g;
-                        *p -= *m - *v;
-                    }
-                }
-                (arrays, _) => {
-                    // Any other mix: sum the read arrays into the written ones.
-                    let (written, read) = arrays.split_at_mut(writes);
-                    for w in written.iter_mut() {
-                        for r in read.iter() {
-                            for (w, r) in w.iter_mut().zip(r.iter()) {
-                                *w += *r;
-                            }
-                        }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let chunk = size.numel.div_ceil(threads).max(ferroptim::MIN_CHUNK);
+    Ok(median_secs(reps, || {
+        pool.install(|| {
+            use rayon::prelude::*;
+            tensors.par_iter_mut().for_each(|arrays| {
+                let slices = arrays.iter_mut().map(Vec::as_mut_slice).collect();
+                floor_split(slices, writes, chunk);
+            })
+        });
+        black_box(&tensors);
+    }))
+}
+
+/// The floor's pass over `arrays`, cut in halves across threads down to `chunk`.
+fn floor_split(mut arrays: Vec<&mut [f32]>, writes: usize, chunk: usize) {
+    let n = arrays.first().map_or(0, |a| a.len());
+    if n <= chunk || rayon::current_num_threads() == 1 {
+        return floor_pass(&mut arrays, writes);
+    }
+    let (left, right): (Vec<_>, Vec<_>) = arrays.into_iter().map(|a| a.split_at_mut(n / 2)).unzip();
+    rayon::join(
+        || floor_split(left, writes, chunk),
+        || floor_split(right, writes, chunk),
+    );
+}
+
+fn floor_pass(arrays: &mut [&mut [f32]], writes: usize) {
+    match (arrays, writes) {
+        // SGD-momentum-like: read p, g, b; write p, b.
+        ([p, b, g], 2) => {
+            for ((p, b), g) in p.iter_mut().zip(b.iter_mut()).zip(g.iter()) {
+                *b = *b * 0.5 + *g;
+                *p -= *b;
+            }
+        }
+        // Adam-like: read p, m, v, g; write p, m, v.
+        ([p, m, v, g], 3) => {
+            for (((p, m), v), g) in p
+                .iter_mut()
+                .zip(m.iter_mut())
+                .zip(v.iter_mut())
+                .zip(g.iter())
+            {
+                *m = *m * 0.5 + *g;
+                *v = *v * 0.5 + *g;
+                *p -= *m - *v;
+            }
+        }
+        (arrays, _) => {
+            // Any other mix: sum the read arrays into the written ones.
+            let (written, read) = arrays.split_at_mut(writes);
+            for w in written.iter_mut() {
+                for r in read.iter() {
+                    for (w, r) in w.iter_mut().zip(r.iter()) {
+                        *w += *r;
                     }
                 }
             }
         }
-        black_box(&tensors);
-    })
+    }
 }
 
 /// Median seconds per `step()` of optimizer `name` on `size` (f32).
@@ -167,13 +200,15 @@ pub struct Row {
     pub floor_ms: Option<f64>,
 }
 
-/// Benchmarks `names` on `sizes`, each with its floor, `reps` repetitions.
+/// Benchmarks `names` on `sizes`, each with its floor, `reps` repetitions,
+/// with the step and the floor on `threads` threads.
 pub fn run(
     names: &[String],
     sizes: &[Size],
     reps: usize,
     threads: usize,
 ) -> Result<Vec<Row>, String> {
+    ferroptim::set_num_threads(threads).map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     for &size in sizes {
         for name in names {
@@ -183,7 +218,9 @@ pub fn run(
             let secs = step_secs(name, size, reps)?;
             let arrays = workload(name).1;
             let bytes = arrays.map(|(r, w)| ((r + w) * 4 * size.count * size.numel) as f64);
-            let floor = arrays.map(|a| floor_secs(size, a, reps));
+            let floor = arrays
+                .map(|a| floor_secs(size, a, reps, threads))
+                .transpose()?;
             rows.push(Row {
                 optimizer: name.clone(),
                 size,

@@ -86,10 +86,19 @@ enum Command {
         /// Print JSON lines instead of the table (for bench/compare_torch.py).
         #[arg(long)]
         json: bool,
+        /// Comma-separated thread counts to measure (ferroptim::set_num_threads).
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
+        threads: Vec<usize>,
     },
 }
 
-fn bench(names: &[String], reps: usize, shrink: usize, json: bool) -> Result<(), String> {
+fn bench(
+    names: &[String],
+    reps: usize,
+    shrink: usize,
+    json: bool,
+    threads: &[usize],
+) -> Result<(), String> {
     let mut names = chosen(names)?;
     if names.len() == ferroptim::optim::NAMES.len() {
         // Muon's Newton–Schulz is a scalar O(n³) loop for now: seconds per step at these sizes.
@@ -105,7 +114,10 @@ fn bench(names: &[String], reps: usize, shrink: usize, json: bool) -> Result<(),
             numel: (s.numel / shrink).max(1),
         })
         .collect();
-    let rows = bench::run(&names, &sizes, reps, 1)?;
+    let mut rows = Vec::new();
+    for &t in threads {
+        rows.extend(bench::run(&names, &sizes, reps, t)?);
+    }
     if json {
         for r in &rows {
             let line = serde_json::json!({
@@ -299,7 +311,8 @@ fn main() -> ExitCode {
             reps,
             shrink,
             json,
-        } => bench(optimizers, *reps, *shrink, *json),
+            threads,
+        } => bench(optimizers, *reps, *shrink, *json, threads),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -71,6 +71,8 @@ fn bench_prints_a_table_with_the_floor() {
             "1",
             "--optimizers",
             "adam,sgd,muon",
+            "--threads",
+            "1,2",
         ])
         .output()
         .unwrap();
@@ -84,9 +86,10 @@ fn bench_prints_a_table_with_the_floor() {
         stdout.starts_with("| optimizer | size | threads | median ms/step"),
         "{stdout}"
     );
-    // Three sizes each; Adam and SGD have a floor, Muon (not element-wise) none.
-    assert_eq!(stdout.matches("\n| adam | ").count(), 3, "{stdout}");
-    assert_eq!(stdout.matches("\n| muon | ").count(), 3, "{stdout}");
+    // Three sizes at two thread counts each; Adam and SGD have a floor, Muon (not element-wise) none.
+    assert_eq!(stdout.matches("\n| adam | ").count(), 6, "{stdout}");
+    assert_eq!(stdout.matches("\n| muon | ").count(), 6, "{stdout}");
+    assert_eq!(stdout.matches(" | 2 | ").count(), 9, "{stdout}");
     let adam = stdout
         .lines()
         .find(|l| l.starts_with("| adam | 1 x 1k"))

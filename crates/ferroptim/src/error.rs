@@ -276,6 +276,13 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// [`set_num_threads`](crate::set_num_threads) was given an unusable count.
+    #[error("invalid thread count: {reason}")]
+    InvalidThreadCount {
+        /// What was wrong.
+        reason: String,
+    },
+
     /// The closure passed to `step_with_closure` failed.
     #[error("closure failed: {0}")]
     Closure(#[source] Box<dyn std::error::Error + Send + Sync>),

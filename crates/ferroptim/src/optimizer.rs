@@ -337,28 +337,27 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
 
     fn step(&mut self) -> Result<()> {
         self.check_grads()?;
-        let mut index = 0;
+        let pool = crate::parallel::pool();
+        let mut first = 0;
         for group in &mut self.param_groups {
             let options = &group.options;
-            for (p, slot) in group.params.iter().zip(group.state.iter_mut()) {
-                p.update_in_place(index, &mut |shape, data| {
-                    let meta = ParamMeta::new(shape, data.dtype());
-                    let state = slot.get_or_insert_with(|| options.init_state(&meta));
-                    match data {
-                        SlotData::F32(v, GradRef::Dense(g)) => options.update(v, g, shape, state),
-                        SlotData::F64(v, GradRef::Dense(g)) => options.update(v, g, shape, state),
-                        SlotData::F32(v, GradRef::Sparse(g)) => {
-                            let (rows, values) = g.coalesced::<f32>()?;
-                            options.update_sparse(v, shape, &rows, &values, state)
-                        }
-                        SlotData::F64(v, GradRef::Sparse(g)) => {
-                            let (rows, values) = g.coalesced::<f64>()?;
-                            options.update_sparse(v, shape, &rows, &values, state)
-                        }
+            let pairs = group.params.iter().zip(group.state.iter_mut());
+            match &pool {
+                // Parameters are independent: spread them over the threads.
+                Some(pool) if group.params.len() > 1 => pool.install(|| {
+                    use rayon::prelude::*;
+                    let pairs = group.params.par_iter().zip(group.state.par_iter_mut());
+                    pairs
+                        .enumerate()
+                        .try_for_each(|(i, (p, slot))| update_one(options, first + i, p, slot))
+                })?,
+                _ => {
+                    for (i, (p, slot)) in pairs.enumerate() {
+                        update_one(options, first + i, p, slot)?;
                     }
-                })?;
-                index += 1;
+                }
             }
+            first += group.params.len();
         }
         Ok(())
     }
@@ -496,6 +495,32 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
         g.options.set_lr(lr);
         Ok(())
     }
+}
+
+/// One update of parameter `index` (state_dict numbering), creating its
+/// state on its first step.
+fn update_one<A: Algorithm, P: ParamSlot>(
+    options: &A,
+    index: usize,
+    p: &P,
+    slot: &mut Option<A::State>,
+) -> Result<()> {
+    p.update_in_place(index, &mut |shape, data| {
+        let meta = ParamMeta::new(shape, data.dtype());
+        let state = slot.get_or_insert_with(|| options.init_state(&meta));
+        match data {
+            SlotData::F32(v, GradRef::Dense(g)) => options.update(v, g, shape, state),
+            SlotData::F64(v, GradRef::Dense(g)) => options.update(v, g, shape, state),
+            SlotData::F32(v, GradRef::Sparse(g)) => {
+                let (rows, values) = g.coalesced::<f32>()?;
+                options.update_sparse(v, shape, &rows, &values, state)
+            }
+            SlotData::F64(v, GradRef::Sparse(g)) => {
+                let (rows, values) = g.coalesced::<f64>()?;
+                options.update_sparse(v, shape, &rows, &values, state)
+            }
+        }
+    })
 }
 
 /// Refuses, as a group's extra key, a name that is one of `A`'s

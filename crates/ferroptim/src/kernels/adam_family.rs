@@ -2,6 +2,7 @@
 
 use super::{adam_inputs, adam_moments, check_len};
 use crate::error::Result;
+use crate::parallel::for_chunks;
 use crate::tensor::Element;
 use multiversion::multiversion;
 
@@ -32,7 +33,6 @@ pub struct NadamScalars<T> {
 
 /// One NAdam step, in torch's order: Adam's moment updates, then
 /// `d = √(v/(1−β₂ᵗ)) + ε` and two `addcdiv`s (not fused), `g/d` then `m/d`.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn nadam<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -43,6 +43,21 @@ pub fn nadam<T: Element>(
     check_len("nadam", "grad", param.len(), grad.len())?;
     check_len("nadam", "exp_avg", param.len(), exp_avg.len())?;
     check_len("nadam", "exp_avg_sq", param.len(), exp_avg_sq.len())?;
+    for_chunks(
+        (param, grad, exp_avg, exp_avg_sq),
+        |(param, grad, exp_avg, exp_avg_sq)| nadam_serial(param, grad, exp_avg, exp_avg_sq, h),
+    );
+    Ok(())
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn nadam_serial<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    exp_avg: &mut [T],
+    exp_avg_sq: &mut [T],
+    h: &NadamScalars<T>,
+) {
     for (((p, &g), m), v) in param
         .iter_mut()
         .zip(grad)
@@ -55,7 +70,6 @@ pub fn nadam<T: Element>(
         let x = x + (h.grad_coef * g) / denom;
         *p = x + (h.exp_avg_coef * *m) / denom;
     }
-    Ok(())
 }
 
 /// The scalars of one RAdam step, rounded to the parameter's dtype.
@@ -87,7 +101,6 @@ pub struct RadamScalars<T> {
 /// then `θ ← θ − ((m̂·lr)·((1/(√v + ε))·√(1−β₂ᵗ)))·r_t` when rectified
 /// (`bc2**0.5 / denom` is a reciprocal times a scalar in torch) and
 /// `θ ← θ − m̂·lr` otherwise.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn radam<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -98,6 +111,21 @@ pub fn radam<T: Element>(
     check_len("radam", "grad", param.len(), grad.len())?;
     check_len("radam", "exp_avg", param.len(), exp_avg.len())?;
     check_len("radam", "exp_avg_sq", param.len(), exp_avg_sq.len())?;
+    for_chunks(
+        (param, grad, exp_avg, exp_avg_sq),
+        |(param, grad, exp_avg, exp_avg_sq)| radam_serial(param, grad, exp_avg, exp_avg_sq, h),
+    );
+    Ok(())
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn radam_serial<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    exp_avg: &mut [T],
+    exp_avg_sq: &mut [T],
+    h: &RadamScalars<T>,
+) {
     for (((p, &g), m), v) in param
         .iter_mut()
         .zip(grad)
@@ -115,5 +143,4 @@ pub fn radam<T: Element>(
             None => x - corrected,
         };
     }
-    Ok(())
 }

@@ -3,6 +3,7 @@
 
 use super::{check_len, signed_decayed};
 use crate::error::Result;
+use crate::parallel::for_chunks;
 use crate::tensor::Element;
 use multiversion::multiversion;
 
@@ -24,7 +25,6 @@ pub struct AsgdScalars<T> {
 /// One ASGD step: `θ ← (1 − λη)·θ − η·g`, then `ā ← ā + μ·(θ − ā)`
 /// (`ā ← θ` when `μ = 1`), in torch's order: `param.mul_(1 − λη)`,
 /// `param.add_(grad, alpha=−η)` (a fused multiply-add), `ax.add_(param.sub(ax).mul_(mu))`.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn asgd<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -33,6 +33,14 @@ pub fn asgd<T: Element>(
 ) -> Result<()> {
     check_len("asgd", "grad", param.len(), grad.len())?;
     check_len("asgd", "ax", param.len(), ax.len())?;
+    for_chunks((param, grad, ax), |(param, grad, ax)| {
+        asgd_serial(param, grad, ax, h)
+    });
+    Ok(())
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn asgd_serial<T: Element>(param: &mut [T], grad: &[T], ax: &mut [T], h: &AsgdScalars<T>) {
     for ((p, &g), a) in param.iter_mut().zip(grad).zip(ax.iter_mut()) {
         let g = signed_decayed(g, *p, h.maximize, h.weight_decay);
         *p = g.mul_add(h.neg_eta, *p * h.decay);
@@ -41,7 +49,6 @@ pub fn asgd<T: Element>(
             None => *p,
         };
     }
-    Ok(())
 }
 
 /// The scalars of one Rprop step, rounded to the parameter's dtype.
@@ -91,7 +98,6 @@ fn sign<T: Element>(x: T) -> T {
 /// multiplied by `η⁺` (s > 0), `η⁻` (s < 0) or 1 and clamped; where the sign
 /// flipped the gradient is taken as 0 (no move, and no flip next time);
 /// `θ ← θ − sign(g)·step_size`; `g_prev ← g`.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn rprop<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -102,6 +108,21 @@ pub fn rprop<T: Element>(
     check_len("rprop", "grad", param.len(), grad.len())?;
     check_len("rprop", "prev", param.len(), prev.len())?;
     check_len("rprop", "step_size", param.len(), step_size.len())?;
+    for_chunks(
+        (param, grad, prev, step_size),
+        |(param, grad, prev, step_size)| rprop_serial(param, grad, prev, step_size, h),
+    );
+    Ok(())
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn rprop_serial<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    prev: &mut [T],
+    step_size: &mut [T],
+    h: &RpropScalars<T>,
+) {
     for (((p, &g), gp), ss) in param
         .iter_mut()
         .zip(grad)
@@ -125,7 +146,6 @@ pub fn rprop<T: Element>(
         *p = (-sign(g)).mul_add(*ss, *p);
         *gp = g;
     }
-    Ok(())
 }
 
 #[cfg(test)]

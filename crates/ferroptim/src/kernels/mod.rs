@@ -9,6 +9,7 @@
 //! multiply-adds there, `addcdiv` is not), so results agree to the bit.
 
 use crate::error::{Error, Result};
+use crate::parallel::for_chunks;
 use crate::tensor::Element;
 use multiversion::multiversion;
 
@@ -147,19 +148,22 @@ pub struct SgdScalars<T> {
 }
 
 /// SGD without momentum: `p ← p − lr·(±g + λ·p)`.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn sgd<T: Element>(param: &mut [T], grad: &[T], h: &SgdScalars<T>) -> Result<()> {
     check_len("sgd", "grad", param.len(), grad.len())?;
+    for_chunks((param, grad), |(param, grad)| sgd_serial(param, grad, h));
+    Ok(())
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn sgd_serial<T: Element>(param: &mut [T], grad: &[T], h: &SgdScalars<T>) {
     for (p, &g) in param.iter_mut().zip(grad) {
         let d = signed_decayed(g, *p, h.maximize, h.weight_decay);
         *p = d.mul_add(h.neg_lr, *p);
     }
-    Ok(())
 }
 
 /// SGD with momentum: `b ← μ·b + (1−τ)·g` (or `b ← g` on the buffer's first
 /// step), then `p ← p − lr·(g + μ·b)` with Nesterov, `p ← p − lr·b` without.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn sgd_momentum<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -169,6 +173,20 @@ pub fn sgd_momentum<T: Element>(
 ) -> Result<()> {
     check_len("sgd_momentum", "grad", param.len(), grad.len())?;
     check_len("sgd_momentum", "momentum_buffer", param.len(), buf.len())?;
+    for_chunks((param, grad, buf), |(param, grad, buf)| {
+        sgd_momentum_serial(param, grad, buf, first, h)
+    });
+    Ok(())
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn sgd_momentum_serial<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    buf: &mut [T],
+    first: bool,
+    h: &SgdScalars<T>,
+) {
     for ((p, &g), b) in param.iter_mut().zip(grad).zip(buf.iter_mut()) {
         let d = signed_decayed(g, *p, h.maximize, h.weight_decay);
         *b = if first {
@@ -183,7 +201,6 @@ pub fn sgd_momentum<T: Element>(
         };
         *p = d.mul_add(h.neg_lr, *p);
     }
-    Ok(())
 }
 
 /// The scalars of one Adam step, rounded to the parameter's dtype.
@@ -212,13 +229,12 @@ pub struct AdamScalars<T> {
 /// One Adam step:
 /// `m ← lerp(m, g, 1−β₁)`, `v ← β₂·v + (1−β₂)·g²`, `v̂ ← max(v̂, v)` (AMSGrad),
 /// `p ← p − (lr/(1−β₁ᵗ))·m / (√v / √(1−β₂ᵗ) + ε)`.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn adam<T: Element>(
     param: &mut [T],
     grad: &[T],
     exp_avg: &mut [T],
     exp_avg_sq: &mut [T],
-    mut max_exp_avg_sq: Option<&mut [T]>,
+    max_exp_avg_sq: Option<&mut [T]>,
     h: &AdamScalars<T>,
 ) -> Result<()> {
     let n = param.len();
@@ -228,6 +244,25 @@ pub fn adam<T: Element>(
     if let Some(max) = &max_exp_avg_sq {
         check_len("adam", "max_exp_avg_sq", n, max.len())?;
     }
+    for_chunks(
+        (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+        |(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)| {
+            adam_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, h)
+        },
+    );
+    Ok(())
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn adam_serial<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    exp_avg: &mut [T],
+    exp_avg_sq: &mut [T],
+    mut max_exp_avg_sq: Option<&mut [T]>,
+    h: &AdamScalars<T>,
+) {
+    let n = param.len();
     let betas = (h.one_minus_beta1, h.beta2, h.one_minus_beta2);
     for i in 0..n {
         let (p, g) = adam_inputs(param[i], grad[i], h.decay, h.weight_decay, h.maximize);
@@ -243,7 +278,6 @@ pub fn adam<T: Element>(
         let denom = v.sqrt() / h.bias_correction2_sqrt + h.eps;
         param[i] = p + (h.neg_step_size * m) / denom;
     }
-    Ok(())
 }
 
 /// The scalars shared by the adaptive kernels below, rounded to the parameter's dtype.
@@ -273,7 +307,6 @@ impl<T: Element> AdaptiveScalars<T> {
 
 /// One Adamax step: `m ← lerp(m, g, 1−β₁)`, `u ← max(β₂·u, |g| + ε)`,
 /// `θ ← θ − (lr/(1−β₁ᵗ))·m/u` (`h.neg_lr` is `−lr/(1−β₁ᵗ)`).
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn adamax<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -286,6 +319,25 @@ pub fn adamax<T: Element>(
     check_len("adamax", "grad", param.len(), grad.len())?;
     check_len("adamax", "exp_avg", param.len(), exp_avg.len())?;
     check_len("adamax", "exp_inf", param.len(), exp_inf.len())?;
+    for_chunks(
+        (param, grad, exp_avg, exp_inf),
+        |(param, grad, exp_avg, exp_inf)| {
+            adamax_serial(param, grad, exp_avg, exp_inf, one_minus_beta1, beta2, h)
+        },
+    );
+    Ok(())
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn adamax_serial<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    exp_avg: &mut [T],
+    exp_inf: &mut [T],
+    one_minus_beta1: T,
+    beta2: T,
+    h: &AdaptiveScalars<T>,
+) {
     for (((p, &g), m), u) in param
         .iter_mut()
         .zip(grad)
@@ -297,12 +349,10 @@ pub fn adamax<T: Element>(
         *u = (*u * beta2).nan_max(g.abs() + h.eps);
         *p = *p + (h.neg_lr * *m) / *u;
     }
-    Ok(())
 }
 
 /// One Adadelta step: `v ← ρ·v + (1−ρ)·g²`, `Δ ← √(a + ε)/√(v + ε)·g`,
 /// `a ← ρ·a + (1−ρ)·Δ²`, `θ ← θ − lr·Δ`.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn adadelta<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -314,6 +364,24 @@ pub fn adadelta<T: Element>(
     check_len("adadelta", "grad", param.len(), grad.len())?;
     check_len("adadelta", "square_avg", param.len(), square_avg.len())?;
     check_len("adadelta", "acc_delta", param.len(), acc_delta.len())?;
+    for_chunks(
+        (param, grad, square_avg, acc_delta),
+        |(param, grad, square_avg, acc_delta)| {
+            adadelta_serial(param, grad, square_avg, acc_delta, (rho, one_minus_rho), h)
+        },
+    );
+    Ok(())
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn adadelta_serial<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    square_avg: &mut [T],
+    acc_delta: &mut [T],
+    (rho, one_minus_rho): (T, T),
+    h: &AdaptiveScalars<T>,
+) {
     for (((p, &g), v), a) in param
         .iter_mut()
         .zip(grad)
@@ -327,12 +395,10 @@ pub fn adadelta<T: Element>(
         *a = (one_minus_rho * delta).mul_add(delta, *a * rho);
         *p = delta.mul_add(h.neg_lr, *p);
     }
-    Ok(())
 }
 
 /// One dense Adagrad step: `s ← s + g²`, `θ ← θ − clr·g/(√s + ε)` with
 /// `clr = lr/(1 + (t−1)·lr_decay)` (`h.neg_lr` is `−clr`).
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn adagrad<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -341,12 +407,19 @@ pub fn adagrad<T: Element>(
 ) -> Result<()> {
     check_len("adagrad", "grad", param.len(), grad.len())?;
     check_len("adagrad", "sum", param.len(), sum.len())?;
+    for_chunks((param, grad, sum), |(param, grad, sum)| {
+        adagrad_serial(param, grad, sum, h)
+    });
+    Ok(())
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn adagrad_serial<T: Element>(param: &mut [T], grad: &[T], sum: &mut [T], h: &AdaptiveScalars<T>) {
     for ((p, &g), s) in param.iter_mut().zip(grad).zip(sum.iter_mut()) {
         let g = signed_decayed(g, *p, h.maximize, h.weight_decay);
         *s = g.mul_add(g, *s);
         *p = *p + (h.neg_lr * g) / (s.sqrt() + h.eps);
     }
-    Ok(())
 }
 
 /// The optional buffers of RMSprop.
@@ -360,13 +433,12 @@ pub struct RmspropBuffers<'a, T> {
 /// One RMSprop step: `v ← α·v + (1−α)·g²`; centered: `ḡ ← lerp(ḡ, g, 1−α)`,
 /// `d ← √(v − ḡ²) + ε`, else `d ← √v + ε`; with momentum `b ← μ·b + g/d`,
 /// `θ ← θ − lr·b`, else `θ ← θ − lr·g/d`.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn rmsprop<T: Element>(
     param: &mut [T],
     grad: &[T],
     square_avg: &mut [T],
     (alpha, one_minus_alpha): (T, T),
-    mut buffers: RmspropBuffers<'_, T>,
+    buffers: RmspropBuffers<'_, T>,
     h: &AdaptiveScalars<T>,
 ) -> Result<()> {
     let n = param.len();
@@ -378,6 +450,41 @@ pub fn rmsprop<T: Element>(
     if let Some((buf, _)) = &buffers.momentum {
         check_len("rmsprop", "momentum_buffer", n, buf.len())?;
     }
+    let (momentum_buffer, momentum) = match buffers.momentum {
+        Some((buf, momentum)) => (Some(buf), Some(momentum)),
+        None => (None, None),
+    };
+    let slices = (param, grad, square_avg, buffers.grad_avg, momentum_buffer);
+    for_chunks(
+        slices,
+        |(param, grad, square_avg, grad_avg, momentum_buffer)| {
+            let buffers = RmspropBuffers {
+                grad_avg,
+                momentum: momentum_buffer.zip(momentum),
+            };
+            rmsprop_serial(
+                param,
+                grad,
+                square_avg,
+                (alpha, one_minus_alpha),
+                buffers,
+                h,
+            )
+        },
+    );
+    Ok(())
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn rmsprop_serial<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    square_avg: &mut [T],
+    (alpha, one_minus_alpha): (T, T),
+    mut buffers: RmspropBuffers<'_, T>,
+    h: &AdaptiveScalars<T>,
+) {
+    let n = param.len();
     for i in 0..n {
         let g = signed_decayed(grad[i], param[i], h.maximize, h.weight_decay);
         let v = (one_minus_alpha * g).mul_add(g, square_avg[i] * alpha);
@@ -397,7 +504,6 @@ pub fn rmsprop<T: Element>(
             None => param[i] + (h.neg_lr * g) / avg,
         };
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,177 @@
+//! Threads: how many a step may use (torch's `set_num_threads`), and the
+//! splitting of one element-wise update across them.
+//!
+//! With one thread (the default) nothing here runs and a step allocates
+//! nothing. With more, a step runs on a rayon pool of that many threads: the
+//! parameters of a step are spread over them, and a large parameter's
+//! element-wise kernel is cut into contiguous chunks of at least
+//! [`MIN_CHUNK`] elements. Each element is computed by the same code either
+//! way, so the numbers do not depend on the thread count.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::error::{Error, Result};
+
+/// The smallest piece of one kernel worth handing to another thread: below
+/// this the hand-off costs more than the memory traffic it shares.
+pub const MIN_CHUNK: usize = 1 << 15;
+
+static POOL: RwLock<Option<Arc<rayon::ThreadPool>>> = RwLock::new(None);
+
+/// Sets the number of threads an optimizer step may use (1: the calling
+/// thread only, the default).
+///
+/// ```
+/// ferroptim::set_num_threads(2)?;
+/// assert_eq!(ferroptim::num_threads(), 2);
+/// ferroptim::set_num_threads(1)?;
+/// assert!(ferroptim::set_num_threads(0).is_err());
+/// # Ok::<(), ferroptim::Error>(())
+/// ```
+pub fn set_num_threads(threads: usize) -> Result<()> {
+    let pool = match threads {
+        0 => {
+            return Err(Error::InvalidThreadCount {
+                reason: "0 threads; expected at least 1".into(),
+            })
+        }
+        1 => None,
+        n => Some(Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .thread_name(|i| format!("ferroptim-{i}"))
+                .build()
+                .map_err(|e| Error::InvalidThreadCount {
+                    reason: format!("{n} threads could not be started: {e}"),
+                })?,
+        )),
+    };
+    *POOL.write().unwrap_or_else(PoisonError::into_inner) = pool;
+    Ok(())
+}
+
+/// The number of threads an optimizer step may use.
+pub fn num_threads() -> usize {
+    pool().map_or(1, |p| p.current_num_threads())
+}
+
+/// The pool, when more than one thread is allowed.
+pub(crate) fn pool() -> Option<Arc<rayon::ThreadPool>> {
+    POOL.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// Several slices (and optional slices) of the same length, cut at the same
+/// place together.
+pub(crate) trait Chunks: Sized + Send {
+    /// The common length.
+    fn len(&self) -> usize;
+    /// The first `mid` elements of each, and the rest.
+    fn split_at(self, mid: usize) -> (Self, Self);
+}
+
+impl<T: Sync> Chunks for &[T] {
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        <[T]>::split_at(self, mid)
+    }
+}
+
+impl<T: Send> Chunks for &mut [T] {
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        <[T]>::split_at_mut(self, mid)
+    }
+}
+
+impl<C: Chunks> Chunks for Option<C> {
+    fn len(&self) -> usize {
+        self.as_ref().map_or(usize::MAX, C::len)
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        match self {
+            Some(c) => {
+                let (a, b) = c.split_at(mid);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        }
+    }
+}
+
+macro_rules! tuple_chunks {
+    ($($name:ident),+) => {
+        impl<$($name: Chunks),+> Chunks for ($($name,)+) {
+            fn len(&self) -> usize {
+                #[allow(non_snake_case)]
+                let ($($name,)+) = self;
+                let mut len = usize::MAX;
+                $(len = len.min($name.len());)+
+                len
+            }
+            fn split_at(self, mid: usize) -> (Self, Self) {
+                #[allow(non_snake_case)]
+                let ($($name,)+) = self;
+                $(#[allow(non_snake_case)] let $name = $name.split_at(mid);)+
+                (($($name.0,)+), ($($name.1,)+))
+            }
+        }
+    };
+}
+
+tuple_chunks!(A, B);
+tuple_chunks!(A, B, C);
+tuple_chunks!(A, B, C, D);
+tuple_chunks!(A, B, C, D, E);
+tuple_chunks!(A, B, C, D, E, F);
+
+/// Runs the element-wise `kernel` over `data` (slices of equal length):
+/// whole on this thread, or cut into chunks across the pool when it has
+/// more than one thread and `data` is long enough to share.
+pub(crate) fn for_chunks<D: Chunks>(data: D, kernel: impl Fn(D) + Sync) {
+    let n = data.len();
+    match pool() {
+        Some(pool) if n >= 2 * MIN_CHUNK => {
+            let chunk = n.div_ceil(pool.current_num_threads()).max(MIN_CHUNK);
+            pool.install(|| split(data, chunk, &kernel));
+        }
+        _ => kernel(data),
+    }
+}
+
+fn split<D: Chunks>(data: D, chunk: usize, kernel: &(impl Fn(D) + Sync)) {
+    let n = data.len();
+    if n <= chunk {
+        kernel(data);
+    } else {
+        // Cut at a multiple of the chunk, so that pieces stay whole chunks.
+        let mid = (n / 2).div_ceil(chunk) * chunk;
+        let (a, b) = data.split_at(mid.min(n));
+        rayon::join(|| split(a, chunk, kernel), || split(b, chunk, kernel));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_every_element_once() {
+        let mut a = vec![0u32; 5 * MIN_CHUNK + 7];
+        let b: Vec<u32> = (0..a.len() as u32).collect();
+        let mut c = vec![0u32; a.len()];
+        set_num_threads(2).unwrap();
+        for_chunks((&mut a[..], &b[..], Some(&mut c[..])), |(a, b, c)| {
+            for ((x, y), z) in a.iter_mut().zip(b).zip(c.unwrap().iter_mut()) {
+                *x += y + 1;
+                *z += 1;
+            }
+        });
+        set_num_threads(1).unwrap();
+        assert!(a.iter().enumerate().all(|(i, &x)| x == i as u32 + 1));
+        assert!(c.iter().all(|&z| z == 1));
+    }
+}

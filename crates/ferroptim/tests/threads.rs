@@ -1,0 +1,46 @@
+//! The thread count changes how a step is split, never its numbers: every
+//! dense optimizer gives the same bits on 1 and on 3 threads, on a
+//! parameter large enough to be cut into chunks and on many small ones.
+
+use ferroptim::{optim, Param, Tensor, MIN_CHUNK};
+
+/// Runs 4 steps of `name` on fresh parameters, with `threads` threads.
+fn run(name: &str, threads: usize) -> Vec<Vec<f32>> {
+    ferroptim::set_num_threads(threads).unwrap();
+    let sizes = [3 * MIN_CHUNK + 5, 7, 130, 1, 64];
+    let params: Vec<Param> = sizes
+        .iter()
+        .map(|&n| {
+            let v = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
+            Param::from_vec(v, &[n]).unwrap()
+        })
+        .collect();
+    let mut opt = optim::build(name, "{}", params.clone()).unwrap();
+    for step in 0..4 {
+        for p in &params {
+            let n = p.numel();
+            let g = (0..n)
+                .map(|i| ((i * 13 + step * 7) % 29) as f32 / 10.0 - 1.4)
+                .collect();
+            p.set_grad(Tensor::from_vec(g, &[n]).unwrap()).unwrap();
+        }
+        opt.step().unwrap();
+    }
+    params.iter().map(|p| p.to_vec::<f32>().unwrap()).collect()
+}
+
+#[test]
+fn threads_change_nothing_but_the_time() {
+    for &name in optim::NAMES {
+        if matches!(name, "lbfgs" | "sparseadam" | "muon") {
+            continue; // closures, sparse gradients, matrices only
+        }
+        let one = run(name, 1);
+        let three = run(name, 3);
+        assert!(one == three, "{name}: 1 and 3 threads differ");
+        assert_eq!(ferroptim::num_threads(), 3);
+    }
+    ferroptim::set_num_threads(1).unwrap();
+}
