@@ -79,8 +79,10 @@ impl ParamSlot for CandleParam {
         self.dtype
     }
 
-    fn same_as(&self, other: &Self) -> bool {
-        self.var.id() == other.var.id()
+    type Key = candle_core::TensorId;
+
+    fn key(&self) -> candle_core::TensorId {
+        self.var.id()
     }
 
     fn grad_kind(&self, index: usize) -> ferroptim::Result<Option<GradKind>> {

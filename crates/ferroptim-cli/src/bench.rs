@@ -100,13 +100,22 @@ pub fn floor_secs(
         .map_err(|e| e.to_string())?;
     let chunk = size.numel.div_ceil(threads).max(ferroptim::MIN_CHUNK);
     Ok(median_secs(reps, || {
-        pool.install(|| {
-            use rayon::prelude::*;
-            tensors.par_iter_mut().for_each(|arrays| {
-                let slices = arrays.iter_mut().map(Vec::as_mut_slice).collect();
-                floor_split(slices, writes, chunk);
-            })
-        });
+        if threads == 1 {
+            // As a one-thread step runs: on the calling thread, no pool.
+            for arrays in &mut tensors {
+                let mut slices: Vec<&mut [f32]> =
+                    arrays.iter_mut().map(Vec::as_mut_slice).collect();
+                floor_pass(&mut slices, writes);
+            }
+        } else {
+            pool.install(|| {
+                use rayon::prelude::*;
+                tensors.par_iter_mut().for_each(|arrays| {
+                    let slices = arrays.iter_mut().map(Vec::as_mut_slice).collect();
+                    floor_split(slices, writes, chunk);
+                })
+            });
+        }
         black_box(&tensors);
     }))
 }

@@ -127,12 +127,14 @@ pub(crate) fn check_no_duplicates<'a, P: ParamSlot>(
     group: &[P],
     mut others: impl Iterator<Item = &'a P>,
 ) -> Result<()> {
+    let mut first_at = std::collections::HashMap::with_capacity(group.len());
     for (i, p) in group.iter().enumerate() {
-        if let Some(first) = group[..i].iter().position(|q| q.same_as(p)) {
+        if let Some(&first) = first_at.get(&p.key()) {
             return Err(Error::DuplicateParamInGroup { first, second: i });
         }
+        first_at.insert(p.key(), i);
     }
-    if others.any(|q| group.iter().any(|p| p.same_as(q))) {
+    if others.any(|q| first_at.contains_key(&q.key())) {
         return Err(Error::DuplicateParamAcrossGroups);
     }
     Ok(())

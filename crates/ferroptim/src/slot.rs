@@ -23,8 +23,14 @@ pub trait ParamSlot: Clone + Debug + Send + Sync + 'static {
     fn shape(&self) -> Vec<usize>;
     /// The dtype.
     fn dtype(&self) -> Dtype;
+    /// What identifies the parameter: equal exactly for clones of the same one.
+    type Key: Copy + Eq + std::hash::Hash;
+    /// The parameter's identity.
+    fn key(&self) -> Self::Key;
     /// Whether `self` and `other` are the same parameter (not merely equal values).
-    fn same_as(&self, other: &Self) -> bool;
+    fn same_as(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
     /// The kind of the current gradient (`None` without one), after checking
     /// that it fits the parameter; `index` (state_dict numbering) names the
     /// parameter in the error.
@@ -113,8 +119,10 @@ impl ParamSlot for Param {
         Param::dtype(self)
     }
 
-    fn same_as(&self, other: &Self) -> bool {
-        Param::same_as(self, other)
+    type Key = usize;
+
+    fn key(&self) -> usize {
+        Param::id(self)
     }
 
     fn grad_kind(&self, index: usize) -> Result<Option<GradKind>> {

@@ -437,7 +437,7 @@ pub fn rmsprop<T: Element>(
     param: &mut [T],
     grad: &[T],
     square_avg: &mut [T],
-    (alpha, one_minus_alpha): (T, T),
+    alphas: (T, T),
     buffers: RmspropBuffers<'_, T>,
     h: &AdaptiveScalars<T>,
 ) -> Result<()> {
@@ -462,14 +462,7 @@ pub fn rmsprop<T: Element>(
                 grad_avg,
                 momentum: momentum_buffer.zip(momentum),
             };
-            rmsprop_serial(
-                param,
-                grad,
-                square_avg,
-                (alpha, one_minus_alpha),
-                buffers,
-                h,
-            )
+            rmsprop_serial(param, grad, square_avg, alphas, buffers, h)
         },
     );
     Ok(())
@@ -480,30 +473,63 @@ fn rmsprop_serial<T: Element>(
     param: &mut [T],
     grad: &[T],
     square_avg: &mut [T],
-    (alpha, one_minus_alpha): (T, T),
-    mut buffers: RmspropBuffers<'_, T>,
+    alphas: (T, T),
+    buffers: RmspropBuffers<'_, T>,
     h: &AdaptiveScalars<T>,
 ) {
-    let n = param.len();
-    for i in 0..n {
-        let g = signed_decayed(grad[i], param[i], h.maximize, h.weight_decay);
-        let v = (one_minus_alpha * g).mul_add(g, square_avg[i] * alpha);
-        square_avg[i] = v;
-        let avg = match buffers.grad_avg.as_deref_mut() {
-            Some(ga) => {
-                ga[i] = lerp(ga[i], g, one_minus_alpha);
-                (-ga[i]).mul_add(ga[i], v).sqrt()
+    // One plain zipped loop per combination of buffers, so that each vectorises.
+    let params = param.iter_mut().zip(grad).zip(square_avg.iter_mut());
+    match (buffers.grad_avg, buffers.momentum) {
+        (None, None) => {
+            for ((p, &g), v) in params {
+                rmsprop_element(p, g, v, None, None, alphas, h);
             }
-            None => v.sqrt(),
-        } + h.eps;
-        param[i] = match &mut buffers.momentum {
-            Some((buf, momentum)) => {
-                buf[i] = buf[i] * *momentum + g / avg;
-                buf[i].mul_add(h.neg_lr, param[i])
+        }
+        (Some(ga), None) => {
+            for (((p, &g), v), a) in params.zip(ga.iter_mut()) {
+                rmsprop_element(p, g, v, Some(a), None, alphas, h);
             }
-            None => param[i] + (h.neg_lr * g) / avg,
-        };
+        }
+        (None, Some((buf, momentum))) => {
+            for (((p, &g), v), b) in params.zip(buf.iter_mut()) {
+                rmsprop_element(p, g, v, None, Some((b, momentum)), alphas, h);
+            }
+        }
+        (Some(ga), Some((buf, momentum))) => {
+            for ((((p, &g), v), a), b) in params.zip(ga.iter_mut()).zip(buf.iter_mut()) {
+                rmsprop_element(p, g, v, Some(a), Some((b, momentum)), alphas, h);
+            }
+        }
     }
+}
+
+/// RMSprop on one element; `grad_avg` when centered, `(buffer, μ)` with momentum.
+#[inline(always)]
+fn rmsprop_element<T: Element>(
+    p: &mut T,
+    g: T,
+    v: &mut T,
+    grad_avg: Option<&mut T>,
+    momentum: Option<(&mut T, T)>,
+    (alpha, one_minus_alpha): (T, T),
+    h: &AdaptiveScalars<T>,
+) {
+    let g = signed_decayed(g, *p, h.maximize, h.weight_decay);
+    *v = (one_minus_alpha * g).mul_add(g, *v * alpha);
+    let avg = match grad_avg {
+        Some(a) => {
+            *a = lerp(*a, g, one_minus_alpha);
+            (-*a).mul_add(*a, *v).sqrt()
+        }
+        None => v.sqrt(),
+    } + h.eps;
+    *p = match momentum {
+        Some((b, momentum)) => {
+            *b = *b * momentum + g / avg;
+            b.mul_add(h.neg_lr, *p)
+        }
+        None => *p + (h.neg_lr * g) / avg,
+    };
 }
 
 #[cfg(test)]
