@@ -52,12 +52,18 @@ fn bad_flags_are_one_clear_line_and_a_failure_exit() {
         stderr.starts_with("error: unknown optimizer \"adamz\""),
         "{stderr}"
     );
-    let run = ferroptim()
-        .args(["trajectories", "--steps", "many"])
-        .output()
-        .unwrap();
-    assert!(!run.status.success());
-    assert!(!String::from_utf8_lossy(&run.stderr).contains("panicked"));
+    for args in [
+        &["trajectories", "--steps", "many"][..],
+        &["demo", "--no-such-flag"],
+        &["demo", "--lr", "-1"],
+        &["no-such-command"],
+    ] {
+        let run = ferroptim().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    }
 }
 
 #[test]
