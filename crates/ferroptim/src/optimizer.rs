@@ -1,13 +1,16 @@
 //! The stateful optimizer of torch's `torch.optim.Optimizer`, written once.
 //!
 //! [`Optimizer`] is the interface every optimizer offers (`zero_grad`, `step`,
-//! `add_param_group`, `state_dict`, `load_state_dict`, ...); it is object safe,
-//! so `Box<dyn Optimizer>` works (see [`optim::build`](crate::optim::build)).
-//! [`Optim<A>`] implements it for every algorithm `A` whose update is per
-//! parameter: the algorithm module only supplies its hyperparameters (an
+//! `state_dict`, `load_state_dict`, the groups' hyperparameters, ...); it is
+//! object safe, so `Box<dyn Optimizer>` works (see
+//! [`optim::build`](crate::optim::build)) and the schedulers take any
+//! optimizer. [`Optim<A, P>`] implements it for every algorithm `A` whose
+//! update is per parameter and every kind of parameter `P` (a
+//! [`ParamSlot`]): the algorithm module only supplies its hyperparameters (an
 //! [`Algorithm`]), its per-parameter state (a [`ParamState`]) and the update
 //! of one parameter. Param groups, lazy state, validation and checkpoints
-//! live here.
+//! live here; `add_param_group` and `params`, whose types depend on `P`, are
+//! `Optim`'s own methods.
 
 use std::fmt::Debug;
 
