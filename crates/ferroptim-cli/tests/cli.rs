@@ -6,19 +6,25 @@ fn ferroptim() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ferroptim"))
 }
 
-#[test]
-fn trajectories_draws_one_png_per_function_and_prints_the_table() {
-    let out = std::env::temp_dir().join(format!("ferroptim-cli-{}", std::process::id()));
-    let run = ferroptim()
-        .args(["trajectories", "--steps", "30", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
+/// Runs `cmd`, checks that it succeeded, and returns its standard output.
+fn stdout_of_success(cmd: &mut Command) -> String {
+    let run = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(
         run.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn trajectories_draws_one_png_per_function_and_prints_the_table() {
+    let out = std::env::temp_dir().join(format!("ferroptim-cli-{}", std::process::id()));
+    let stdout = stdout_of_success(
+        ferroptim()
+            .args(["trajectories", "--steps", "30", "--out"])
+            .arg(&out),
     );
     for name in ["rosenbrock", "beale", "saddle", "ill_conditioned"] {
         let png = std::fs::read(out.join(format!("trajectories_{name}.png"))).unwrap();
@@ -68,26 +74,17 @@ fn bad_flags_are_one_clear_line_and_a_failure_exit() {
 
 #[test]
 fn bench_prints_a_table_with_the_floor() {
-    let run = ferroptim()
-        .args([
-            "bench",
-            "--shrink",
-            "10000",
-            "--reps",
-            "1",
-            "--optimizers",
-            "adam,sgd,muon",
-            "--threads",
-            "1,2",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let stdout = stdout_of_success(ferroptim().args([
+        "bench",
+        "--shrink",
+        "10000",
+        "--reps",
+        "1",
+        "--optimizers",
+        "adam,sgd,muon",
+        "--threads",
+        "1,2",
+    ]));
     assert!(
         stdout.starts_with("| optimizer | size | threads | median ms/step"),
         "{stdout}"
@@ -107,23 +104,17 @@ fn bench_prints_a_table_with_the_floor() {
 #[test]
 fn demo_trains_on_the_digits_prints_the_table_and_draws_the_curves() {
     let out = std::env::temp_dir().join(format!("ferroptim-demo-{}", std::process::id()));
-    let run = ferroptim()
-        .args([
-            "demo",
-            "--optimizers",
-            "adam,sgd,lbfgs",
-            "--epochs",
-            "8",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
+    let stdout = stdout_of_success(
+        ferroptim()
+            .args([
+                "demo",
+                "--optimizers",
+                "adam,sgd,lbfgs",
+                "--epochs",
+                "8",
+                "--out",
+            ])
+            .arg(&out),
     );
     let png = std::fs::read(out.join("loss_curves.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
