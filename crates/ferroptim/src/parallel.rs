@@ -133,12 +133,13 @@ tuple_chunks!(A, B, C, D, E, F);
 /// more than one thread and `data` is long enough to share.
 pub(crate) fn for_chunks<D: Chunks>(data: D, kernel: impl Fn(D) + Sync) {
     let n = data.len();
-    match pool() {
-        Some(pool) if n >= 2 * MIN_CHUNK => {
+    // Small data never looks at the pool: its lock is shared by every thread.
+    match (n >= 2 * MIN_CHUNK).then(pool).flatten() {
+        Some(pool) => {
             let chunk = n.div_ceil(pool.current_num_threads()).max(MIN_CHUNK);
             pool.install(|| split(data, chunk, &kernel));
         }
-        _ => kernel(data),
+        None => kernel(data),
     }
 }
 
@@ -154,9 +155,62 @@ fn split<D: Chunks>(data: D, chunk: usize, kernel: &(impl Fn(D) + Sync)) {
     }
 }
 
+/// Sums `leaf` over `data` (slices of equal length) cut into blocks of
+/// [`MIN_CHUNK`] elements, added up pairwise along a tree that depends only
+/// on the length. The blocks run across the pool when it has more than one
+/// thread; the tree is the same either way, so the sum does not depend on the
+/// thread count.
+pub(crate) fn tree_sum<D, R>(data: D, leaf: impl Fn(D) -> R + Sync) -> R
+where
+    D: Chunks,
+    R: std::ops::Add<Output = R> + Send,
+{
+    match (data.len() >= 2 * MIN_CHUNK).then(pool).flatten() {
+        Some(pool) => pool.install(|| tree(data, &leaf, true)),
+        None => tree(data, &leaf, false),
+    }
+}
+
+fn tree<D, R>(data: D, leaf: &(impl Fn(D) -> R + Sync), parallel: bool) -> R
+where
+    D: Chunks,
+    R: std::ops::Add<Output = R> + Send,
+{
+    let n = data.len();
+    if n <= MIN_CHUNK {
+        return leaf(data);
+    }
+    // Half of the blocks, rounded down, on the left.
+    let mid = n.div_ceil(MIN_CHUNK) / 2 * MIN_CHUNK;
+    let (a, b) = data.split_at(mid);
+    let (x, y) = if parallel {
+        rayon::join(|| tree(a, leaf, true), || tree(b, leaf, true))
+    } else {
+        (tree(a, leaf, false), tree(b, leaf, false))
+    };
+    x + y
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tree_sum_is_the_same_on_any_number_of_threads() {
+        // Values whose sum depends on the order of the additions.
+        let x: Vec<f64> = (0..9 * MIN_CHUNK + 11)
+            .map(|i| 1.0 / (i as f64 + 1.0) * if i % 3 == 0 { 1e8 } else { 1.0 })
+            .collect();
+        let leaf = |s: &[f64]| s.iter().sum::<f64>();
+        let one = tree_sum(&x[..], leaf);
+        set_num_threads(3).unwrap();
+        let three = tree_sum(&x[..], leaf);
+        set_num_threads(1).unwrap();
+        assert_eq!(one.to_bits(), three.to_bits());
+        let exact: f64 = x.iter().sum();
+        assert!((one - exact).abs() <= 1e-12 * exact.abs());
+        assert_eq!(tree_sum(&x[..5], leaf), x[..5].iter().sum::<f64>());
+    }
 
     #[test]
     fn chunks_cover_every_element_once() {
