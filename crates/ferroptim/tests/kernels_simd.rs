@@ -1,7 +1,9 @@
 //! Each dispatched kernel (the AVX2+FMA build where the CPU has it) gives,
 //! on whole slices, exactly the bits it gives element by element: the
 //! vectorised body of a loop and its scalar code agree lane for lane, on
-//! random inputs of random lengths (property tests).
+//! random inputs of random lengths (property tests). Adafactor's reductions,
+//! which sum in another order, are checked against a scalar reference at the
+//! end.
 
 use ferroptim::kernels::{self, AdamScalars, AdaptiveScalars, RmspropBuffers, SgdScalars};
 use proptest::prelude::*;
@@ -117,5 +119,147 @@ proptest! {
                 kernels::rprop(p, g, s1, s3, &rprop).unwrap();
             }
         })?;
+    }
+}
+
+/// Adafactor's kernels sum in lanes, tiles and blocks; a plain scalar
+/// reference (one sequential f64 sum, one element at a time) written here
+/// from torch's formulas must agree within the rounding of those sums.
+mod adafactor {
+    use ferroptim::kernels::adafactor::{self, AdafactorScalars, SecondMoment};
+    use ferroptim::kernels::lerp;
+    use proptest::prelude::*;
+
+    const H: AdafactorScalars<f32> = AdafactorScalars {
+        one_minus_beta2: 0.3,
+        eps1: 1e-3,
+        eps1_sq: 1e-6,
+        maximize: false,
+    };
+
+    fn u(v: f32, g: f32) -> f32 {
+        let v = if v < H.eps1_sq { H.eps1_sq } else { v };
+        1.0 / v.sqrt() * g
+    }
+
+    fn sq(x: &[f32]) -> f64 {
+        x.iter().map(|&x| f64::from(x) * f64::from(x)).sum()
+    }
+
+    fn close(a: f64, b: f64, rel: f64) -> bool {
+        (a - b).abs() <= rel * a.abs().max(b.abs()) + 1e-30
+    }
+
+    fn vectors(n: std::ops::Range<usize>) -> impl Strategy<Value = (Vec<f32>, Vec<f32>, Vec<f32>)> {
+        n.prop_flat_map(|n| {
+            let signed = prop::collection::vec(-8.0f32..8.0, n);
+            (
+                signed.clone(),
+                signed,
+                prop::collection::vec(0.0f32..4.0, n),
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn full_moment((p, g, v) in vectors(0..1200), maximize: bool, decay: bool) {
+            let h = AdafactorScalars { maximize, ..H };
+            let mut want_v = v.clone();
+            for (v, &g) in want_v.iter_mut().zip(&g) {
+                *v = lerp(*v, g * g, h.one_minus_beta2);
+            }
+            let want_u: Vec<f32> = want_v.iter().zip(&g).map(|(&v, &g)| u(v, g)).collect();
+
+            let mut got_v = v;
+            let mut moment = SecondMoment::Full(&mut got_v);
+            let sums = adafactor::second_moment(&p, &g, &mut moment, &h).unwrap();
+            prop_assert!(close(sums.param_sum_sq, sq(&p), 1e-13));
+            prop_assert!(close(sums.update_sum_sq.unwrap(), sq(&want_u), 1e-13));
+            prop_assert!(close(adafactor::update_sum_sq(&g, &moment, &h), sq(&want_u), 1e-13));
+
+            let d = decay.then_some(0.99f32);
+            let mut got_p = p.clone();
+            adafactor::apply(&mut got_p, &g, &moment, &h, d, -0.01).unwrap();
+            prop_assert_eq!(&got_v, &want_v);
+            for ((&got, &p), &u) in got_p.iter().zip(&p).zip(&want_u) {
+                let u = if maximize { -u } else { u };
+                let want = u.mul_add(-0.01, p * d.unwrap_or(1.0));
+                prop_assert_eq!(got.to_bits(), want.to_bits());
+            }
+        }
+
+        #[test]
+        fn factored_moment(
+            (rows, cols, batch) in (1usize..24, 1usize..300, 1usize..3),
+            seed in any::<u64>(),
+        ) {
+            // Deterministic values from the seed (a proptest vector this large shrinks slowly).
+            let mut state = seed | 1;
+            let mut next = || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 * 16.0 - 8.0
+            };
+            let n = batch * rows * cols;
+            let g: Vec<f32> = (0..n).map(|_| next()).collect();
+            let p: Vec<f32> = (0..n).map(|_| next()).collect();
+            let row0: Vec<f32> = (0..batch * rows).map(|_| next().abs()).collect();
+            let col0: Vec<f32> = (0..batch * cols).map(|_| next().abs()).collect();
+
+            // The reference: torch's formulas, element by element.
+            let (mut want_r, mut want_c) = (row0.clone(), col0.clone());
+            let mut want_p = p.clone();
+            let mut want_u_sq = 0.0;
+            for b in 0..batch {
+                let at = |i: usize, j: usize| g[(b * rows + i) * cols + j];
+                for i in 0..rows {
+                    let s: f64 = (0..cols).map(|j| f64::from(at(i, j)).powi(2)).sum();
+                    let norm = s.sqrt() as f32;
+                    let r = &mut want_r[b * rows + i];
+                    *r = lerp(*r, norm * norm / cols as f32, H.one_minus_beta2);
+                }
+                for j in 0..cols {
+                    let s: f64 = (0..rows).map(|i| f64::from(at(i, j)).powi(2)).sum();
+                    let norm = s.sqrt() as f32;
+                    let c = &mut want_c[b * cols + j];
+                    *c = lerp(*c, norm * norm / rows as f32, H.one_minus_beta2);
+                }
+                let r = &want_r[b * rows..(b + 1) * rows];
+                let r_sum: f64 = r.iter().map(|&x| f64::from(x)).sum();
+                let mean = (r_sum as f32 / rows as f32).max(H.eps1);
+                for (i, &ri) in r.iter().enumerate() {
+                    for j in 0..cols {
+                        let x = u(ri * want_c[b * cols + j] / mean, at(i, j));
+                        want_u_sq += f64::from(x) * f64::from(x);
+                        let k = (b * rows + i) * cols + j;
+                        want_p[k] = x.mul_add(-0.01, want_p[k]);
+                    }
+                }
+            }
+
+            let (mut got_r, mut got_c) = (row0, col0);
+            let mut scratch = vec![0.0; cols];
+            let mut moment = SecondMoment::Factored {
+                row_var: &mut got_r, col_var: &mut got_c, rows, cols, scratch: &mut scratch,
+            };
+            let sums = adafactor::second_moment(&p, &g, &mut moment, &H).unwrap();
+            prop_assert!(close(sums.param_sum_sq, sq(&p), 1e-13));
+            prop_assert_eq!(sums.update_sum_sq, None);
+            let u_sq = adafactor::update_sum_sq(&g, &moment, &H);
+            let mut got_p = p;
+            adafactor::apply(&mut got_p, &g, &moment, &H, None, -0.01).unwrap();
+            // Sums in another order may round a norm to the next f32: 1 ulp.
+            for (got, want) in got_r.iter().zip(&want_r).chain(got_c.iter().zip(&want_c)) {
+                prop_assert!(close(f64::from(*got), f64::from(*want), 4e-7), "{got} vs {want}");
+            }
+            prop_assert!(close(u_sq, want_u_sq, 1e-5), "{u_sq} vs {want_u_sq}");
+            for (got, want) in got_p.iter().zip(&want_p) {
+                prop_assert!((got - want).abs() <= 1e-6 * (1.0 + want.abs()), "{got} vs {want}");
+            }
+        }
     }
 }

@@ -4,20 +4,68 @@
 //! recomputed, identically, by the pass that measures its norm and the pass
 //! that applies it, so a step allocates nothing.
 //!
+//! The parameter's norm is measured in the pass that updates the moment; for
+//! a vector, so is the update's norm, and a step is two passes over memory.
+//!
 //! Reductions (`norm`, `mean`) are summed in `f64` and rounded to `T` once,
 //! where torch sums in its vectorised order: the two agree to the rounding of
-//! the sum.
+//! the sum. The sums run in eight independent lanes, and large ones in blocks
+//! added along a fixed tree ([`crate::parallel`]), so they vectorise, spread
+//! over threads, and give the same bits on any number of threads.
 
 use super::{check_len, lerp};
 use crate::error::Result;
+use crate::parallel::{for_chunks, tree_sum};
 use crate::tensor::Element;
 use multiversion::multiversion;
 
-/// `Σ xᵢ²`, in `f64`.
-#[multiversion(targets("x86_64+avx2+fma"))]
-pub fn sum_sq<T: Element>(x: &[T]) -> f64 {
-    x.iter().map(|&v| v.to_f64() * v.to_f64()).sum()
+/// Independent partial sums per loop, so that a reduction is not one long
+/// chain of dependent additions and the loop can run on vector registers.
+const LANES: usize = 8;
+
+/// The lanes of a reduction, added up in a fixed order.
+#[inline(always)]
+fn total(lanes: [f64; LANES]) -> f64 {
+    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
 }
+
+#[inline(always)]
+fn square<T: Element>(x: T) -> f64 {
+    x.to_f64() * x.to_f64()
+}
+
+/// `Σ xᵢ²`, in `f64`.
+pub fn sum_sq<T: Element>(x: &[T]) -> f64 {
+    tree_sum(x, sum_sq_serial)
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn sum_sq_serial<T: Element>(x: &[T]) -> f64 {
+    let mut lanes = [0.0; LANES];
+    add_squares(&mut lanes, x);
+    total(lanes)
+}
+
+/// Adds `xᵢ²` to lane `i mod LANES`.
+#[inline(always)]
+fn add_squares<T: Element>(lanes: &mut [f64; LANES], x: &[T]) {
+    let body = x.chunks_exact(LANES);
+    let rest = body.remainder();
+    for x in body {
+        for k in 0..LANES {
+            lanes[k] += square(x[k]);
+        }
+    }
+    for (lane, &x) in lanes.iter_mut().zip(rest) {
+        *lane += square(x);
+    }
+}
+
+/// Elements per tile: the update is computed for a tile into a buffer on
+/// the stack by a plain element-wise loop (which vectorises), then its
+/// squares are added to the lanes.
+const TILE: usize = 256;
 
 /// A vector norm rounded to `T`, as torch's `norm()` returns it.
 fn norm<T: Element>(sum_sq: f64) -> T {
@@ -58,20 +106,66 @@ pub struct AdafactorScalars<T> {
     pub maximize: bool,
 }
 
-/// Updates the running averages of `g²` from `grad` (torch's `lerp_`s).
-#[multiversion(targets("x86_64+avx2+fma"))]
+/// What the first pass over a parameter measures.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MomentSums {
+    /// `Σ θᵢ²`, for the parameter's RMS.
+    pub param_sum_sq: f64,
+    /// `Σ uᵢ²`, for the update's RMS. A factored moment knows `u` only once
+    /// every row is in, so this is `None` there: see [`update_sum_sq`].
+    pub update_sum_sq: Option<f64>,
+}
+
+/// Two sums from one pass, added lane by lane.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pair(f64, f64);
+
+impl std::ops::Add for Pair {
+    type Output = Pair;
+    fn add(self, other: Pair) -> Pair {
+        Pair(self.0 + other.0, self.1 + other.1)
+    }
+}
+
+/// torch's `v.clamp_(min=lo)`: a NaN `v` stays NaN (`lo` is never NaN).
+#[inline(always)]
+fn clamp_min<T: Element>(v: T, lo: T) -> T {
+    if v < lo {
+        lo
+    } else {
+        v
+    }
+}
+
+/// `u = g / √max(v̂, ε₁²)`, as torch's `clamp_(min).rsqrt_()` then `mul_(grad)`.
+/// The sign for `maximize` is left to the caller: it does not change `u²`,
+/// and negating the step instead gives the same bits.
+#[inline(always)]
+fn update<T: Element>(v: T, g: T, eps1_sq: T) -> T {
+    T::ONE / clamp_min(v, eps1_sq).sqrt() * g
+}
+
+/// Updates the running averages of `g²` from `grad` (torch's `lerp_`s), and
+/// measures `Σ θ²` (from the parameter as it was) and, for a full moment,
+/// `Σ u²` in the same pass.
 pub fn second_moment<T: Element>(
+    param: &[T],
     grad: &[T],
     moment: &mut SecondMoment<'_, T>,
     h: &AdafactorScalars<T>,
-) -> Result<()> {
-    let w = h.one_minus_beta2;
+) -> Result<MomentSums> {
+    check_len("adafactor", "grad", param.len(), grad.len())?;
     match moment {
         SecondMoment::Full(variance) => {
             check_len("adafactor", "variance", grad.len(), variance.len())?;
-            for (v, &g) in variance.iter_mut().zip(grad) {
-                *v = lerp(*v, g * g, w);
-            }
+            let Pair(param_sum_sq, update_sum_sq) =
+                tree_sum((param, grad, &mut **variance), |(p, g, v)| {
+                    full_moment_serial(p, g, v, h)
+                });
+            Ok(MomentSums {
+                param_sum_sq,
+                update_sum_sq: Some(update_sum_sq),
+            })
         }
         SecondMoment::Factored {
             row_var,
@@ -80,97 +174,185 @@ pub fn second_moment<T: Element>(
             cols,
             scratch,
         } => {
-            let (rows, cols) = (*rows, *cols);
-            let batch = row_var.len() / rows.max(1);
-            check_len("adafactor", "grad", batch * rows * cols, grad.len())?;
-            check_len("adafactor", "col_var", batch * cols, col_var.len())?;
-            check_len("adafactor", "scratch", cols, scratch.len())?;
-            let (n_rows, n_cols) = (T::from_f64(rows as f64), T::from_f64(cols as f64));
-            // torch: vector_norm(g, dim).square_().div_(size): the norm is rounded, then squared.
-            let mean_sq = |sum_sq: f64, n: T| {
-                let r = norm::<T>(sum_sq);
-                r * r / n
-            };
-            for b in 0..batch {
-                let matrix = &grad[b * rows * cols..(b + 1) * rows * cols];
-                scratch.fill(0.0);
-                for (i, row) in matrix.chunks_exact(cols).enumerate() {
-                    let mut row_sum = 0.0;
-                    for (acc, &g) in scratch.iter_mut().zip(row) {
-                        let g2 = g.to_f64() * g.to_f64();
-                        row_sum += g2;
-                        *acc += g2;
-                    }
-                    let r = &mut row_var[b * rows + i];
-                    *r = lerp(*r, mean_sq(row_sum, n_cols), w);
-                }
-                for (c, &sum) in col_var[b * cols..(b + 1) * cols].iter_mut().zip(&**scratch) {
-                    *c = lerp(*c, mean_sq(sum, n_rows), w);
-                }
-            }
+            let batch = row_var.len() / (*rows).max(1);
+            check_len("adafactor", "grad", batch * *rows * *cols, grad.len())?;
+            check_len("adafactor", "col_var", batch * *cols, col_var.len())?;
+            check_len("adafactor", "scratch", *cols, scratch.len())?;
+            factored_moment(grad, row_var, col_var, *rows, *cols, scratch, h);
+            Ok(MomentSums {
+                param_sum_sq: sum_sq(param),
+                update_sum_sq: None,
+            })
         }
     }
-    Ok(())
 }
 
-/// Calls `f(i, uᵢ)` for every element of the update `u = ±g / √max(v̂, ε₁²)`.
-#[inline]
-fn for_each_update<T: Element>(
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn full_moment_serial<T: Element>(
+    param: &[T],
+    grad: &[T],
+    variance: &mut [T],
+    h: &AdafactorScalars<T>,
+) -> Pair {
+    let (w, eps1_sq) = (h.one_minus_beta2, h.eps1_sq);
+    let (mut p_lanes, mut u_lanes) = ([0.0; LANES], [0.0; LANES]);
+    let mut u = [T::ZERO; TILE];
+    for ((p, g), v) in param
+        .chunks(TILE)
+        .zip(grad.chunks(TILE))
+        .zip(variance.chunks_mut(TILE))
+    {
+        for ((u, &g), v) in u.iter_mut().zip(g).zip(v) {
+            *v = lerp(*v, g * g, w);
+            *u = update(*v, g, eps1_sq);
+        }
+        add_squares(&mut p_lanes, p);
+        add_squares(&mut u_lanes, &u[..g.len()]);
+    }
+    Pair(total(p_lanes), total(u_lanes))
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn factored_moment<T: Element>(
+    grad: &[T],
+    row_var: &mut [T],
+    col_var: &mut [T],
+    rows: usize,
+    cols: usize,
+    scratch: &mut [f64],
+    h: &AdafactorScalars<T>,
+) {
+    let w = h.one_minus_beta2;
+    let (n_rows, n_cols) = (T::from_f64(rows as f64), T::from_f64(cols as f64));
+    // torch: vector_norm(g, dim).square_().div_(size): the norm is rounded, then squared.
+    let mean_sq = |sum_sq: f64, n: T| {
+        let r = norm::<T>(sum_sq);
+        r * r / n
+    };
+    let body = cols / LANES * LANES;
+    for ((matrix, row_var), col_var) in grad
+        .chunks_exact(rows * cols)
+        .zip(row_var.chunks_exact_mut(rows))
+        .zip(col_var.chunks_exact_mut(cols))
+    {
+        scratch.fill(0.0);
+        for (row, r) in matrix.chunks_exact(cols).zip(row_var.iter_mut()) {
+            let mut lanes = [0.0; LANES];
+            let (row_body, row_rest) = row.split_at(body);
+            let (acc_body, acc_rest) = scratch.split_at_mut(body);
+            for (acc, g) in acc_body
+                .chunks_exact_mut(LANES)
+                .zip(row_body.chunks_exact(LANES))
+            {
+                for k in 0..LANES {
+                    let g2 = square(g[k]);
+                    lanes[k] += g2;
+                    acc[k] += g2;
+                }
+            }
+            for (k, (acc, &g)) in acc_rest.iter_mut().zip(row_rest).enumerate() {
+                let g2 = square(g);
+                lanes[k] += g2;
+                *acc += g2;
+            }
+            *r = lerp(*r, mean_sq(total(lanes), n_cols), w);
+        }
+        for (c, &sum) in col_var.iter_mut().zip(&*scratch) {
+            *c = lerp(*c, mean_sq(sum, n_rows), w);
+        }
+    }
+}
+
+/// The variance estimate of a factored moment is `rᵢ·cⱼ / mean(r)`: torch's
+/// `(row_var @ col_var).div_(row_var.mean(dim=-2).clamp_(min=eps1))`, an
+/// outer product, then a division. Calls `f` with each matrix's rows and
+/// the matching `(grad row, θ row index, v̂ of column j from cⱼ)`.
+#[inline(always)]
+fn for_each_factored_row<T: Element>(
+    grad: &[T],
+    row_var: &[T],
+    col_var: &[T],
+    rows: usize,
+    cols: usize,
+    eps1: T,
+    mut f: impl FnMut(usize, &[T], &[T], T, T),
+) {
+    let n_rows = T::from_f64(rows as f64);
+    let matrices = grad
+        .chunks_exact(rows * cols)
+        .zip(row_var.chunks_exact(rows))
+        .zip(col_var.chunks_exact(cols));
+    for (b, ((matrix, r), c)) in matrices.enumerate() {
+        let r_sum: f64 = r.iter().map(|x| x.to_f64()).sum();
+        let r_mean = clamp_min(T::from_f64(r_sum) / n_rows, eps1);
+        for (i, (row, &ri)) in matrix.chunks_exact(cols).zip(r).enumerate() {
+            f((b * rows + i) * cols, row, c, ri, r_mean);
+        }
+    }
+}
+
+/// `Σ uᵢ²` of the update, in `f64`, for a moment already updated by
+/// [`second_moment`] (which returns it for a full moment).
+pub fn update_sum_sq<T: Element>(
     grad: &[T],
     moment: &SecondMoment<'_, T>,
     h: &AdafactorScalars<T>,
-    mut f: impl FnMut(usize, T),
-) {
-    let u = |v: T, g: T| {
-        let g = if h.maximize { -g } else { g };
-        T::ONE / v.nan_max(h.eps1_sq).sqrt() * g
-    };
+) -> f64 {
     match moment {
-        SecondMoment::Full(variance) => {
-            for (i, (&v, &g)) in variance.iter().zip(grad).enumerate() {
-                f(i, u(v, g));
-            }
-        }
+        SecondMoment::Full(variance) => tree_sum((grad, &**variance), |(g, v)| {
+            update_sum_sq_serial(g, v, |v| v, h.eps1_sq)
+        }),
         SecondMoment::Factored {
             row_var,
             col_var,
             rows,
             cols,
             ..
-        } => {
-            let (rows, cols) = (*rows, *cols);
-            let n_rows = T::from_f64(rows as f64);
-            for (b, matrix) in grad.chunks_exact(rows * cols).enumerate() {
-                let r = &row_var[b * rows..(b + 1) * rows];
-                let c = &col_var[b * cols..(b + 1) * cols];
-                // torch: row_var.mean(dim=-2).clamp_(min=eps1).
-                let r_sum: f64 = r.iter().map(|x| x.to_f64()).sum();
-                let r_mean = (T::from_f64(r_sum) / n_rows).nan_max(h.eps1);
-                for (i, row) in matrix.chunks_exact(cols).enumerate() {
-                    for (j, (&g, &cj)) in row.iter().zip(c).enumerate() {
-                        // torch: (row_var @ col_var).div_(mean): an outer product, then a division.
-                        f(b * rows * cols + i * cols + j, u(r[i] * cj / r_mean, g));
-                    }
-                }
-            }
-        }
+        } => factored_update_sum_sq(grad, row_var, col_var, *rows, *cols, h),
     }
 }
 
-/// `Σ uᵢ²` of the update, in `f64`.
 #[multiversion(targets("x86_64+avx2+fma"))]
-pub fn update_sum_sq<T: Element>(
+fn factored_update_sum_sq<T: Element>(
     grad: &[T],
-    moment: &SecondMoment<'_, T>,
+    row_var: &[T],
+    col_var: &[T],
+    rows: usize,
+    cols: usize,
     h: &AdafactorScalars<T>,
 ) -> f64 {
     let mut sum = 0.0;
-    for_each_update(grad, moment, h, |_, u| sum += u.to_f64() * u.to_f64());
+    let eps1_sq = h.eps1_sq;
+    for_each_factored_row(
+        grad,
+        row_var,
+        col_var,
+        rows,
+        cols,
+        h.eps1,
+        |_, g, c, ri, mean| {
+            sum += update_sum_sq_serial(g, c, |cj| ri * cj / mean, eps1_sq);
+        },
+    );
     sum
 }
 
-/// `θ ← θ·decay` (when weight decay is on), then `θ ← θ + step·u`.
-#[multiversion(targets("x86_64+avx2+fma"))]
+/// `Σ u²` over a run of `grad` whose variance estimates are `v_of(vⱼ)`.
+#[inline(always)]
+fn update_sum_sq_serial<T: Element>(grad: &[T], v: &[T], v_of: impl Fn(T) -> T, eps1_sq: T) -> f64 {
+    let mut lanes = [0.0; LANES];
+    let mut u = [T::ZERO; TILE];
+    for (g, v) in grad.chunks(TILE).zip(v.chunks(TILE)) {
+        for ((u, &g), &v) in u.iter_mut().zip(g).zip(v) {
+            *u = update(v_of(v), g, eps1_sq);
+        }
+        add_squares(&mut lanes, &u[..g.len()]);
+    }
+    total(lanes)
+}
+
+/// `θ ← θ·decay` (when weight decay is on), then `θ ← θ + step·u`, with
+/// `u = ±g / √max(v̂, ε₁²)`.
 pub fn apply<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -180,11 +362,73 @@ pub fn apply<T: Element>(
     step: T,
 ) -> Result<()> {
     check_len("adafactor", "grad", param.len(), grad.len())?;
-    for_each_update(grad, moment, h, |i, u| {
-        let p = decay.map_or(param[i], |d| param[i] * d);
-        param[i] = u.mul_add(step, p);
-    });
+    // θ·1 is θ, bit for bit; and (−g)·r·s is g·r·(−s).
+    let decay = decay.unwrap_or(T::ONE);
+    let step = if h.maximize { -step } else { step };
+    match moment {
+        SecondMoment::Full(variance) => {
+            check_len("adafactor", "variance", param.len(), variance.len())?;
+            for_chunks((param, grad, &**variance), |(p, g, v)| {
+                apply_full(p, g, v, h.eps1_sq, decay, step)
+            });
+        }
+        SecondMoment::Factored {
+            row_var,
+            col_var,
+            rows,
+            cols,
+            ..
+        } => apply_factored(param, grad, row_var, col_var, *rows, *cols, h, decay, step),
+    }
     Ok(())
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn apply_full<T: Element>(param: &mut [T], grad: &[T], v: &[T], eps1_sq: T, decay: T, step: T) {
+    apply_run(param, grad, v, |v| v, eps1_sq, decay, step);
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+#[allow(clippy::too_many_arguments)]
+fn apply_factored<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    row_var: &[T],
+    col_var: &[T],
+    rows: usize,
+    cols: usize,
+    h: &AdafactorScalars<T>,
+    decay: T,
+    step: T,
+) {
+    let eps1_sq = h.eps1_sq;
+    for_each_factored_row(
+        grad,
+        row_var,
+        col_var,
+        rows,
+        cols,
+        h.eps1,
+        |at, g, c, ri, mean| {
+            let p = &mut param[at..at + cols];
+            apply_run(p, g, c, |cj| ri * cj / mean, eps1_sq, decay, step);
+        },
+    );
+}
+
+#[inline(always)]
+fn apply_run<T: Element>(
+    param: &mut [T],
+    grad: &[T],
+    v: &[T],
+    v_of: impl Fn(T) -> T,
+    eps1_sq: T,
+    decay: T,
+    step: T,
+) {
+    for ((p, &g), &v) in param.iter_mut().zip(grad).zip(v) {
+        *p = update(v_of(v), g, eps1_sq).mul_add(step, *p * decay);
+    }
 }
 
 /// A norm summed in `f64` and rounded to `T`, widened back: torch's `norm().item()`.
@@ -216,7 +460,9 @@ mod tests {
             cols: 3,
             scratch: &mut scratch,
         };
-        second_moment(&grad, &mut m, &scalars()).unwrap();
+        let sums = second_moment(&grad, &grad, &mut m, &scalars()).unwrap();
+        assert_eq!(sums.param_sum_sq, 91.0);
+        assert_eq!(sums.update_sum_sq, None);
         let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
         assert!(close(row[0], 14.0 / 3.0) && close(row[1], 77.0 / 3.0));
         assert!(close(col[0], 17.0 / 2.0) && close(col[2], 45.0 / 2.0));
@@ -228,7 +474,8 @@ mod tests {
         let grad = [3.0, -0.5];
         let mut v = [0.0; 2];
         let mut m = SecondMoment::Full(&mut v);
-        second_moment(&grad, &mut m, &scalars()).unwrap();
+        let sums = second_moment(&grad, &grad, &mut m, &scalars()).unwrap();
+        assert_eq!(sums.update_sum_sq, Some(2.0));
         assert_eq!(update_sum_sq(&grad, &m, &scalars()), 2.0);
         let mut p = [1.0, 1.0];
         apply(&mut p, &grad, &m, &scalars(), None, -0.25).unwrap();

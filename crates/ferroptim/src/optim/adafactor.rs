@@ -244,8 +244,6 @@ impl Algorithm for AdafactorConfig {
         };
         let rho = py_min(self.lr, 1.0 / step.powf(0.5));
         let sqrt_numel = (param.len() as f64).powf(0.5);
-        let param_rms = adafactor::norm_item::<T>(adafactor::sum_sq(param)) / sqrt_numel;
-        let alpha = py_max(self.eps.1, param_rms) * rho;
 
         let mut moment = match &mut state.moment {
             AdafactorMoment::Factored { row_var, col_var } => SecondMoment::Factored {
@@ -257,9 +255,15 @@ impl Algorithm for AdafactorConfig {
             },
             AdafactorMoment::Full { variance } => SecondMoment::Full(variance.as_slice_mut::<T>()?),
         };
-        adafactor::second_moment(grad, &mut moment, &h)?;
-        let update_rms = adafactor::norm_item::<T>(adafactor::update_sum_sq(grad, &moment, &h))
-            / (sqrt_numel * self.d);
+        // One pass measures the parameter (as it was) while it updates the moment.
+        let sums = adafactor::second_moment(param, grad, &mut moment, &h)?;
+        let param_rms = adafactor::norm_item::<T>(sums.param_sum_sq) / sqrt_numel;
+        let alpha = py_max(self.eps.1, param_rms) * rho;
+        let update_sum_sq = match sums.update_sum_sq {
+            Some(sum) => sum,
+            None => adafactor::update_sum_sq(grad, &moment, &h),
+        };
+        let update_rms = adafactor::norm_item::<T>(update_sum_sq) / (sqrt_numel * self.d);
         let denom = py_max(1.0, update_rms);
         let decay =
             (self.weight_decay != 0.0).then(|| T::from_f64(1.0 - self.lr * self.weight_decay));
