@@ -47,18 +47,57 @@ pub const SIZES: [Size; 3] = [
     },
 ];
 
-/// The configuration benchmarked, and the f32 arrays a step reads and writes
-/// per element (parameter, gradient, state), for the floor. `None`: not an
-/// element-wise step (Muon's Newton–Schulz, Adafactor's factored moments).
-pub fn workload(name: &str) -> (&'static str, Option<(usize, usize)>) {
-    match name {
-        "sgd" => (r#"{"lr": 0.01, "momentum": 0.9}"#, Some((3, 2))),
-        "adam" | "adamw" | "adamax" | "adadelta" | "nadam" | "radam" | "rprop" => {
-            ("{}", Some((4, 3)))
+/// The bytes a step must move per element, as f32 arrays: `passes` passes
+/// that each read `reads` arrays (parameter, gradient, state) and write
+/// `writes` of them back.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Floor {
+    pub reads: usize,
+    pub writes: usize,
+    pub passes: usize,
+}
+
+impl Floor {
+    const fn one_pass(reads: usize, writes: usize) -> Floor {
+        Floor {
+            reads,
+            writes,
+            passes: 1,
         }
-        "adagrad" | "rmsprop" | "asgd" => ("{}", Some((3, 2))),
+    }
+
+    /// Bytes moved per element.
+    pub fn bytes_per_element(&self) -> usize {
+        (self.reads + self.writes) * 4 * self.passes
+    }
+}
+
+/// The configuration benchmarked, and its floor. `None`: not an element-wise
+/// step (Muon's Newton–Schulz).
+pub fn workload(name: &str) -> (&'static str, Option<Floor>) {
+    match name {
+        "sgd" => (
+            r#"{"lr": 0.01, "momentum": 0.9}"#,
+            Some(Floor::one_pass(3, 2)),
+        ),
+        "adam" | "adamw" | "adamax" | "adadelta" | "nadam" | "radam" | "rprop" => {
+            ("{}", Some(Floor::one_pass(4, 3)))
+        }
+        "adagrad" | "rmsprop" | "asgd" => ("{}", Some(Floor::one_pass(3, 2))),
+        // The benchmark's parameters are vectors, so Adafactor keeps a full
+        // second moment. Its update is scaled by the update's own norm, so a
+        // step needs two passes: one reads θ, g, v and writes v (measuring
+        // both norms), one reads θ, g, v and writes θ.
+        "adafactor" => (
+            "{}",
+            Some(Floor {
+                reads: 3,
+                writes: 1,
+                passes: 2,
+            }),
+        ),
         "muon" => (r#"{"weight_decay": 0.0}"#, None),
-        _ => ("{}", None), // Adafactor's factored moments, and the non-dense ones
+        _ => ("{}", None), // the non-dense ones
     }
 }
 
@@ -81,15 +120,10 @@ fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
 /// move, with no arithmetic to speak of (zipped slices, so it vectorises).
 /// With `threads > 1` the tensors, and large tensors' halves, are spread
 /// over that many threads, as a step's are.
-pub fn floor_secs(
-    size: Size,
-    (reads, writes): (usize, usize),
-    reps: usize,
-    threads: usize,
-) -> Result<f64, String> {
+pub fn floor_secs(size: Size, floor: Floor, reps: usize, threads: usize) -> Result<f64, String> {
     let mut tensors: Vec<Vec<Vec<f32>>> = (0..size.count)
         .map(|_| {
-            (0..reads)
+            (0..floor.reads)
                 .map(|k| vec![k as f32 * 0.5; size.numel])
                 .collect()
         })
@@ -105,14 +139,18 @@ pub fn floor_secs(
             for arrays in &mut tensors {
                 let mut slices: Vec<&mut [f32]> =
                     arrays.iter_mut().map(Vec::as_mut_slice).collect();
-                floor_pass(&mut slices, writes);
+                for _ in 0..floor.passes {
+                    floor_pass(&mut slices, floor.writes);
+                }
             }
         } else {
             pool.install(|| {
                 use rayon::prelude::*;
                 tensors.par_iter_mut().for_each(|arrays| {
-                    let slices = arrays.iter_mut().map(Vec::as_mut_slice).collect();
-                    floor_split(slices, writes, chunk);
+                    for _ in 0..floor.passes {
+                        let slices = arrays.iter_mut().map(Vec::as_mut_slice).collect();
+                        floor_split(slices, floor.writes, chunk);
+                    }
                 })
             });
         }
@@ -153,6 +191,12 @@ fn floor_pass(arrays: &mut [&mut [f32]], writes: usize) {
                 *m = *m * 0.5 + *g;
                 *v = *v * 0.5 + *g;
                 *p -= *m - *v;
+            }
+        }
+        // Adafactor-like pass: read w, a, b; write w.
+        ([w, a, b], 1) => {
+            for ((w, a), b) in w.iter_mut().zip(a.iter()).zip(b.iter()) {
+                *w = *w * 0.5 + *a * *b;
             }
         }
         (arrays, _) => {
@@ -225,10 +269,10 @@ pub fn run(
                 continue; // closures and sparse gradients: not a dense step
             }
             let secs = step_secs(name, size, reps)?;
-            let arrays = workload(name).1;
-            let bytes = arrays.map(|(r, w)| ((r + w) * 4 * size.count * size.numel) as f64);
-            let floor = arrays
-                .map(|a| floor_secs(size, a, reps, threads))
+            let floor = workload(name).1;
+            let bytes = floor.map(|f| (f.bytes_per_element() * size.count * size.numel) as f64);
+            let floor = floor
+                .map(|f| floor_secs(size, f, reps, threads))
                 .transpose()?;
             rows.push(Row {
                 optimizer: name.clone(),
