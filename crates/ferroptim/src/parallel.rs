@@ -191,6 +191,34 @@ where
     x + y
 }
 
+/// Multiply-adds below which a matrix product stays on one thread.
+const MIN_PRODUCT_WORK: usize = 1 << 18;
+
+/// Runs `kernel(first_row, rows)` over `out` cut into whole rows of
+/// `row_len` elements: all at once on this thread, or in blocks of rows
+/// across the pool when it has more than one thread and the `work` (in
+/// multiply-adds) is worth sharing.
+pub(crate) fn for_rows<T: Send>(
+    out: &mut [T],
+    row_len: usize,
+    work: usize,
+    kernel: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let rows = out.len() / row_len.max(1);
+    match (work >= MIN_PRODUCT_WORK && rows > 1).then(pool).flatten() {
+        Some(pool) => {
+            use rayon::prelude::*;
+            let block = rows.div_ceil(4 * pool.current_num_threads());
+            pool.install(|| {
+                out.par_chunks_mut(block * row_len)
+                    .enumerate()
+                    .for_each(|(b, rows)| kernel(b * block, rows))
+            });
+        }
+        None => kernel(0, out),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
