@@ -17,7 +17,6 @@ use super::{check_len, lerp};
 use crate::error::Result;
 use crate::parallel::{for_chunks, tree_sum};
 use crate::tensor::Element;
-use multiversion::multiversion;
 
 /// Independent partial sums per loop, so that a reduction is not one long
 /// chain of dependent additions and the loop can run on vector registers.
@@ -40,7 +39,10 @@ pub fn sum_sq<T: Element>(x: &[T]) -> f64 {
     tree_sum(x, sum_sq_serial)
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn sum_sq_serial<T: Element>(x: &[T]) -> f64 {
     let mut lanes = [0.0; LANES];
     add_squares(&mut lanes, x);
@@ -187,7 +189,10 @@ pub fn second_moment<T: Element>(
     }
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn full_moment_serial<T: Element>(
     param: &[T],
     grad: &[T],
@@ -212,7 +217,10 @@ fn full_moment_serial<T: Element>(
     Pair(total(p_lanes), total(u_lanes))
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn factored_moment<T: Element>(
     grad: &[T],
     row_var: &mut [T],
@@ -312,7 +320,10 @@ pub fn update_sum_sq<T: Element>(
     }
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn factored_update_sum_sq<T: Element>(
     grad: &[T],
     row_var: &[T],
@@ -383,12 +394,18 @@ pub fn apply<T: Element>(
     Ok(())
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn apply_full<T: Element>(param: &mut [T], grad: &[T], v: &[T], eps1_sq: T, decay: T, step: T) {
     apply_run(param, grad, v, |v| v, eps1_sq, decay, step);
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 #[allow(clippy::too_many_arguments)]
 fn apply_factored<T: Element>(
     param: &mut [T],

@@ -4,7 +4,6 @@ use super::{adam_inputs, adam_moments, check_len};
 use crate::error::Result;
 use crate::parallel::for_chunks;
 use crate::tensor::Element;
-use multiversion::multiversion;
 
 /// The scalars of one NAdam step, rounded to the parameter's dtype.
 #[derive(Clone, Copy, Debug)]
@@ -50,7 +49,10 @@ pub fn nadam<T: Element>(
     Ok(())
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn nadam_serial<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -118,7 +120,10 @@ pub fn radam<T: Element>(
     Ok(())
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn radam_serial<T: Element>(
     param: &mut [T],
     grad: &[T],

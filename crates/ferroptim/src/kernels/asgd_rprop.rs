@@ -5,7 +5,6 @@ use super::{check_len, signed_decayed};
 use crate::error::Result;
 use crate::parallel::for_chunks;
 use crate::tensor::Element;
-use multiversion::multiversion;
 
 /// The scalars of one ASGD step, rounded to the parameter's dtype.
 #[derive(Clone, Copy, Debug)]
@@ -39,7 +38,10 @@ pub fn asgd<T: Element>(
     Ok(())
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn asgd_serial<T: Element>(param: &mut [T], grad: &[T], ax: &mut [T], h: &AsgdScalars<T>) {
     for ((p, &g), a) in param.iter_mut().zip(grad).zip(ax.iter_mut()) {
         let g = signed_decayed(g, *p, h.maximize, h.weight_decay);
@@ -115,7 +117,10 @@ pub fn rprop<T: Element>(
     Ok(())
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn rprop_serial<T: Element>(
     param: &mut [T],
     grad: &[T],

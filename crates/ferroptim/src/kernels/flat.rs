@@ -6,13 +6,15 @@
 //! to 1e-10), not to the bit.
 
 use crate::tensor::Element;
-use multiversion::multiversion;
 
 /// `Σ aᵢ·bᵢ` over the common length, summed as torch 2.15's CPU `dot` sums
 /// short vectors here (measured: up to 8 elements, bit for bit): products
 /// rounded, even and odd positions in two sums, added at the end. BLAS sums
 /// longer vectors in wider, machine-dependent orders.
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 pub fn dot<T: Element>(a: &[T], b: &[T]) -> T {
     let n = a.len().min(b.len());
     let (mut even, mut odd) = (T::ZERO, T::ZERO);
@@ -27,19 +29,28 @@ pub fn dot<T: Element>(a: &[T], b: &[T]) -> T {
 }
 
 /// `max |aᵢ|`, NaN if any element is NaN (torch's `abs().max()`); 0 when empty.
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 pub fn abs_max<T: Element>(a: &[T]) -> T {
     a.iter().fold(T::ZERO, |m, &x| m.nan_max(x.abs()))
 }
 
 /// `Σ |aᵢ|`.
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 pub fn abs_sum<T: Element>(a: &[T]) -> T {
     a.iter().fold(T::ZERO, |acc, &x| acc + x.abs())
 }
 
 /// `y ← y + α·x` with one rounding per element (torch's `add_(x, alpha=α)`).
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 pub fn axpy<T: Element>(y: &mut [T], alpha: T, x: &[T]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y = x.mul_add(alpha, *y);

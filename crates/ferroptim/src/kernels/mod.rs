@@ -7,11 +7,15 @@
 //! when it meets a tensor. Per element, the kernels follow the order of
 //! torch's CPU operations (`add(alpha)`, `lerp` and `addcmul` are fused
 //! multiply-adds there, `addcdiv` is not), so results agree to the bit.
+//!
+//! Each loop is compiled for AVX2+FMA as well as for the baseline target and
+//! picked at run time (`multiversion`); the `portable` feature keeps only the
+//! baseline build, so that tests can run it on any CPU. An FMA is exactly
+//! rounded on either path, so the two give the same bits.
 
 use crate::error::{Error, Result};
 use crate::parallel::for_chunks;
 use crate::tensor::Element;
-use multiversion::multiversion;
 
 pub mod adafactor;
 mod adam_family;
@@ -154,7 +158,10 @@ pub fn sgd<T: Element>(param: &mut [T], grad: &[T], h: &SgdScalars<T>) -> Result
     Ok(())
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn sgd_serial<T: Element>(param: &mut [T], grad: &[T], h: &SgdScalars<T>) {
     for (p, &g) in param.iter_mut().zip(grad) {
         let d = signed_decayed(g, *p, h.maximize, h.weight_decay);
@@ -179,7 +186,10 @@ pub fn sgd_momentum<T: Element>(
     Ok(())
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn sgd_momentum_serial<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -253,7 +263,10 @@ pub fn adam<T: Element>(
     Ok(())
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn adam_serial<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -328,7 +341,10 @@ pub fn adamax<T: Element>(
     Ok(())
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn adamax_serial<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -373,7 +389,10 @@ pub fn adadelta<T: Element>(
     Ok(())
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn adadelta_serial<T: Element>(
     param: &mut [T],
     grad: &[T],
@@ -413,7 +432,10 @@ pub fn adagrad<T: Element>(
     Ok(())
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn adagrad_serial<T: Element>(param: &mut [T], grad: &[T], sum: &mut [T], h: &AdaptiveScalars<T>) {
     for ((p, &g), s) in param.iter_mut().zip(grad).zip(sum.iter_mut()) {
         let g = signed_decayed(g, *p, h.maximize, h.weight_decay);
@@ -468,7 +490,10 @@ pub fn rmsprop<T: Element>(
     Ok(())
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn rmsprop_serial<T: Element>(
     param: &mut [T],
     grad: &[T],

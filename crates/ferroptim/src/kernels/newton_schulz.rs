@@ -24,7 +24,6 @@
 //! the same bits on any number of them.
 
 use half::bf16;
-use multiversion::multiversion;
 
 use crate::parallel::for_rows;
 
@@ -81,7 +80,10 @@ fn products(lhs: &[f32], rhs: &[f32], k: usize, out: &mut [f32], n: usize, epilo
     });
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 fn products_serial(
     lhs: &[f32],
     rhs: &[f32],

@@ -4,7 +4,6 @@
 use super::{check_len, AdaptiveScalars};
 use crate::error::{Error, Result};
 use crate::tensor::Element;
-use multiversion::multiversion;
 
 /// `values` holds `rows.len()` rows of `width` elements; yields where each
 /// row starts in `values` and in the dense tensors of `len` elements.
@@ -35,7 +34,10 @@ fn row_spans<'a>(
 /// `param.add_(g/std, alpha=−clr)`). torch adds a sparse tensor into a dense
 /// one with BLAS `axpy` (a fused multiply-add) when rows have more than one
 /// element (`fused`), and with a multiply then an add for 1-D parameters.
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 pub fn adagrad_sparse<T: Element>(
     param: &mut [T],
     sum: &mut [T],
@@ -84,7 +86,10 @@ pub struct SparseAdamScalars<T> {
 /// SparseAdam on the rows of a sparse gradient, in torch's order:
 /// `Δm = (g − m)(1−β₁)`, `m ← m + Δm`, `Δv = (g² − v)(1−β₂)`, `v ← v + Δv`,
 /// `θ ← θ + (−step_size)·(Δm + m_old)/(√(Δv + v_old) + ε)`.
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[cfg_attr(
+    not(feature = "portable"),
+    multiversion::multiversion(targets("x86_64+avx2+fma"))
+)]
 pub fn sparse_adam<T: Element>(
     param: &mut [T],
     exp_avg: &mut [T],
