@@ -176,7 +176,12 @@ pub fn second_moment<T: Element>(
             cols,
             scratch,
         } => {
-            let batch = row_var.len() / (*rows).max(1);
+            // Matrices in the batch, from whichever side is not empty.
+            let batch = match (*rows, *cols) {
+                (0, 0) => 0,
+                (0, cols) => col_var.len() / cols,
+                (rows, _) => row_var.len() / rows,
+            };
             check_len("adafactor", "grad", batch * *rows * *cols, grad.len())?;
             check_len("adafactor", "col_var", batch * *cols, col_var.len())?;
             check_len("adafactor", "scratch", *cols, scratch.len())?;
@@ -230,6 +235,9 @@ fn factored_moment<T: Element>(
     scratch: &mut [f64],
     h: &AdafactorScalars<T>,
 ) {
+    if rows == 0 || cols == 0 {
+        return; // no elements: the means stay as they are
+    }
     let w = h.one_minus_beta2;
     let (n_rows, n_cols) = (T::from_f64(rows as f64), T::from_f64(cols as f64));
     // torch: vector_norm(g, dim).square_().div_(size): the norm is rounded, then squared.
@@ -285,6 +293,9 @@ fn for_each_factored_row<T: Element>(
     eps1: T,
     mut f: impl FnMut(usize, &[T], &[T], T, T),
 ) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
     let n_rows = T::from_f64(rows as f64);
     let matrices = grad
         .chunks_exact(rows * cols)
@@ -483,6 +494,25 @@ mod tests {
         let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
         assert!(close(row[0], 14.0 / 3.0) && close(row[1], 77.0 / 3.0));
         assert!(close(col[0], 17.0 / 2.0) && close(col[2], 45.0 / 2.0));
+    }
+
+    #[test]
+    fn empty_matrices_are_no_work_and_no_panic() {
+        for (rows, cols) in [(0, 3), (3, 0), (0, 0)] {
+            let (mut row, mut col, mut scratch) =
+                (vec![0.0; rows], vec![0.0; cols], vec![0.0; cols]);
+            let mut m = SecondMoment::Factored {
+                row_var: &mut row,
+                col_var: &mut col,
+                rows,
+                cols,
+                scratch: &mut scratch,
+            };
+            let sums = second_moment(&[], &[], &mut m, &scalars()).unwrap();
+            assert_eq!(sums.param_sum_sq, 0.0);
+            assert_eq!(update_sum_sq(&[], &m, &scalars()), 0.0);
+            apply(&mut [], &[], &m, &scalars(), None, -0.1).unwrap();
+        }
     }
 
     #[test]
