@@ -17,11 +17,22 @@ from safetensors import safe_open
 FORMAT = "ferroptim.state_dict.v1"
 
 
+# JSON has no NaN or infinity: ferroptim writes such floats by name.
+_NON_FINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
+def _float(value):
+    """A float written as ferroptim writes one (a number, or "nan", "inf", "-inf")."""
+    if isinstance(value, str) and value in _NON_FINITE:
+        return _NON_FINITE[value]
+    return value
+
+
 def _group_value(key, value):
     # torch keeps list-valued hyperparameters (betas, etas, eps pairs, ...) as tuples.
     if isinstance(value, list) and key != "params":
-        return tuple(value)
-    return value
+        return tuple(_float(v) for v in value)
+    return _float(value)
 
 
 def load(path: str) -> dict:
@@ -39,6 +50,8 @@ def load(path: str) -> dict:
                 value = tensors[value["tensor"]]
             elif isinstance(value, dict) and "tensors" in value:
                 value = [tensors[name] for name in value["tensors"]]
+            else:
+                value = _float(value)
             out[key] = value
         state[int(param)] = out
     groups = [{k: _group_value(k, v) for k, v in g.items()} for g in json.loads(meta["param_groups"])]

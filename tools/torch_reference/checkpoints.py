@@ -2,6 +2,7 @@
 """torch.save'd optimizer checkpoints, for ferroptim's torch import.
 
     .venv/bin/python tools/torch_reference/checkpoints.py
+    .venv/bin/python tools/torch_reference/checkpoints.py protocols   # only the protocol 4/5 and NaN-lr files
 
 For every optimizer in generate.py's OPTIMIZERS, reruns the first
 configuration of its fixture (float32 and float64, same seeds, so the run is
@@ -93,6 +94,32 @@ def main() -> None:
             raise RuntimeError(f"{name}: torch resumed from ferroptim's checkpoint is off by {worst:e}")
         print(f"{name}: torch resumed from ferroptim's checkpoint, worst relative error {worst:.1e}")
     save_lbfgs()
+    save_protocols()
+
+
+def save_protocols() -> None:
+    """Adam's case 0 (float32) saved with pickle protocols 4 and 5 (STACK_GLOBAL,
+    FRAME, MEMOIZE), and once more after its lr was set to NaN, which torch
+    allows between steps: ferroptim must read all three."""
+    cls, _, _ = g.OPTIMIZERS["adam"]
+    fixture = json.loads((g.OUT_DIR / "adam.json").read_text())
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in fixture["cases"][0]["kwargs"].items()}
+    dtype = g.DTYPES[0]
+
+    def save(path, protocol, nan_lr=False):
+        def on_mid(opt):
+            if nan_lr:
+                for group in opt.param_groups:
+                    group["lr"] = float("nan")
+            torch.save(opt.state_dict(), path, pickle_protocol=protocol)
+        case = g.run_case(cls, dict(kwargs), dtype, 1, False, g.SHAPES_FOR.get("adam"), on_mid=on_mid)
+        if not nan_lr and case["steps"] != fixture["cases"][0]["steps"]:
+            raise RuntimeError("adam: the rerun differs from the committed fixture case 0")
+        print(f"{path.relative_to(g.ROOT)}: {path.stat().st_size} bytes")
+
+    for protocol in (4, 5):
+        save(OUT / f"adam-float32-protocol{protocol}.pt", protocol)
+    save(OUT / "adam-float32-nan-lr.pt", 2, nan_lr=True)
 
 
 def save_lbfgs() -> None:
@@ -113,4 +140,8 @@ def save_lbfgs() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["protocols"]:
+        torch.set_num_threads(1)
+        save_protocols()
+    else:
+        main()
