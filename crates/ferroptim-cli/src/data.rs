@@ -157,7 +157,13 @@ pub fn mnist(dir: &Path) -> Result<Dataset, String> {
     })
 }
 
-/// `dir/name`, or `dir/name.gz`, read whole and unzipped.
+/// The most a gzipped IDX file may unzip to (MNIST's largest is 47 MB,
+/// EMNIST's about 700 MB): a small file that inflates past it is refused
+/// before it fills the memory.
+pub const MAX_INFLATED_BYTES: u64 = 1 << 30;
+
+/// `dir/name`, or `dir/name.gz`, read whole and unzipped (at most
+/// [`MAX_INFLATED_BYTES`]).
 fn find(dir: &Path, name: &str) -> Result<(String, Vec<u8>), String> {
     let plain = dir.join(name);
     let gz = dir.join(format!("{name}.gz"));
@@ -178,8 +184,15 @@ fn find(dir: &Path, name: &str) -> Result<(String, Vec<u8>), String> {
     }
     let mut bytes = Vec::new();
     flate2::read::GzDecoder::new(raw.as_slice())
+        .take(MAX_INFLATED_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("{shown}: not a readable gzip file ({e})"))?;
+    if bytes.len() as u64 > MAX_INFLATED_BYTES {
+        return Err(format!(
+            "{shown}: unzips to more than {} MiB, more than an IDX file of MNIST's kind holds",
+            MAX_INFLATED_BYTES >> 20
+        ));
+    }
     Ok((shown, bytes))
 }
 
@@ -237,6 +250,25 @@ fn idx_labels((path, bytes): &(String, Vec<u8>)) -> Result<Vec<u32>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gzip_bomb_is_refused_before_it_fills_the_memory() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("ferroptim-bomb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..(MAX_INFLATED_BYTES >> 20) + 1 {
+            gz.write_all(&zeros).unwrap();
+        }
+        let path = dir.join("train-images-idx3-ubyte.gz");
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        let err = find(&dir, "train-images-idx3-ubyte")
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.contains("unzips to more than 1024 MiB"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_digits_load_and_split_the_same_way_every_time() {

@@ -322,6 +322,24 @@ pub fn draw(runs: &[Run], title: &str, out: &Path) -> Result<(), String> {
     }
 }
 
+/// The loss axis: from the smallest positive loss (at least 1e-5) to the
+/// largest, a decade at least and 30 at most, with a margin; a decade
+/// around 1 when no loss is finite and positive (all zero, NaN or empty),
+/// so that a log axis over an empty or infinite range is never built.
+fn loss_axis(losses: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in losses.filter(|v| v.is_finite() && *v > 0.0) {
+        (lo, hi) = (lo.min(v), hi.max(v));
+    }
+    if lo > hi {
+        // No finite positive loss at all (lo and hi are still their infinities).
+        return 0.1..1.0;
+    }
+    let hi = hi.min(1e300);
+    let lo = lo.max(1e-5).max(hi * 1e-30).min(hi / 10.0);
+    lo * 0.8..hi * 1.25
+}
+
 fn plot<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     runs: &[Run],
@@ -332,13 +350,7 @@ where
     DB::ErrorType: 'static,
 {
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", out.display());
-    let finite = || {
-        runs.iter()
-            .flat_map(|r| r.losses.iter().copied())
-            .filter(|v| v.is_finite() && *v > 0.0)
-    };
-    let lo = finite().fold(f64::INFINITY, f64::min).max(1e-5);
-    let hi = finite().fold(f64::NEG_INFINITY, f64::max).max(lo * 10.0);
+    let axis = loss_axis(runs.iter().flat_map(|r| r.losses.iter().copied()));
     let epochs = runs
         .iter()
         .map(|r| r.losses.len())
@@ -352,7 +364,7 @@ where
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..epochs as f64, (lo * 0.8..hi * 1.25).log_scale())
+        .build_cartesian_2d(0f64..epochs as f64, axis.log_scale())
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
@@ -389,4 +401,48 @@ where
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(losses: Vec<f64>) -> Run {
+        Run {
+            name: "adam".into(),
+            lr: 0.1,
+            losses,
+            test_accuracy: 1.0,
+            steps: 1,
+            seconds: 0.1,
+        }
+    }
+
+    #[test]
+    fn any_losses_make_a_picture() {
+        let dir = std::env::temp_dir().join(format!("ferroptim-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        crate::register_font().unwrap();
+        let cases = [
+            vec![],
+            vec![0.0; 5],
+            vec![f64::NAN, f64::INFINITY, f64::NEG_INFINITY],
+            vec![f64::MAX, f64::MIN_POSITIVE, 1.0],
+            vec![2.0, 1e-12, 0.0],
+        ];
+        for (i, losses) in cases.into_iter().enumerate() {
+            let axis = loss_axis(losses.iter().copied());
+            assert!(
+                axis.start > 0.0 && axis.end.is_finite() && axis.start < axis.end,
+                "{axis:?}"
+            );
+            assert!((axis.end / axis.start).log10() <= 31.0, "{axis:?}");
+            for ext in ["png", "svg"] {
+                let out = dir.join(format!("case{i}.{ext}"));
+                draw(&[run(losses.clone()), run(vec![])], "losses", &out).unwrap();
+                assert!(std::fs::metadata(&out).unwrap().len() > 100, "{out:?}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -46,7 +46,7 @@ enum Command {
         hidden: usize,
         /// Learning rates: one number for every optimizer, or
         /// name=value pairs (e.g. adam=0.01,sgd=0.1); others keep the demo's defaults.
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
         lr: Vec<String>,
         /// Train on MNIST instead: a directory with the four IDX files
         /// (train-images-idx3-ubyte, ... ; gzipped or not).
@@ -156,6 +156,11 @@ fn chosen(names: &[String]) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// The widest hidden layer the demo builds.
+const MAX_HIDDEN: usize = 1 << 16;
+/// The most weights the demo's MLP may have (1 GiB of f32, before moments).
+const MAX_WEIGHTS: usize = 1 << 28;
+
 /// The learning rate of each optimizer: the demo's default unless `--lr` sets it.
 fn learning_rates(names: &[String], lr: &[String]) -> Result<Vec<f64>, String> {
     let parse = |v: &str| -> Result<f64, String> {
@@ -204,10 +209,23 @@ fn run_demo(
     if settings.epochs == 0 || settings.batch_size == 0 || settings.hidden == 0 {
         return Err("--epochs, --batch-size and --hidden must be at least 1".into());
     }
+    if settings.hidden > MAX_HIDDEN {
+        return Err(format!(
+            "--hidden {} is more than {MAX_HIDDEN}, the widest the demo builds",
+            settings.hidden
+        ));
+    }
     let data = match data {
         Some(dir) => data::mnist(dir)?,
         None => data::digits()?,
     };
+    let weights = (data.dim + data.classes).saturating_mul(settings.hidden);
+    if weights > MAX_WEIGHTS {
+        return Err(format!(
+            "an MLP {}-{}-{} has {weights} weights, more than the {MAX_WEIGHTS} the demo trains",
+            data.dim, settings.hidden, data.classes
+        ));
+    }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     register_font()?;
     println!(

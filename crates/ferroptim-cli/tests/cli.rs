@@ -69,6 +69,9 @@ fn bad_flags_are_one_clear_line_and_a_failure_exit() {
         assert!(!run.status.success(), "{args:?}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        if args.contains(&"-1") {
+            assert!(stderr.contains("Invalid learning rate: -1.0"), "{stderr}");
+        }
     }
 }
 
@@ -153,6 +156,16 @@ fn demo_refuses_bad_input_in_one_line() {
         vec!["demo", "--optimizers", "adam", "--lr", "fast"],
         vec!["demo", "--epochs", "0"],
         vec!["demo", "--optimizers", "adam", "--lr=-1"],
+        // A negative number after a space is a value, refused as a learning rate.
+        vec!["demo", "--optimizers", "adam", "--lr", "-1"],
+        vec![
+            "demo",
+            "--optimizers",
+            "adam",
+            "--hidden",
+            "18446744073709551615",
+        ],
+        vec!["demo", "--optimizers", "adam", "--hidden", "100000"],
     ] {
         let run = ferroptim().args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&run.stderr);
