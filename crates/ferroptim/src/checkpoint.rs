@@ -34,7 +34,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
 use serde_json::{Map, Value};
@@ -42,6 +41,12 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::state::{ParamStateDict, StateDict, StateValue};
 use crate::tensor::{Tensor, TensorData};
+
+/// The largest header (JSON of tensor names, shapes and metadata) that the
+/// `safetensors` reader accepts: 100 MB, about 230k Adam parameters. A
+/// state_dict whose header is larger is refused by `save`, before any file
+/// is touched, rather than written and never read back.
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// The `format` the metadata names; a file without it is not a ferroptim checkpoint.
 pub const FORMAT: &str = "ferroptim.state_dict.v1";
@@ -126,7 +131,7 @@ impl StateDict {
                 let name = format!("state.{param}.{key}");
                 let v = match value {
                     StateValue::Int(i) => Value::from(*i),
-                    StateValue::Float(x) => serde_json::to_value(x)?,
+                    StateValue::Float(x) => crate::json::number(*x),
                     StateValue::Tensor(t) => {
                         tensors.push(Encoded::new(name.clone(), t));
                         Value::Object(Map::from_iter([("tensor".to_string(), Value::from(name))]))
@@ -163,8 +168,21 @@ impl StateDict {
             })
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| format_error(e.to_string()))?;
-        safetensors::tensor::serialize(views, Some(metadata))
-            .map_err(|e| format_error(e.to_string()))
+        let bytes = safetensors::tensor::serialize(views, Some(metadata))
+            .map_err(|e| format_error(e.to_string()))?;
+        // A header the reader refuses would be a checkpoint that saves and never loads.
+        let header = bytes
+            .get(..8)
+            .map_or(0, |n| u64::from_le_bytes(n.try_into().unwrap_or([0; 8])));
+        if header > MAX_HEADER_BYTES {
+            return Err(format_error(format!(
+                "the header (names, shapes and metadata of {} tensors) would take {header} bytes, \
+                 more than the {MAX_HEADER_BYTES} a safetensors reader accepts; save this \
+                 state_dict as JSON (StateDict::to_json) instead",
+                tensors.len()
+            )));
+        }
+        Ok(bytes)
     }
 
     /// Reads the bytes of a safetensors checkpoint written by
@@ -193,15 +211,19 @@ impl StateDict {
         let param_groups: Vec<Map<String, Value>> = serde_json::from_str(field("param_groups")?)?;
         let saved: BTreeMap<usize, Map<String, Value>> = serde_json::from_str(field("state")?)?;
         let mut views: BTreeMap<String, TensorView<'_>> = file.tensors().into_iter().collect();
+        let mut taken = std::collections::BTreeSet::new();
         let mut take = |name: &Value| -> Result<Tensor> {
             let name = name
                 .as_str()
                 .ok_or_else(|| format_error(format!("tensor reference {name} is not a name")))?;
-            let view = views.remove(name).ok_or_else(|| {
-                format_error(format!(
-                    "metadata names tensor {name:?}, which the file lacks"
-                ))
-            })?;
+            let Some(view) = views.remove(name) else {
+                return Err(format_error(if taken.contains(name) {
+                    format!("metadata names tensor {name:?} twice; each state tensor is its own")
+                } else {
+                    format!("metadata names tensor {name:?}, which the file lacks")
+                }));
+            };
+            taken.insert(name.to_string());
             tensor_from_view(name, &view)
         };
         let mut state = BTreeMap::new();
@@ -218,7 +240,7 @@ impl StateDict {
                         })?;
                         StateValue::TensorList(names.iter().map(&mut take).collect::<Result<_>>()?)
                     }
-                    _ => serde_json::from_value(value)?,
+                    _ => crate::json::from_value(value)?,
                 };
                 out.insert(key, v);
             }
@@ -254,40 +276,91 @@ impl StateDict {
 /// data goes to a temporary file in the same directory, is synced to disk,
 /// and is renamed over `path`. If `write` (or anything else) fails, the
 /// temporary file is removed and `path` is untouched.
+///
+/// - **Symlinks are followed**: when `path` is a symbolic link, the file it
+///   points to is replaced and the link stays a link. A link to nothing is
+///   an error.
+/// - **Permissions are kept**: the new file gets the old one's mode (a
+///   checkpoint made private stays private); a new path gets the usual
+///   `0666` less the umask.
+/// - **Temporary files** are named `.<file>.tmp-<random>`, created
+///   exclusively, and locked while written. After a successful save, such
+///   files of the same target left by a save that was killed (no longer
+///   locked) are removed.
 pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = match path.parent() {
+    let target = resolve_links(path).map_err(|e| io_error(path, e))?;
+    let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let name = path
+    let name = target
         .file_name()
         .ok_or_else(|| io_error(path, std::io::Error::other("not a file path")))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let existing = std::fs::metadata(&target).ok().map(|m| m.permissions());
     let result = (|| {
-        let mut file = File::options().write(true).create_new(true).open(&tmp)?;
-        write(&mut file)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // As File::create: 0666, less the process's umask at creation.
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let mut tmp = builder.tempfile_in(&dir)?;
+        // Held until the file is renamed or removed: a cleaner sees it is alive.
+        tmp.as_file().lock()?;
+        if let Some(permissions) = existing {
+            tmp.as_file().set_permissions(permissions)?;
+        }
+        write(tmp.as_file_mut())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&target).map_err(|e| e.error)?;
         // Make the rename itself durable where the platform allows it.
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all();
         }
         Ok(())
     })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_error(path, e)
-    })
+    result.map_err(|e| io_error(path, e))?;
+    remove_stale_temporaries(&dir, &prefix);
+    Ok(())
+}
+
+/// `path`, or the file its chain of symbolic links ends at.
+fn resolve_links(path: &Path) -> std::io::Result<std::path::PathBuf> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("a symbolic link whose target cannot be reached: {e}"),
+            )
+        }),
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
+/// Removes the temporary files `prefix*` in `dir` that no save holds locked:
+/// those of a save that was killed. Best effort: a file that cannot be
+/// opened, locked or removed is left.
+fn remove_stale_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let Ok(file) = File::options().read(true).open(entry.path()) else {
+            continue;
+        };
+        if file.try_lock().is_ok() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -316,6 +389,69 @@ mod tests {
         assert_eq!(left.len(), 1, "the temporary file was not removed");
         write_atomic(&path, |f| f.write_all(b"new")).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_save_keeps_the_targets_mode_and_follows_its_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch_dir("mode");
+        let real = dir.join("real.safetensors");
+        std::fs::write(&real, b"old").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.join("latest.safetensors");
+        std::os::unix::fs::symlink("real.safetensors", &link).unwrap();
+        write_atomic(&link, |f| f.write_all(b"new")).unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the checkpoint became {mode:o}");
+        // A link to nothing is an error, and creates nothing.
+        let dangling = dir.join("dangling.safetensors");
+        std::os::unix::fs::symlink("missing/nothing.safetensors", &dangling).unwrap();
+        let err = write_atomic(&dangling, |f| f.write_all(b"x")).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        // A new file gets the usual mode: not the temporary file's 0600.
+        let fresh = dir.join("fresh.safetensors");
+        write_atomic(&fresh, |f| f.write_all(b"x")).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_ne!(mode, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn temporaries_of_a_killed_save_are_removed_and_names_never_collide() {
+        let dir = scratch_dir("stale");
+        let path = dir.join("ckpt.safetensors");
+        // What a save killed mid-write (or an older ferroptim) left: PID-style names.
+        for stale in [".ckpt.safetensors.tmp-1-0", ".ckpt.safetensors.tmp-1-1"] {
+            std::fs::write(dir.join(stale), vec![0u8; 1024]).unwrap();
+        }
+        // A save in progress holds its file locked: it must survive.
+        let live = dir.join(".ckpt.safetensors.tmp-live");
+        let held = File::create(&live).unwrap();
+        held.lock().unwrap();
+        let other = dir.join(".other.safetensors.tmp-1-0");
+        std::fs::write(&other, b"another target's").unwrap();
+        write_atomic(&path, |f| f.write_all(b"new")).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".ckpt.safetensors.tmp-live",
+                ".other.safetensors.tmp-1-0",
+                "ckpt.safetensors"
+            ]
+        );
+        drop(held);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

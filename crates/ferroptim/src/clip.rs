@@ -11,7 +11,7 @@
 
 use crate::error::{py_float, Error, Result};
 use crate::param::{Grad, Param};
-use crate::tensor::{Dtype, Element, TensorData};
+use crate::tensor::{Dtype, Element, TensorDataMut};
 
 /// `‖x‖ₚ` of values given as `f64`, accumulated in `f64`: `p = ∞` is the
 /// largest magnitude, `−∞` the smallest, `0` the number of non-zeros.
@@ -121,13 +121,13 @@ pub fn clip_grad_norm(
     Ok(total)
 }
 
-fn scale(data: &mut TensorData, coef: f64) {
+fn scale(data: TensorDataMut<'_>, coef: f64) {
     fn apply<T: Element>(v: &mut [T], coef: T) {
         v.iter_mut().for_each(|x| *x = *x * coef);
     }
     match data {
-        TensorData::F32(v) => apply(v, coef as f32),
-        TensorData::F64(v) => apply(v, coef),
+        TensorDataMut::F32(v) => apply(v, coef as f32),
+        TensorDataMut::F64(v) => apply(v, coef),
     }
 }
 
@@ -168,8 +168,8 @@ pub fn clip_grad_value(params: &[Param], clip_value: f64) -> Result<()> {
         let mut inner = p.write();
         if let Some(Grad::Dense(g)) = &mut inner.grad {
             match g.data_mut() {
-                TensorData::F32(v) => apply(v, clip_value as f32),
-                TensorData::F64(v) => apply(v, clip_value),
+                TensorDataMut::F32(v) => apply(v, clip_value as f32),
+                TensorDataMut::F64(v) => apply(v, clip_value),
             }
         }
     }

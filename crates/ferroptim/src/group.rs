@@ -6,6 +6,8 @@
 //! [`ParamGroup`] is the live group inside an optimizer, whose `options` can
 //! be read and changed between steps, as schedulers do.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -58,9 +60,12 @@ impl<P: ParamSlot> GroupSpec<P> {
     }
 
     /// Overrides one hyperparameter, by torch's name (`"lr"`, `"betas"`, ...).
+    /// Any serialisable value will do (a float, a pair, a JSON value); a NaN
+    /// or infinite float is kept as such (see [`json`](crate::json)).
     #[must_use]
-    pub fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.options.insert(key.to_string(), value.into());
+    pub fn set(mut self, key: &str, value: impl serde::Serialize) -> Self {
+        let value = crate::json::to_value(&value).unwrap_or(Value::Null);
+        self.options.insert(key.to_string(), value);
         self
     }
 
@@ -122,10 +127,12 @@ impl<P: ParamSlot> IntoParamGroups<P> for GroupSpec<P> {
 }
 
 /// Checks that `group` repeats no parameter and shares none with `others`
-/// (torch: "some parameters appear in more than one parameter group").
-pub(crate) fn check_no_duplicates<'a, P: ParamSlot>(
+/// (the keys of the parameters already in other groups; torch: "some
+/// parameters appear in more than one parameter group"). Linear in the
+/// group's size, however many groups there are.
+pub(crate) fn check_no_duplicates<P: ParamSlot>(
     group: &[P],
-    mut others: impl Iterator<Item = &'a P>,
+    others: &HashSet<P::Key>,
 ) -> Result<()> {
     let mut first_at = std::collections::HashMap::with_capacity(group.len());
     for (i, p) in group.iter().enumerate() {
@@ -134,7 +141,7 @@ pub(crate) fn check_no_duplicates<'a, P: ParamSlot>(
         }
         first_at.insert(p.key(), i);
     }
-    if others.any(|q| first_at.contains_key(&q.key())) {
+    if first_at.keys().any(|k| others.contains(k)) {
         return Err(Error::DuplicateParamAcrossGroups);
     }
     Ok(())
@@ -180,7 +187,7 @@ impl<A: Algorithm, P: ParamSlot> ParamGroup<A, P> {
 /// `options` as a JSON object. A config is a plain struct of numbers and
 /// booleans, which always serialises to an object.
 pub(crate) fn options_map<A: Hyperparameters>(options: &A) -> Map<String, Value> {
-    match serde_json::to_value(options) {
+    match crate::json::to_value(options) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
     }
@@ -208,9 +215,18 @@ pub(crate) fn merge_options<A: Hyperparameters>(
                 expected: map.keys().cloned().collect::<Vec<_>>().join(", "),
             });
         }
+        if value.is_null() && map.get(key).and_then(crate::json::as_f64).is_some() {
+            return Err(Error::InvalidConfig {
+                optimizer: A::NAME,
+                reason: format!(
+                    "`{key}` is null, expected a number; serde_json turns NaN and infinities \
+                     into null, pass them as ferroptim::json::number(x)"
+                ),
+            });
+        }
         map.insert(key.clone(), value.clone());
     }
-    let options: A = serde_json::from_value(Value::Object(map)).map_err(config_error::<A>)?;
+    let options: A = crate::json::from_value(Value::Object(map)).map_err(config_error::<A>)?;
     options.validate()?;
     Ok(options)
 }
@@ -249,8 +265,13 @@ pub(crate) fn options_from_saved<A: Hyperparameters>(
             });
         }
     }
-    let options: A = serde_json::from_value(Value::Object(map))
+    let options: A = crate::json::from_value(Value::Object(map))
         .map_err(|e| Error::state(format!("param_groups[{group}]"), e.to_string()))?;
-    options.validate()?;
+    // Everything the constructor checks, except `lr`: torch lets schedulers
+    // and users set a group's lr to anything between steps (negative, NaN),
+    // and what was saved must load.
+    let mut checked = options.clone();
+    checked.set_lr(A::default().lr());
+    checked.validate()?;
     Ok((options, extra))
 }

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::group::{
     check_no_duplicates, merge_options, options_from_saved, GroupSpec, IntoParamGroups, ParamGroup,
 };
+use crate::parallel::Exec;
 use crate::param::Param;
 use crate::slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData};
 use crate::state::{ParamStateDict, StateDict, StateEntries};
@@ -75,6 +76,15 @@ pub trait Optimizer: Send {
     /// optimizer is exactly as it was.
     fn load_state_dict(&mut self, state_dict: &StateDict) -> Result<()>;
 
+    /// Every group's hyperparameters and extra keys, with `params`: the
+    /// `param_groups` of [`Optimizer::state_dict`], without copying any state.
+    fn param_groups_json(&self) -> Vec<Map<String, Value>>;
+
+    /// Restores groups saved by [`Optimizer::param_groups_json`] (or the
+    /// `param_groups` of a state_dict), leaving the state alone. Checked
+    /// first, as `load_state_dict` checks them; on error nothing changes.
+    fn load_param_groups(&mut self, groups: &[Map<String, Value>]) -> Result<()>;
+
     /// The number of param groups.
     fn num_param_groups(&self) -> usize;
 
@@ -92,6 +102,8 @@ pub trait Optimizer: Send {
     /// its group dicts; it is kept through `state_dict` round trips and read
     /// back with [`Optimizer::hyperparameter`]. Hyperparameters themselves go
     /// through [`Optimizer::set_hyperparameter`], which validates them.
+    /// `null` is refused: it is what serde_json makes of a NaN or infinite
+    /// float, which [`json::number`](crate::json::number) writes instead.
     fn set_group_extra(&mut self, group: usize, key: &str, value: Value) -> Result<()>;
 
     /// A group's learning rate (`None` if there is no such group).
@@ -215,6 +227,8 @@ pub trait Algorithm: Hyperparameters {
 pub struct Optim<A: Algorithm, P: ParamSlot = Param> {
     defaults: A,
     param_groups: Vec<ParamGroup<A, P>>,
+    /// Every parameter's key: adding a group checks for repeats in O(its size).
+    keys: std::collections::HashSet<P::Key>,
 }
 
 impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
@@ -229,6 +243,7 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
         let mut opt = Optim {
             defaults,
             param_groups: Vec::with_capacity(groups.len()),
+            keys: std::collections::HashSet::new(),
         };
         for group in groups {
             opt.add_param_group(group)?;
@@ -284,19 +299,13 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
 
     /// Adds a param group; hyperparameters it leaves out come from the defaults.
     pub fn add_param_group(&mut self, group: GroupSpec<P>) -> Result<()> {
-        check_no_duplicates(
-            &group.params,
-            self.param_groups.iter().flat_map(|g| &g.params),
-        )?;
+        check_no_duplicates(&group.params, &self.keys)?;
         let options = merge_options(&self.defaults, &group.options)?;
-        let first = self
-            .param_groups
-            .iter()
-            .map(|g| g.params.len())
-            .sum::<usize>();
+        let first = self.keys.len();
         for (i, p) in group.params.iter().enumerate() {
             options.check_param(&p.shape(), first + i)?;
         }
+        self.keys.extend(group.params.iter().map(ParamSlot::key));
         let state = vec![None; group.params.len()];
         self.param_groups.push(ParamGroup {
             params: group.params,
@@ -313,6 +322,41 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
             .iter()
             .flat_map(|g| g.params.iter().cloned())
             .collect()
+    }
+
+    /// Each saved group's hyperparameters and extra keys, checked against
+    /// this optimizer's groups (their number and sizes).
+    fn read_param_groups(
+        &self,
+        saved: &[Map<String, Value>],
+    ) -> Result<Vec<(A, Map<String, Value>)>> {
+        let (expected, found) = (self.param_groups.len(), saved.len());
+        if expected != found {
+            return Err(Error::GroupCountMismatch { expected, found });
+        }
+        saved
+            .iter()
+            .zip(&self.param_groups)
+            .enumerate()
+            .map(|(g, (saved, group))| {
+                let ids = saved_param_ids(saved, g)?;
+                if ids.len() != group.params.len() {
+                    return Err(Error::GroupSizeMismatch {
+                        group: g,
+                        expected: group.params.len(),
+                        found: ids.len(),
+                    });
+                }
+                options_from_saved::<A>(saved, g)
+            })
+            .collect()
+    }
+
+    fn commit_param_groups(&mut self, options: Vec<(A, Map<String, Value>)>) {
+        for (group, (opts, extra)) in self.param_groups.iter_mut().zip(options) {
+            group.options = opts;
+            group.extra = extra;
+        }
     }
 
     fn group(&self, group: usize) -> Result<&ParamGroup<A, P>> {
@@ -340,29 +384,30 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
 
     fn step(&mut self) -> Result<()> {
         self.check_grads()?;
-        let pool = crate::parallel::pool();
-        let mut first = 0;
-        for group in &mut self.param_groups {
-            let options = &group.options;
-            let pairs = group.params.iter().zip(group.state.iter_mut());
-            match &pool {
-                // Parameters are independent: spread them over the threads.
-                Some(pool) if group.params.len() > 1 => pool.install(|| {
-                    use rayon::prelude::*;
-                    let pairs = group.params.par_iter().zip(group.state.par_iter_mut());
-                    pairs
-                        .enumerate()
-                        .try_for_each(|(i, (p, slot))| update_one(options, first + i, p, slot))
-                })?,
-                _ => {
-                    for (i, (p, slot)) in pairs.enumerate() {
-                        update_one(options, first + i, p, slot)?;
+        crate::parallel::with_pool(|exec| {
+            let mut first = 0;
+            for group in &mut self.param_groups {
+                let options = &group.options;
+                match &exec {
+                    // Parameters are independent: spread them over the threads.
+                    Exec::Install(pool) if group.params.len() > 1 => pool.install(|| {
+                        use rayon::prelude::*;
+                        let pairs = group.params.par_iter().zip(group.state.par_iter_mut());
+                        pairs
+                            .enumerate()
+                            .try_for_each(|(i, (p, slot))| update_one(options, first + i, p, slot))
+                    })?,
+                    _ => {
+                        let pairs = group.params.iter().zip(group.state.iter_mut());
+                        for (i, (p, slot)) in pairs.enumerate() {
+                            update_one(options, first + i, p, slot)?;
+                        }
                     }
                 }
+                first += group.params.len();
             }
-            first += group.params.len();
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn step_if_finite(&mut self) -> Result<StepOutcome> {
@@ -381,46 +426,26 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
     }
 
     fn state_dict(&self) -> StateDict {
-        let mut sd = StateDict::default();
-        let mut index = 0;
-        for group in &self.param_groups {
-            let mut ids = Vec::with_capacity(group.params.len());
-            for state in &group.state {
-                let entries = state
-                    .as_ref()
-                    .map(ParamState::to_entries)
-                    .unwrap_or_default();
-                if !entries.is_empty() {
-                    sd.state.insert(index, entries);
-                }
-                ids.push(Value::from(index));
-                index += 1;
-            }
-            let mut map = group.options_json();
-            map.insert("params".into(), Value::Array(ids));
-            sd.param_groups.push(map);
+        let states = self.param_groups.iter().flat_map(|g| &g.state);
+        let state = states
+            .enumerate()
+            .filter_map(|(index, state)| {
+                let entries = state.as_ref()?.to_entries();
+                (!entries.is_empty()).then_some((index, entries))
+            })
+            .collect();
+        StateDict {
+            state,
+            param_groups: self.param_groups_json(),
         }
-        sd
     }
 
     fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
-        let (expected, found) = (self.param_groups.len(), sd.param_groups.len());
-        if expected != found {
-            return Err(Error::GroupCountMismatch { expected, found });
-        }
+        let options = self.read_param_groups(&sd.param_groups)?;
         // Saved index -> (group, position), pairing saved and current params in order, as torch does.
         let mut slot_of = std::collections::BTreeMap::new();
-        let mut options = Vec::with_capacity(found);
-        for (g, (saved, group)) in sd.param_groups.iter().zip(&self.param_groups).enumerate() {
-            let ids = saved_param_ids(saved, g)?;
-            if ids.len() != group.params.len() {
-                return Err(Error::GroupSizeMismatch {
-                    group: g,
-                    expected: group.params.len(),
-                    found: ids.len(),
-                });
-            }
-            for (i, id) in ids.into_iter().enumerate() {
+        for (g, saved) in sd.param_groups.iter().enumerate() {
+            for (i, id) in saved_param_ids(saved, g)?.into_iter().enumerate() {
                 if slot_of.insert(id, (g, i)).is_some() {
                     return Err(Error::state(
                         format!("param_groups[{g}].params"),
@@ -428,7 +453,6 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
                     ));
                 }
             }
-            options.push(options_from_saved::<A>(saved, g)?);
         }
         let mut states: Vec<Vec<Option<A::State>>> = self
             .param_groups
@@ -448,12 +472,30 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
             states[g][i] = Some(A::State::from_entries(reader)?);
         }
         // Everything checked: commit.
-        for ((group, (opts, extra)), state) in self.param_groups.iter_mut().zip(options).zip(states)
-        {
-            group.options = opts;
-            group.extra = extra;
+        self.commit_param_groups(options);
+        for (group, state) in self.param_groups.iter_mut().zip(states) {
             group.state = state;
         }
+        Ok(())
+    }
+
+    fn param_groups_json(&self) -> Vec<Map<String, Value>> {
+        let mut index = 0;
+        self.param_groups
+            .iter()
+            .map(|group| {
+                let ids = (index..index + group.params.len()).map(Value::from);
+                index += group.params.len();
+                let mut map = group.options_json();
+                map.insert("params".into(), Value::Array(ids.collect()));
+                map
+            })
+            .collect()
+    }
+
+    fn load_param_groups(&mut self, groups: &[Map<String, Value>]) -> Result<()> {
+        let options = self.read_param_groups(groups)?;
+        self.commit_param_groups(options);
         Ok(())
     }
 
@@ -478,7 +520,7 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
 
     fn set_group_extra(&mut self, group: usize, key: &str, value: Value) -> Result<()> {
         self.group(group)?;
-        check_extra_key::<A>(key)?;
+        check_extra_key::<A>(key, &value)?;
         self.param_groups[group]
             .extra
             .insert(key.to_string(), value);
@@ -528,7 +570,16 @@ fn update_one<A: Algorithm, P: ParamSlot>(
 
 /// Refuses, as a group's extra key, a name that is one of `A`'s
 /// hyperparameters (or `params`).
-pub(crate) fn check_extra_key<A: Hyperparameters>(key: &str) -> Result<()> {
+pub(crate) fn check_extra_key<A: Hyperparameters>(key: &str, value: &Value) -> Result<()> {
+    if value.is_null() {
+        return Err(Error::InvalidConfig {
+            optimizer: A::NAME,
+            reason: format!(
+                "`{key}` is null: serde_json turns NaN and infinities into null, which would \
+                 not read back as a number; pass them as ferroptim::json::number(x)"
+            ),
+        });
+    }
     let reserved = key == "params"
         || A::TORCH_FLAGS.contains(&key)
         || crate::group::options_map(&A::default()).contains_key(key);

@@ -8,7 +8,7 @@
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
-use crate::tensor::{Dtype, Element, Tensor, TensorData};
+use crate::tensor::{Dtype, Element, Tensor, TensorData, TensorDataMut};
 
 /// A gradient: dense like the parameter, or sparse rows of it.
 #[derive(Clone, Debug, PartialEq)]
@@ -179,8 +179,21 @@ impl Param {
         Ok(())
     }
 
-    /// Runs `f` on the value in place (e.g. to load weights).
-    pub fn with_value_mut<R>(&self, f: impl FnOnce(&mut crate::tensor::TensorData) -> R) -> R {
+    /// Runs `f` on the values in place (e.g. to load weights); the shape
+    /// and dtype stay as they are.
+    ///
+    /// ```
+    /// use ferroptim::{Param, TensorDataMut};
+    /// let w = Param::zeros::<f32>(&[3]);
+    /// w.with_value_mut(|data| {
+    ///     if let TensorDataMut::F32(v) = data {
+    ///         v.copy_from_slice(&[1.0, 2.0, 3.0]);
+    ///     }
+    /// });
+    /// assert_eq!(w.to_vec::<f32>()?, [1.0, 2.0, 3.0]);
+    /// # Ok::<(), ferroptim::Error>(())
+    /// ```
+    pub fn with_value_mut<R>(&self, f: impl FnOnce(TensorDataMut<'_>) -> R) -> R {
         f(self.write().value.data_mut())
     }
 

@@ -11,7 +11,7 @@ use std::fmt::Debug;
 
 use crate::error::{Error, Result};
 use crate::param::{Grad, Param, SparseGrad};
-use crate::tensor::{Dtype, Tensor, TensorData};
+use crate::tensor::{Dtype, Tensor, TensorDataMut};
 
 /// One update of a parameter, as [`ParamSlot::update_in_place`] runs it:
 /// given the shape, the values and the gradient.
@@ -24,7 +24,7 @@ pub trait ParamSlot: Clone + Debug + Send + Sync + 'static {
     /// The dtype.
     fn dtype(&self) -> Dtype;
     /// What identifies the parameter: equal exactly for clones of the same one.
-    type Key: Copy + Eq + std::hash::Hash;
+    type Key: Copy + Eq + std::hash::Hash + Debug + Send + Sync;
     /// The parameter's identity.
     fn key(&self) -> Self::Key;
     /// Whether `self` and `other` are the same parameter (not merely equal values).
@@ -170,10 +170,14 @@ impl ParamSlot for Param {
         };
         let (shape, data) = inner.value.parts_mut();
         let data = match (data, grad) {
-            (TensorData::F32(v), Grad::Dense(g)) => SlotData::F32(v, GradRef::Dense(g.as_slice()?)),
-            (TensorData::F64(v), Grad::Dense(g)) => SlotData::F64(v, GradRef::Dense(g.as_slice()?)),
-            (TensorData::F32(v), Grad::Sparse(g)) => SlotData::F32(v, GradRef::Sparse(g)),
-            (TensorData::F64(v), Grad::Sparse(g)) => SlotData::F64(v, GradRef::Sparse(g)),
+            (TensorDataMut::F32(v), Grad::Dense(g)) => {
+                SlotData::F32(v, GradRef::Dense(g.as_slice()?))
+            }
+            (TensorDataMut::F64(v), Grad::Dense(g)) => {
+                SlotData::F64(v, GradRef::Dense(g.as_slice()?))
+            }
+            (TensorDataMut::F32(v), Grad::Sparse(g)) => SlotData::F32(v, GradRef::Sparse(g)),
+            (TensorDataMut::F64(v), Grad::Sparse(g)) => SlotData::F64(v, GradRef::Sparse(g)),
         };
         update(shape, data)
     }

@@ -22,8 +22,8 @@ use crate::tensor::{Dtype, Tensor};
 pub enum StateValue {
     /// An integer (e.g. LBFGS's `func_evals`).
     Int(i64),
-    /// A float.
-    Float(f64),
+    /// A float (NaN and infinities included: JSON writes them by name).
+    Float(#[serde(with = "crate::json::float")] f64),
     /// A tensor (e.g. `exp_avg`, or `step` as torch's 0-d float32 tensor).
     Tensor(Tensor),
     /// A list of tensors (e.g. LBFGS's `old_dirs`).
@@ -68,6 +68,11 @@ impl StateDict {
         Ok(serde_json::from_str(json)?)
     }
 }
+
+/// The largest step count a state_dict may hold: 2^53, the last integer
+/// that every form a count takes (an `f64`, torch's `int`, an `i64`) holds
+/// exactly. No training reaches it; a larger count is a corrupt file.
+pub const MAX_STEP: f64 = 9_007_199_254_740_992.0;
 
 /// Reads one parameter's saved state, checking every entry against the parameter.
 ///
@@ -191,31 +196,36 @@ impl<'a> StateEntries<'a> {
                 "missing; expected the number of steps taken",
             )
         })?;
-        if !(step.is_finite() && step >= 0.0 && step.fract() == 0.0) {
+        if !(step.is_finite() && (0.0..=MAX_STEP).contains(&step) && step.fract() == 0.0) {
             return Err(Error::state(
                 self.path(key),
-                format!("step count must be a finite whole number >= 0, found {step}"),
+                format!(
+                    "step count must be a whole number from 0 to 2^53 (exact in a float \
+                     and an integer alike), found {step}"
+                ),
             ));
         }
         Ok(step)
     }
 
-    /// A finite scalar kept by torch as a 0-d float32 tensor (ASGD's `eta`
-    /// and `mu`), or a number; returned rounded to `f32` as torch keeps it.
+    /// A float, NaN and infinities included (LBFGS's `prev_loss` after a NaN
+    /// loss), written by torch as a float, an int or a one-element tensor;
+    /// `None` if the key is absent.
+    pub fn optional_float(&mut self, key: &str) -> Result<Option<f64>> {
+        self.number(key, "a number")
+    }
+
+    /// A scalar kept by torch as a 0-d float32 tensor (ASGD's `eta` and
+    /// `mu`), or a number; returned rounded to `f32` as torch keeps it. Any
+    /// float32 value is one: a NaN lr makes them NaN in torch too.
     pub fn scalar_f32(&mut self, key: &str) -> Result<f32> {
-        let x = self.optional_number(key)?.ok_or_else(|| {
+        let x = self.optional_float(key)?.ok_or_else(|| {
             Error::state(
                 self.path(key),
                 "missing; this optimizer keeps it for every parameter",
             )
-        })? as f32;
-        if !x.is_finite() {
-            return Err(Error::state(
-                self.path(key),
-                format!("expected a finite float32 value, found {x}"),
-            ));
-        }
-        Ok(x)
+        })?;
+        Ok(x as f32)
     }
 
     /// A finite number, written by torch as a float, an int or a one-element

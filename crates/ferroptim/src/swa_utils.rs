@@ -35,7 +35,7 @@ use crate::kernels::lerp;
 use crate::lr_scheduler::{set_extra, start, PerGroup, Progress, Rule};
 use crate::optimizer::Optimizer;
 use crate::param::Param;
-use crate::tensor::{Dtype, Element, Tensor, TensorData};
+use crate::tensor::{Dtype, Element, Tensor, TensorData, TensorDataMut};
 
 /// How [`AveragedModel`] averages.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -151,16 +151,24 @@ impl AveragedModel {
     pub fn update_parameters(&mut self, model: &[Param]) -> Result<()> {
         self.check_model("update_parameters", model)?;
         let (averaging, n) = (self.averaging, self.n_averaged);
+        let update = |avg: &Param, current: &Tensor| {
+            avg.with_value_mut(|data| match (data, current.data()) {
+                (TensorDataMut::F32(a), TensorData::F32(c)) if n == 0 => a.copy_from_slice(c),
+                (TensorDataMut::F64(a), TensorData::F64(c)) if n == 0 => a.copy_from_slice(c),
+                (TensorDataMut::F32(a), TensorData::F32(c)) => average(a, c, averaging, n),
+                (TensorDataMut::F64(a), TensorData::F64(c)) => average(a, c, averaging, n),
+                // Shapes and dtypes were checked above.
+                _ => {}
+            })
+        };
         for (avg, current) in self.params.iter().zip(model) {
-            current.with_value(|current| {
-                avg.with_value_mut(|data| match (data, current.data()) {
-                    (data, _) if n == 0 => data.clone_from(current.data()),
-                    (TensorData::F32(a), TensorData::F32(c)) => average(a, c, averaging, n),
-                    (TensorData::F64(a), TensorData::F64(c)) => average(a, c, averaging, n),
-                    // Dtypes were checked above.
-                    _ => {}
-                })
-            });
+            if avg.same_as(current) {
+                // Averaged with itself (torch allows it): read a copy, as
+                // holding the value to read it and to write it would deadlock.
+                update(avg, &current.value());
+            } else {
+                current.with_value(|current| update(avg, current));
+            }
         }
         self.n_averaged += 1;
         Ok(())
@@ -278,6 +286,10 @@ pub struct SWALR {
 impl SWALR {
     /// Writes each group's `swa_lr`, then takes the first step.
     pub fn new(opt: &mut dyn Optimizer, config: SWALRConfig) -> Result<Self> {
+        crate::lr_scheduler::all_or_nothing(opt, |opt| Self::build(opt, config))
+    }
+
+    fn build(opt: &mut dyn Optimizer, config: SWALRConfig) -> Result<Self> {
         let swa_lrs = config
             .swa_lr
             .expand("SWALR", "swa_lr", opt.num_param_groups())?;
@@ -319,12 +331,12 @@ impl Rule for SWALR {
     const NAME: &'static str = "SWALR";
     crate::lr_scheduler::impl_progress!();
     fn get_lr(&mut self, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
-        let mut step = self.progress.step_count as i64 - 1;
+        let mut step = i64::try_from(self.progress.step_count).unwrap_or(i64::MAX) - 1;
         if self.anneal_epochs == 0 {
             step = step.max(1);
         }
         let epochs = self.anneal_epochs.max(1) as f64;
-        let prev_alpha = self.anneal(((step - 1) as f64 / epochs).clamp(0.0, 1.0));
+        let prev_alpha = self.anneal(((step as f64 - 1.0) / epochs).clamp(0.0, 1.0));
         let alpha = self.anneal((step as f64 / epochs).clamp(0.0, 1.0));
         (0..opt.num_param_groups())
             .map(|g| {

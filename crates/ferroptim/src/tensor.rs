@@ -9,6 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::json::JsonFloat;
 
 /// The element type of a tensor, named as torch names it in a state_dict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -37,6 +38,43 @@ pub enum TensorData {
     F32(Vec<f32>),
     /// `float64` values.
     F64(Vec<f64>),
+}
+
+/// A tensor's values, borrowed mutably ([`Tensor::data_mut`]): slices, so
+/// that a tensor's data always fills its shape. Values change; their
+/// number cannot:
+///
+/// ```compile_fail
+/// use ferroptim::{Param, TensorDataMut};
+/// let w = Param::zeros::<f32>(&[3]);
+/// w.with_value_mut(|data| {
+///     if let TensorDataMut::F32(v) = data {
+///         v.push(1.0); // a slice has no push: the shape stays [3]
+///     }
+/// });
+/// ```
+#[derive(Debug)]
+pub enum TensorDataMut<'a> {
+    /// `float32` values.
+    F32(&'a mut [f32]),
+    /// `float64` values.
+    F64(&'a mut [f64]),
+}
+
+impl<'a> TensorDataMut<'a> {
+    /// The dtype.
+    pub fn dtype(&self) -> Dtype {
+        match self {
+            TensorDataMut::F32(_) => Dtype::F32,
+            TensorDataMut::F64(_) => Dtype::F64,
+        }
+    }
+
+    /// The values as a slice of `T`; errors if the dtype is not `T`'s.
+    pub fn into_slice<T: Element>(self) -> Result<&'a mut [T]> {
+        let found = self.dtype();
+        T::slice_of_mut(self).ok_or_else(|| dtype_error(found, T::DTYPE))
+    }
 }
 
 mod sealed {
@@ -88,6 +126,8 @@ pub trait Element:
     fn slice(data: &TensorData) -> Option<&[Self]>;
     /// The mutable slice inside `data`, if it holds this type.
     fn slice_mut(data: &mut TensorData) -> Option<&mut [Self]>;
+    /// The slice borrowed by `data`, if it holds this type.
+    fn slice_of_mut(data: TensorDataMut<'_>) -> Option<&mut [Self]>;
     /// Wraps a vector as tensor data.
     fn into_data(values: Vec<Self>) -> TensorData;
 
@@ -150,6 +190,13 @@ macro_rules! impl_element {
             fn slice_mut(data: &mut TensorData) -> Option<&mut [Self]> {
                 match data {
                     TensorData::$dtype(v) => Some(v),
+                    _ => None,
+                }
+            }
+            #[inline]
+            fn slice_of_mut(data: TensorDataMut<'_>) -> Option<&mut [Self]> {
+                match data {
+                    TensorDataMut::$dtype(v) => Some(v),
                     _ => None,
                 }
             }
@@ -255,14 +302,22 @@ impl Tensor {
         &self.data
     }
 
-    /// The raw data, mutably (the shape stays fixed).
-    pub fn data_mut(&mut self) -> &mut TensorData {
-        &mut self.data
+    /// The values, mutably: as slices, so their number (and with it the
+    /// shape) cannot change.
+    pub fn data_mut(&mut self) -> TensorDataMut<'_> {
+        match &mut self.data {
+            TensorData::F32(v) => TensorDataMut::F32(v),
+            TensorData::F64(v) => TensorDataMut::F64(v),
+        }
     }
 
-    /// The shape and the mutable data at once (the shape stays fixed).
-    pub fn parts_mut(&mut self) -> (&[usize], &mut TensorData) {
-        (&self.shape, &mut self.data)
+    /// The shape and the mutable values at once.
+    pub fn parts_mut(&mut self) -> (&[usize], TensorDataMut<'_>) {
+        let data = match &mut self.data {
+            TensorData::F32(v) => TensorDataMut::F32(v),
+            TensorData::F64(v) => TensorDataMut::F64(v),
+        };
+        (&self.shape, data)
     }
 
     /// The values as a slice of `T`; errors if the dtype is not `T`'s.
@@ -332,41 +387,6 @@ struct TensorRepr {
     data: Vec<JsonFloat>,
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum JsonFloat {
-    Finite(f64),
-    NonFinite(String),
-}
-
-impl JsonFloat {
-    pub(crate) fn from_f64(x: f64) -> Self {
-        if x.is_finite() {
-            JsonFloat::Finite(x)
-        } else if x.is_nan() {
-            JsonFloat::NonFinite("nan".into())
-        } else if x > 0.0 {
-            JsonFloat::NonFinite("inf".into())
-        } else {
-            JsonFloat::NonFinite("-inf".into())
-        }
-    }
-
-    pub(crate) fn to_f64(&self) -> Result<f64, String> {
-        match self {
-            JsonFloat::Finite(x) => Ok(*x),
-            JsonFloat::NonFinite(s) => match s.as_str() {
-                "nan" => Ok(f64::NAN),
-                "inf" => Ok(f64::INFINITY),
-                "-inf" => Ok(f64::NEG_INFINITY),
-                other => Err(format!(
-                    "tensor value {other:?} is not a number, \"nan\", \"inf\" or \"-inf\""
-                )),
-            },
-        }
-    }
-}
-
 impl From<Tensor> for TensorRepr {
     fn from(t: Tensor) -> Self {
         let dtype = t.dtype();
@@ -397,24 +417,6 @@ impl TryFrom<TensorRepr> for Tensor {
             Dtype::F32 => TensorData::F32(values.into_iter().map(|x| x as f32).collect()),
         };
         Tensor::new(data, &r.shape).map_err(|e| e.to_string())
-    }
-}
-
-/// serde for a lone `f64` written as the tensors write theirs: a number, or
-/// `"nan"`, `"inf"`, `"-inf"` (JSON has no non-finite numbers).
-pub(crate) mod json_f64 {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use super::JsonFloat;
-
-    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
-        JsonFloat::from_f64(*x).serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        JsonFloat::deserialize(d)?
-            .to_f64()
-            .map_err(serde::de::Error::custom)
     }
 }
 

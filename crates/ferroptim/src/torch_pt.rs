@@ -31,6 +31,40 @@ use crate::tensor::{Tensor, TensorData};
 const MAX_DEPTH: usize = 32;
 /// Tensors with more elements than this are refused (a corrupt size, not a real checkpoint).
 const MAX_ELEMENTS: usize = 1 << 34;
+/// What one JSON value of a param group is counted as, beyond its text.
+const NODE_BYTES: u64 = 16;
+
+/// How much reading a torch checkpoint may build: the bytes of every
+/// tensor and value of the state_dict it returns, counted for every place
+/// an object appears (a pickle may refer to one object many times, and to
+/// one storage from many views; each storage is read from the archive
+/// once). Past the budget the read stops with a typed error before it
+/// allocates more.
+///
+/// ```
+/// use ferroptim::{StateDict, TorchLoadLimits};
+/// // A file's default budget: 4 times its size, plus 64 MiB.
+/// assert_eq!(TorchLoadLimits::for_file(1000).max_bytes, 4000 + (64 << 20));
+/// // Bytes that are no archive fail long before any budget matters.
+/// assert!(StateDict::from_torch_bytes_with(b"PK", TorchLoadLimits { max_bytes: 1 << 20 }).is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TorchLoadLimits {
+    /// The most bytes the state_dict read may hold.
+    pub max_bytes: u64,
+}
+
+impl TorchLoadLimits {
+    /// The default for a file of `len` bytes: `4·len + 64 MiB`. A real
+    /// optimizer checkpoint builds about its own size (each storage is
+    /// viewed once); only views that repeat data (a zero stride, one
+    /// tensor referenced many times) build more.
+    pub fn for_file(len: usize) -> Self {
+        TorchLoadLimits {
+            max_bytes: (len as u64).saturating_mul(4).saturating_add(64 << 20),
+        }
+    }
+}
 
 fn bad(reason: impl Into<String>) -> Error {
     Error::state("torch checkpoint", reason)
@@ -66,9 +100,28 @@ struct Machine<'a> {
     stack: Vec<usize>,
     memo: HashMap<u32, usize>,
     storage: &'a mut dyn FnMut(&str) -> Result<Vec<u8>>,
+    /// Storages read so far, by key: each is read from the archive once.
+    storages: HashMap<String, Vec<u8>>,
+    /// Bytes built so far, and the most allowed.
+    spent: std::cell::Cell<u64>,
+    limit: u64,
 }
 
 impl<'a> Machine<'a> {
+    /// Counts `bytes` more against the budget, before they are allocated.
+    fn charge(&self, bytes: u64, what: &str) -> Result<()> {
+        let spent = self.spent.get().saturating_add(bytes);
+        if spent > self.limit {
+            return Err(bad(format!(
+                "{what} would take the state_dict past {} bytes, the budget of this read \
+                 (TorchLoadLimits; a checkpoint builds about its own size)",
+                self.limit
+            )));
+        }
+        self.spent.set(spent);
+        Ok(())
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.code.len());
         let end = end.ok_or_else(|| bad("the pickle ends in the middle of an instruction"))?;
@@ -139,7 +192,7 @@ impl<'a> Machine<'a> {
         match &mut self.arena[target] {
             Obj::List(list) => list.extend(items),
             Obj::Dict(dict) => {
-                if items.len() % 2 != 0 {
+                if !items.len().is_multiple_of(2) {
                     return Err(bad("a dict gets a key without a value"));
                 }
                 dict.extend(items.chunks_exact(2).map(|kv| (kv[0], kv[1])));
@@ -267,6 +320,25 @@ impl<'a> Machine<'a> {
                     let name = self.line()?;
                     self.push(Obj::Global(module, name));
                 }
+                0x93 => {
+                    // STACK_GLOBAL (protocol 4+): module and name from the stack.
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    match (&self.arena[module], &self.arena[name]) {
+                        (Obj::Str(m), Obj::Str(n)) => {
+                            let global = Obj::Global(m.clone(), n.clone());
+                            self.push(global);
+                        }
+                        _ => return Err(bad("STACK_GLOBAL of something that is not two strings")),
+                    }
+                }
+                0x8d => {
+                    // BINUNICODE8
+                    let b = self.take(8)?;
+                    let n = u64::from_le_bytes(b.try_into().unwrap_or([0xff; 8]));
+                    let n = usize::try_from(n).map_err(|_| bad("a string longer than memory"))?;
+                    self.text(n)?;
+                }
                 b'Q' => {
                     let pid = self.pop()?;
                     let storage = self.storage_of(pid)?;
@@ -393,24 +465,27 @@ impl<'a> Machine<'a> {
             .filter(|&n| n <= MAX_ELEMENTS)
             .ok_or_else(|| bad("a tensor size that overflows"))?;
         let width = if f64 { 8 } else { 4 };
-        let bytes = (self.storage)(&key)?;
-        if bytes.len() != numel.saturating_mul(width) {
-            return Err(bad(format!(
-                "storage {key} holds {} bytes, expected {numel} elements",
-                bytes.len()
-            )));
+        self.charge(
+            count as u64 * width as u64,
+            &format!("a tensor of {count} elements"),
+        )?;
+        if !self.storages.contains_key(&key) {
+            let bytes = (self.storage)(&key)?;
+            if bytes.len() != numel.saturating_mul(width) {
+                return Err(bad(format!(
+                    "storage {key} holds {} bytes, expected {numel} elements",
+                    bytes.len()
+                )));
+            }
+            self.storages.insert(key.clone(), bytes);
         }
+        let bytes = &self.storages[&key];
         // Storage index of every element, in row-major order of `size`.
-        let mut positions = Vec::with_capacity(count.min(numel.max(1)));
         let mut index = vec![0usize; size.len()];
-        for _ in 0..count {
+        let mut positions = (0..count).map(|_| {
             let at = index.iter().zip(&stride).try_fold(offset, |a, (&i, &s)| {
                 i.checked_mul(s).and_then(|x| a.checked_add(x))
             });
-            match at {
-                Some(at) if at < numel => positions.push(at),
-                _ => return Err(bad(format!("a tensor view reaches outside storage {key}"))),
-            }
             for d in (0..size.len()).rev() {
                 index[d] += 1;
                 if index[d] < size[d] {
@@ -418,26 +493,22 @@ impl<'a> Machine<'a> {
                 }
                 index[d] = 0;
             }
-        }
+            at.filter(|&at| at < numel)
+                .ok_or_else(|| bad(format!("a tensor view reaches outside storage {key}")))
+        });
         let data = if f64 {
             TensorData::F64(
                 positions
-                    .iter()
-                    .map(|&p| {
-                        let b = &bytes[p * 8..p * 8 + 8];
-                        f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-                    })
-                    .collect(),
+                    .by_ref()
+                    .map(|p| p.map(|p| f64::from_le_bytes(le_bytes(bytes, p))))
+                    .collect::<Result<_>>()?,
             )
         } else {
             TensorData::F32(
                 positions
-                    .iter()
-                    .map(|&p| {
-                        let b = &bytes[p * 4..p * 4 + 4];
-                        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-                    })
-                    .collect(),
+                    .by_ref()
+                    .map(|p| p.map(|p| f32::from_le_bytes(le_bytes(bytes, p))))
+                    .collect::<Result<_>>()?,
             )
         };
         Ok(Obj::Tensor(Tensor::new(data, &size)?))
@@ -447,14 +518,17 @@ impl<'a> Machine<'a> {
         if depth > MAX_DEPTH {
             return Err(bad("nesting deeper than a state_dict's"));
         }
+        self.charge(NODE_BYTES, "a param group value")?;
         Ok(match &self.arena[i] {
             Obj::None => Value::Null,
             Obj::Bool(b) => Value::Bool(*b),
             Obj::Int(v) => Value::from(*v),
-            Obj::Float(x) => serde_json::Number::from_f64(*x)
-                .map(Value::Number)
-                .ok_or_else(|| bad(format!("a non-finite hyperparameter {x}")))?,
-            Obj::Str(s) => Value::String(s.clone()),
+            // A lr of NaN saves in torch; it loads here too.
+            Obj::Float(x) => crate::json::number(*x),
+            Obj::Str(s) => {
+                self.charge(s.len() as u64, "a string")?;
+                Value::String(s.clone())
+            }
             Obj::List(v) | Obj::Tuple(v) => Value::Array(
                 v.iter()
                     .map(|&j| self.json(j, depth + 1))
@@ -491,15 +565,26 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// A copy of tensor `t` for the state_dict, counted against the budget.
+    fn tensor_copy(&self, t: &Tensor, what: &str) -> Result<Tensor> {
+        let width = match t.dtype() {
+            crate::tensor::Dtype::F32 => 4,
+            crate::tensor::Dtype::F64 => 8,
+        };
+        self.charge(t.numel() as u64 * width + NODE_BYTES, what)?;
+        Ok(t.clone())
+    }
+
     fn state_value(&self, i: usize, what: &str) -> Result<StateValue> {
+        self.charge(NODE_BYTES, what)?;
         Ok(match &self.arena[i] {
-            Obj::Tensor(t) => StateValue::Tensor(t.clone()),
+            Obj::Tensor(t) => StateValue::Tensor(self.tensor_copy(t, what)?),
             Obj::Int(v) => StateValue::Int(*v),
             Obj::Float(x) => StateValue::Float(*x),
             Obj::List(v) | Obj::Tuple(v) => StateValue::TensorList(
                 v.iter()
                     .map(|&j| match &self.arena[j] {
-                        Obj::Tensor(t) => Ok(t.clone()),
+                        Obj::Tensor(t) => self.tensor_copy(t, what),
                         _ => Err(bad(format!(
                             "{what}: a list of something other than tensors"
                         ))),
@@ -567,8 +652,18 @@ impl<'a> Machine<'a> {
     }
 }
 
+/// The `N` little-endian bytes of element `p` of `bytes` (in bounds: every
+/// position was checked against the storage's length).
+fn le_bytes<const N: usize>(bytes: &[u8], p: usize) -> [u8; N] {
+    let mut out = [0; N];
+    out.copy_from_slice(&bytes[p * N..p * N + N]);
+    out
+}
+
 impl StateDict {
-    /// Reads an optimizer checkpoint written by `torch.save(optimizer.state_dict(), path)`.
+    /// Reads an optimizer checkpoint written by `torch.save(optimizer.state_dict(), path)`
+    /// (any pickle protocol torch writes), within the default budget for its
+    /// size ([`TorchLoadLimits::for_file`]).
     pub fn load_torch(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
@@ -580,6 +675,11 @@ impl StateDict {
 
     /// [`StateDict::load_torch`] on the bytes of the file.
     pub fn from_torch_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::from_torch_bytes_with(bytes, TorchLoadLimits::for_file(bytes.len()))
+    }
+
+    /// [`StateDict::from_torch_bytes`] within the budget `limits`.
+    pub fn from_torch_bytes_with(bytes: &[u8], limits: TorchLoadLimits) -> Result<Self> {
         let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
             .map_err(|e| bad(format!("not a torch.save zip archive: {e}")))?;
         let pickle_name = zip
@@ -613,6 +713,9 @@ impl StateDict {
             stack: Vec::new(),
             memo: HashMap::new(),
             storage: &mut storage,
+            storages: HashMap::new(),
+            spent: std::cell::Cell::new(0),
+            limit: limits.max_bytes,
         };
         let root = machine.run()?;
         machine.state_dict(root)

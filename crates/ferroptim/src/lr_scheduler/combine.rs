@@ -68,13 +68,21 @@ fn read_lrs(name: &'static str, state: &SchedulerState) -> Result<Vec<f64>> {
     state
         .get("_last_lr")
         .and_then(Value::as_array)
-        .and_then(|v| v.iter().map(Value::as_f64).collect::<Option<Vec<_>>>())
+        .and_then(|v| {
+            v.iter()
+                .map(crate::json::as_f64)
+                .collect::<Option<Vec<_>>>()
+        })
         .ok_or_else(|| {
             Error::state(
                 format!("{name} state_dict._last_lr"),
                 "expected a list of numbers",
             )
         })
+}
+
+fn lrs_value(lrs: &[f64]) -> Value {
+    Value::Array(lrs.iter().map(|&x| crate::json::number(x)).collect())
 }
 
 /// Steps every scheduler, in order, at each step (torch's `ChainedScheduler`).
@@ -120,7 +128,7 @@ impl LrScheduler for ChainedScheduler {
             }
         }
         self.last_lr = lrs(opt);
-        self.last_epoch += 1;
+        self.last_epoch = self.last_epoch.saturating_add(1);
         Ok(())
     }
 
@@ -138,7 +146,7 @@ impl LrScheduler for ChainedScheduler {
         let children = children_state(&self.schedulers);
         SchedulerState::from_iter([
             ("_schedulers".to_string(), children),
-            ("_last_lr".to_string(), Value::from(self.last_lr.clone())),
+            ("_last_lr".to_string(), lrs_value(&self.last_lr)),
         ])
     }
 
@@ -214,7 +222,7 @@ impl SequentialLR {
         let mut seq = SequentialLR {
             schedulers,
             milestones,
-            last_epoch: last_epoch + 1,
+            last_epoch: super::next_epoch(NAME, last_epoch)?,
             last_lr: Vec::new(),
         };
         set_lrs(opt, &initial)?;
@@ -232,7 +240,7 @@ impl LrScheduler for SequentialLR {
     }
 
     fn step(&mut self, opt: &mut dyn Optimizer) -> Result<()> {
-        let epoch = self.last_epoch + 1;
+        let epoch = super::next_epoch("SequentialLR", self.last_epoch)?;
         let idx = bisect_right(&self.milestones, epoch);
         let scheduler = &mut self.schedulers[idx];
         if idx > 0 && self.milestones[idx - 1] == epoch {
@@ -262,7 +270,7 @@ impl LrScheduler for SequentialLR {
                 Value::from(self.milestones.clone()),
             ),
             ("last_epoch".to_string(), Value::from(self.last_epoch)),
-            ("_last_lr".to_string(), Value::from(self.last_lr.clone())),
+            ("_last_lr".to_string(), lrs_value(&self.last_lr)),
         ])
     }
 

@@ -153,6 +153,10 @@ impl CyclicLR {
     /// Sets each group's `lr` to `base_lr` (and its momentum to
     /// `max_momentum`) for a new schedule, then takes the first step.
     pub fn new(opt: &mut dyn Optimizer, config: CyclicLRConfig) -> Result<Self> {
+        crate::lr_scheduler::all_or_nothing(opt, |opt| Self::build(opt, config))
+    }
+
+    fn build(opt: &mut dyn Optimizer, config: CyclicLRConfig) -> Result<Self> {
         const NAME: &str = "CyclicLR";
         let groups = opt.num_param_groups();
         let base_lrs = config.base_lr.expand(NAME, "base_lr", groups)?;

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::json;
 use crate::optimizer::Optimizer;
 
 /// Implements [`Rule`]'s bookkeeping for a scheduler with a `progress` field.
@@ -136,6 +137,11 @@ pub(crate) trait Rule: Clone + Send + Serialize + DeserializeOwned + 'static {
     fn closed_form(&self) -> Option<Vec<f64>> {
         None
     }
+    /// The constructor's checks of the rule's own values, run on a loaded
+    /// state_dict too (a zero period would fail the next step).
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
     /// Carries what a state_dict does not hold (closures) from `old` into a loaded `self`.
     fn keep_unsaved(&mut self, old: &Self) {
         let _ = old;
@@ -158,7 +164,7 @@ fn update_lr<R: Rule>(rule: &mut R, opt: &mut dyn Optimizer, epoch: Option<i64>)
     check_groups(R::NAME, opt, rule.progress().base_lrs.len())?;
     let values = match epoch {
         None => {
-            rule.progress_mut().last_epoch += 1;
+            rule.progress_mut().last_epoch = next_epoch(R::NAME, rule.progress().last_epoch)?;
             rule.get_lr(opt)?
         }
         Some(epoch) => {
@@ -181,7 +187,8 @@ impl<R: Rule> LrScheduler for R {
 
     fn step(&mut self, opt: &mut dyn Optimizer) -> Result<()> {
         atomically(self, |rule| {
-            rule.progress_mut().step_count += 1;
+            let p = rule.progress_mut();
+            p.step_count = p.step_count.saturating_add(1);
             update_lr(rule, opt, None)
         })
     }
@@ -200,6 +207,7 @@ impl<R: Rule> LrScheduler for R {
 
     fn load_state_dict(&mut self, state: &SchedulerState) -> Result<()> {
         let mut loaded: R = from_state(R::NAME, state)?;
+        loaded.check()?;
         loaded.keep_unsaved(self);
         *self = loaded;
         Ok(())
@@ -210,7 +218,8 @@ impl<R: Rule> LrScheduler for R {
     }
 
     fn rewind(&mut self) {
-        self.progress_mut().last_epoch -= 1;
+        let p = self.progress_mut();
+        p.last_epoch = p.last_epoch.saturating_sub(1);
     }
 
     fn restart(&mut self, opt: &mut dyn Optimizer) -> Result<()> {
@@ -268,11 +277,40 @@ pub(crate) fn start_progress(
     })
 }
 
-/// Construction: the progress of [`start_progress`], then the first step.
+/// Construction: the progress of [`start_progress`], then the first step;
+/// on error the optimizer's groups are as they were.
 pub(crate) fn start<R: Rule>(mut rule: R, opt: &mut dyn Optimizer, last_epoch: i64) -> Result<R> {
-    *rule.progress_mut() = start_progress(R::NAME, opt, last_epoch)?;
-    rule.restart(opt)?;
-    Ok(rule)
+    all_or_nothing(opt, |opt| {
+        *rule.progress_mut() = start_progress(R::NAME, opt, last_epoch)?;
+        rule.restart(opt)?;
+        Ok(rule)
+    })
+}
+
+/// Runs `f`, a constructor's changes to `opt`'s groups (their `lr`,
+/// `initial_lr`, momentum, ...): if it fails, every group's hyperparameters
+/// and extra keys are put back as they were.
+pub(crate) fn all_or_nothing<R>(
+    opt: &mut dyn Optimizer,
+    f: impl FnOnce(&mut dyn Optimizer) -> Result<R>,
+) -> Result<R> {
+    let before = opt.param_groups_json();
+    let result = f(opt);
+    if result.is_err() {
+        // What the optimizer itself wrote reads back.
+        let _ = opt.load_param_groups(&before);
+    }
+    result
+}
+
+/// The epoch after `epoch`; an error at the end of the `i64` range.
+pub(crate) fn next_epoch(name: &'static str, epoch: i64) -> Result<i64> {
+    epoch.checked_add(1).ok_or_else(|| {
+        scheduler_error(
+            name,
+            format!("last_epoch is {epoch}, the largest an epoch can be"),
+        )
+    })
 }
 
 pub(crate) fn scheduler_error(scheduler: &'static str, reason: impl Into<String>) -> Error {
@@ -303,7 +341,7 @@ pub(crate) fn group_value(
     key: &str,
 ) -> Result<f64> {
     opt.hyperparameter(g, key)
-        .and_then(|v| v.as_f64())
+        .and_then(|v| json::as_f64(&v))
         .ok_or_else(|| {
             scheduler_error(
                 name,
@@ -314,7 +352,7 @@ pub(crate) fn group_value(
 
 /// Sets a key of group `g` that the optimizer does not know (`initial_lr`, `max_lr`, ...).
 pub(crate) fn set_extra(opt: &mut dyn Optimizer, g: usize, key: &str, value: f64) -> Result<()> {
-    opt.set_group_extra(g, key, Value::from(value))
+    opt.set_group_extra(g, key, json::number(value))
 }
 
 /// Every group's learning rate.
@@ -398,16 +436,20 @@ pub(crate) fn set_momentum(
     if use_beta1 {
         let beta2 = opt
             .hyperparameter(g, "betas")
-            .and_then(|b| b.get(1).and_then(Value::as_f64))
+            .and_then(|b| b.get(1).and_then(json::as_f64))
             .ok_or_else(|| {
                 Error::state(
                     format!("param_groups[{g}].betas"),
                     "expected a pair of numbers",
                 )
             })?;
-        opt.set_hyperparameter(g, "betas", Value::from(vec![m, beta2]))
+        opt.set_hyperparameter(
+            g,
+            "betas",
+            Value::from(vec![json::number(m), json::number(beta2)]),
+        )
     } else {
-        opt.set_hyperparameter(g, "momentum", Value::from(m))
+        opt.set_hyperparameter(g, "momentum", json::number(m))
     }
 }
 
@@ -417,7 +459,7 @@ pub(crate) fn bisect_right(xs: &[i64], x: i64) -> usize {
 }
 
 pub(crate) fn to_state<T: Serialize>(value: &T) -> SchedulerState {
-    match serde_json::to_value(value) {
+    match json::to_value(value) {
         Ok(Value::Object(map)) => map,
         // A scheduler is a struct of numbers, strings and lists: always an object.
         _ => Map::new(),
@@ -428,7 +470,7 @@ pub(crate) fn from_state<T: DeserializeOwned>(
     name: &'static str,
     state: &SchedulerState,
 ) -> Result<T> {
-    serde_json::from_value(Value::Object(state.clone()))
+    json::from_value(Value::Object(state.clone()))
         .map_err(|e| Error::state(format!("{name} state_dict"), e.to_string()))
 }
 

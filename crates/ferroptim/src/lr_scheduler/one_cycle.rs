@@ -149,6 +149,10 @@ impl OneCycleLR {
     /// Writes each group's `initial_lr`, `max_lr` and `min_lr` (and
     /// momentum bounds) for a new schedule, then takes the first step.
     pub fn new(opt: &mut dyn Optimizer, config: OneCycleLRConfig) -> Result<Self> {
+        crate::lr_scheduler::all_or_nothing(opt, |opt| Self::build(opt, config))
+    }
+
+    fn build(opt: &mut dyn Optimizer, config: OneCycleLRConfig) -> Result<Self> {
         const NAME: &str = "OneCycleLR";
         let total_steps = match (config.total_steps, config.epochs, config.steps_per_epoch) {
             (Some(t), _, _) if t <= 0 => {
@@ -169,7 +173,12 @@ impl OneCycleLR {
                     let reason = format!("Expected positive integer steps_per_epoch, but got {s}");
                     return Err(scheduler_error(NAME, reason));
                 }
-                e * s
+                e.checked_mul(s).ok_or_else(|| {
+                    scheduler_error(
+                        NAME,
+                        format!("epochs * steps_per_epoch ({e} * {s}) exceeds the largest step count, {}", i64::MAX),
+                    )
+                })?
             }
             _ => {
                 return Err(scheduler_error(

@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use super::{from_state, lrs, scheduler_error, to_state, PerGroup, SchedulerState};
 use crate::error::Result;
+use crate::json;
 use crate::optimizer::Optimizer;
-use crate::tensor::json_f64;
 
 /// [`ReduceLROnPlateau`]'s arguments (torch's names and defaults).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -72,9 +72,9 @@ pub struct ReduceLROnPlateau {
     mode: String,
     threshold: f64,
     threshold_mode: String,
-    #[serde(with = "json_f64")]
+    #[serde(with = "json::float")]
     mode_worse: f64,
-    #[serde(with = "json_f64")]
+    #[serde(with = "json::float")]
     best: f64,
     cooldown_counter: i64,
     num_bad_epochs: i64,
@@ -153,12 +153,12 @@ impl ReduceLROnPlateau {
                 }
             }
         }
-        self.last_epoch += 1;
+        self.last_epoch = self.last_epoch.saturating_add(1);
         if self.is_better(metric, self.best) {
             self.best = metric;
             self.num_bad_epochs = 0;
         } else {
-            self.num_bad_epochs += 1;
+            self.num_bad_epochs = self.num_bad_epochs.saturating_add(1);
         }
         if self.cooldown_counter > 0 {
             self.cooldown_counter -= 1;

@@ -178,15 +178,12 @@ pub struct StepLR {
 impl StepLR {
     /// A new schedule (or a resumed one, by `config.last_epoch`).
     pub fn new(opt: &mut dyn Optimizer, config: StepLRConfig) -> Result<Self> {
-        if config.step_size < 1 {
-            let reason = format!("step_size must be >= 1, found {}", config.step_size);
-            return Err(scheduler_error("StepLR", reason));
-        }
         let rule = StepLR {
             step_size: config.step_size,
             gamma: config.gamma,
             progress: Progress::default(),
         };
+        rule.check()?;
         start(rule, opt, config.last_epoch)
     }
 }
@@ -194,6 +191,13 @@ impl StepLR {
 impl Rule for StepLR {
     const NAME: &'static str = "StepLR";
     crate::lr_scheduler::impl_progress!();
+    fn check(&self) -> Result<()> {
+        if self.step_size < 1 {
+            let reason = format!("step_size must be >= 1, found {}", self.step_size);
+            return Err(scheduler_error(Self::NAME, reason));
+        }
+        Ok(())
+    }
     fn get_lr(&mut self, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let t = self.progress.last_epoch;
         let lrs = lrs(opt);
@@ -576,15 +580,12 @@ pub struct CosineAnnealingLR {
 impl CosineAnnealingLR {
     /// A new schedule (or a resumed one, by `config.last_epoch`).
     pub fn new(opt: &mut dyn Optimizer, config: CosineAnnealingLRConfig) -> Result<Self> {
-        if config.t_max < 1 {
-            let reason = format!("T_max must be >= 1, found {}", config.t_max);
-            return Err(scheduler_error("CosineAnnealingLR", reason));
-        }
         let rule = CosineAnnealingLR {
             t_max: config.t_max,
             eta_min: config.eta_min,
             progress: Progress::default(),
         };
+        rule.check()?;
         start(rule, opt, config.last_epoch)
     }
 }
@@ -592,6 +593,13 @@ impl CosineAnnealingLR {
 impl Rule for CosineAnnealingLR {
     const NAME: &'static str = "CosineAnnealingLR";
     crate::lr_scheduler::impl_progress!();
+    fn check(&self) -> Result<()> {
+        if self.t_max < 1 {
+            let reason = format!("T_max must be >= 1, found {}", self.t_max);
+            return Err(scheduler_error(Self::NAME, reason));
+        }
+        Ok(())
+    }
     fn get_lr(&mut self, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         use std::f64::consts::PI;
         let (t, lrs) = (self.progress.last_epoch, lrs(opt));
@@ -606,7 +614,9 @@ impl Rule for CosineAnnealingLR {
                 .map(|b| eta_min + (b - eta_min) * (1.0 + (t as f64 * PI / t_max).cos()) / 2.0)
                 .collect());
         }
-        if (t - 1 - self.t_max).rem_euclid(2 * self.t_max) == 0 {
+        // In i128: near the end of the i64 range these would overflow.
+        let (t_wide, t_max_wide) = (i128::from(t), i128::from(self.t_max));
+        if (t_wide - 1 - t_max_wide).rem_euclid(2 * t_max_wide) == 0 {
             return Ok(lrs
                 .iter()
                 .zip(base_lrs)

@@ -99,28 +99,38 @@ impl CosineAnnealingWarmRestarts {
     /// Moves to `epoch`, which may be fractional (torch's `step(epoch)`,
     /// e.g. `epoch + i/iters` inside an epoch).
     pub fn step_to(&mut self, opt: &mut dyn Optimizer, epoch: f64) -> Result<()> {
-        if epoch.is_nan() || epoch < 0.0 {
+        // An epoch must also fit `last_epoch`, an i64 (torch's Python int has no end).
+        if epoch.is_nan() || epoch < 0.0 || epoch >= i64::MAX as f64 {
             return Err(scheduler_error(
                 NAME,
-                format!("Expected non-negative epoch, but got {epoch}"),
+                format!("Expected non-negative epoch below 2^63, but got {epoch}"),
             ));
         }
         check_groups(NAME, opt, self.progress.base_lrs.len())?;
         let (t_0, t_mult) = (self.t_0 as f64, self.t_mult);
-        if epoch >= t_0 {
+        let (mut t_i, t_cur) = (self.t_0, epoch);
+        let t_cur = if epoch >= t_0 {
             if t_mult == 1 {
-                self.t_cur = epoch % t_0;
+                epoch % t_0
             } else {
                 let m = t_mult as f64;
                 let n = ((epoch / t_0 * (m - 1.0) + 1.0).ln() / m.ln()) as i64;
                 let mn = m.powf(n as f64);
-                self.t_cur = epoch - t_0 * (mn - 1.0) / (m - 1.0);
-                self.t_i = self.t_0 * t_mult.pow(n as u32);
+                t_i = u32::try_from(n)
+                    .ok()
+                    .and_then(|n| t_mult.checked_pow(n))
+                    .and_then(|p| self.t_0.checked_mul(p))
+                    .ok_or_else(|| {
+                        let reason = format!("epoch {epoch}: its period T_i is past 2^63");
+                        scheduler_error(NAME, reason)
+                    })?;
+                epoch - t_0 * (mn - 1.0) / (m - 1.0)
             }
         } else {
-            self.t_i = self.t_0;
-            self.t_cur = epoch;
-        }
+            t_cur
+        };
+        self.t_i = t_i;
+        self.t_cur = t_cur;
         self.progress.last_epoch = epoch.floor() as i64;
         self.apply(opt)
     }
@@ -136,12 +146,18 @@ impl LrScheduler for CosineAnnealingWarmRestarts {
             return self.step_to(opt, 0.0);
         }
         check_groups(NAME, opt, self.progress.base_lrs.len())?;
-        self.progress.last_epoch += 1;
-        self.t_cur += 1.0;
-        if self.t_cur >= self.t_i as f64 {
-            self.t_cur %= self.t_i as f64;
-            self.t_i *= self.t_mult;
+        let last_epoch = super::next_epoch(NAME, self.progress.last_epoch)?;
+        let (mut t_cur, mut t_i) = (self.t_cur + 1.0, self.t_i);
+        if t_cur >= t_i as f64 {
+            t_cur %= t_i as f64;
+            t_i = t_i.checked_mul(self.t_mult).ok_or_else(|| {
+                scheduler_error(
+                    NAME,
+                    format!("the next period, {t_i} * {}, is past 2^63", self.t_mult),
+                )
+            })?;
         }
+        (self.progress.last_epoch, self.t_cur, self.t_i) = (last_epoch, t_cur, t_i);
         self.apply(opt)
     }
 
@@ -159,10 +175,10 @@ impl LrScheduler for CosineAnnealingWarmRestarts {
 
     fn load_state_dict(&mut self, state: &SchedulerState) -> Result<()> {
         let loaded: Self = from_state(NAME, state)?;
-        if loaded.t_i < 1 || loaded.t_mult < 1 {
+        if loaded.t_0 < 1 || loaded.t_i < 1 || loaded.t_mult < 1 {
             return Err(crate::error::Error::state(
                 "CosineAnnealingWarmRestarts state_dict.T_i",
-                "T_i and T_mult must be >= 1",
+                "T_0, T_i and T_mult must be >= 1",
             ));
         }
         *self = loaded;
@@ -177,7 +193,7 @@ impl LrScheduler for CosineAnnealingWarmRestarts {
     }
 
     fn rewind(&mut self) {
-        self.progress.last_epoch -= 1;
+        self.progress.last_epoch = self.progress.last_epoch.saturating_sub(1);
     }
 
     /// torch's `_initial_step`: its own `step` does not count steps, so `_step_count` stays 0.

@@ -22,7 +22,7 @@ use crate::kernels::{self, AdaptiveScalars};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
 use crate::slot::ParamMeta;
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
-use crate::tensor::{Element, Tensor, TensorData};
+use crate::tensor::{Element, Tensor, TensorDataMut};
 
 /// Adagrad over param groups.
 pub type Adagrad = Optim<AdagradConfig>;
@@ -134,8 +134,8 @@ impl Algorithm for AdagradConfig {
         let mut sum = param.zeros_like();
         let init = self.initial_accumulator_value;
         match sum.data_mut() {
-            TensorData::F32(v) => v.fill(init as f32),
-            TensorData::F64(v) => v.fill(init),
+            TensorDataMut::F32(v) => v.fill(init as f32),
+            TensorDataMut::F64(v) => v.fill(init),
         }
         AdagradState { step: 0.0, sum }
     }

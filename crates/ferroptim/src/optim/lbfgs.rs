@@ -39,7 +39,7 @@ use crate::group::{
 use crate::optimizer::{check_extra_key, Hyperparameters, Optimizer, StepOutcome};
 use crate::param::{Grad, Param};
 use crate::state::{StateDict, StateEntries};
-use crate::tensor::{Dtype, Element, TensorData};
+use crate::tensor::{Dtype, Element};
 
 /// The line search LBFGS may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,13 +155,17 @@ impl Lbfgs {
     pub fn new(params: impl IntoParamGroups, defaults: LbfgsConfig) -> Result<Self> {
         let mut defaults = defaults;
         defaults.validate()?;
-        defaults.max_eval = defaults.max_eval.or(Some(defaults.max_iter * 5 / 4));
+        defaults.max_eval = defaults
+            .max_eval
+            .or(Some(default_max_eval(defaults.max_iter)));
         let mut groups = params.into_param_groups();
         if groups.iter().all(|g| g.params.is_empty()) {
             return Err(Error::EmptyParamList);
         }
-        for (g, group) in groups.iter().enumerate() {
-            check_no_duplicates(&group.params, groups[..g].iter().flat_map(|g| &g.params))?;
+        let mut seen = std::collections::HashSet::new();
+        for group in &groups {
+            check_no_duplicates(&group.params, &seen)?;
+            seen.extend(group.params.iter().map(|p| p.id()));
         }
         if groups.len() != 1 {
             return Err(single_group());
@@ -198,6 +202,33 @@ impl Lbfgs {
 
     fn numel(&self) -> usize {
         self.params.iter().map(Param::numel).sum()
+    }
+
+    /// The one saved group's hyperparameters, extra keys and first
+    /// parameter index, checked against this optimizer's group.
+    fn read_param_groups(
+        &self,
+        saved: &[Map<String, Value>],
+    ) -> Result<(LbfgsConfig, Map<String, Value>, usize)> {
+        let [saved] = saved else {
+            return Err(Error::GroupCountMismatch {
+                expected: 1,
+                found: saved.len(),
+            });
+        };
+        let ids = crate::optimizer::saved_param_ids(saved, 0)?;
+        if ids.len() != self.params.len() {
+            return Err(Error::GroupSizeMismatch {
+                group: 0,
+                expected: self.params.len(),
+                found: ids.len(),
+            });
+        }
+        let (mut options, extra) = options_from_saved::<LbfgsConfig>(saved, 0)?;
+        options.max_eval = options
+            .max_eval
+            .or(Some(default_max_eval(options.max_iter)));
+        Ok((options, extra, ids.first().copied().unwrap_or(0)))
     }
 
     fn check_group(&self, group: usize) -> Result<()> {
@@ -257,46 +288,25 @@ impl Optimizer for Lbfgs {
     }
 
     fn state_dict(&self) -> StateDict {
-        let mut sd = StateDict::default();
+        let mut sd = StateDict {
+            param_groups: self.param_groups_json(),
+            ..StateDict::default()
+        };
         if let Some(state) = &self.state {
             sd.state.insert(0, state.to_entries(self.dtype));
         }
-        let mut group = options_map(&self.options);
-        group.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let ids = (0..self.params.len()).map(Value::from).collect();
-        group.insert("params".into(), Value::Array(ids));
-        sd.param_groups.push(group);
         sd
     }
 
     fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
-        if sd.param_groups.len() != 1 {
-            return Err(Error::GroupCountMismatch {
-                expected: 1,
-                found: sd.param_groups.len(),
-            });
-        }
-        let saved = &sd.param_groups[0];
-        let ids = crate::optimizer::saved_param_ids(saved, 0)?;
-        if ids.len() != self.params.len() {
-            return Err(Error::GroupSizeMismatch {
-                group: 0,
-                expected: self.params.len(),
-                found: ids.len(),
-            });
-        }
-        let (mut options, extra) = options_from_saved::<LbfgsConfig>(saved, 0)?;
-        options.max_eval = options.max_eval.or(Some(options.max_iter * 5 / 4));
+        let (options, extra, first) = self.read_param_groups(&sd.param_groups)?;
         let numel = self.numel();
         let mut state = None;
         for (&id, entries) in &sd.state {
-            if id != ids[0] {
+            if id != first {
                 return Err(Error::state(
                     format!("state[{id}]"),
-                    format!(
-                        "LBFGS keeps its state under its first parameter, {}",
-                        ids[0]
-                    ),
+                    format!("LBFGS keeps its state under its first parameter, {first}"),
                 ));
             }
             let reader = StateEntries::new(id, std::slice::from_ref(&numel), self.dtype, entries);
@@ -305,6 +315,21 @@ impl Optimizer for Lbfgs {
         self.options = options;
         self.extra = extra;
         self.state = state;
+        Ok(())
+    }
+
+    fn param_groups_json(&self) -> Vec<Map<String, Value>> {
+        let mut group = options_map(&self.options);
+        group.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let ids = (0..self.params.len()).map(Value::from).collect();
+        group.insert("params".into(), Value::Array(ids));
+        vec![group]
+    }
+
+    fn load_param_groups(&mut self, groups: &[Map<String, Value>]) -> Result<()> {
+        let (options, extra, _) = self.read_param_groups(groups)?;
+        self.options = options;
+        self.extra = extra;
         Ok(())
     }
 
@@ -331,7 +356,7 @@ impl Optimizer for Lbfgs {
 
     fn set_group_extra(&mut self, group: usize, key: &str, value: Value) -> Result<()> {
         self.check_group(group)?;
-        check_extra_key::<LbfgsConfig>(key)?;
+        check_extra_key::<LbfgsConfig>(key, &value)?;
         self.extra.insert(key.to_string(), value);
         Ok(())
     }
@@ -347,18 +372,9 @@ impl Optimizer for Lbfgs {
     }
 }
 
-/// The elements of a parameter of dtype `T` (LBFGS checks the dtype of
-/// every parameter in its constructor).
-fn slice_mut<T: Element>(data: &mut TensorData) -> Result<&mut [T]> {
-    let found = match data {
-        TensorData::F32(_) => Dtype::F32,
-        TensorData::F64(_) => Dtype::F64,
-    };
-    T::slice_mut(data).ok_or(Error::DtypeMismatch {
-        what: "LBFGS parameter".into(),
-        expected: T::DTYPE,
-        found,
-    })
+/// torch's default `max_eval`, `max_iter * 5 // 4` (at most `usize::MAX`).
+pub(super) fn default_max_eval(max_iter: usize) -> usize {
+    usize::try_from(max_iter as u128 * 5 / 4).unwrap_or(usize::MAX)
 }
 
 fn grad_of<T: Element>(p: &Param, out: &mut Vec<T>) -> Result<()> {

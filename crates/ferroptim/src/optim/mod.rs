@@ -78,10 +78,12 @@ pub fn build(
 ) -> Result<Box<dyn Optimizer>> {
     fn make<A: Algorithm>(json: &str, params: impl IntoParamGroups) -> Result<Box<dyn Optimizer>> {
         let json = if json.trim().is_empty() { "{}" } else { json };
-        let config: A = serde_json::from_str(json).map_err(|e| Error::InvalidConfig {
-            optimizer: A::NAME,
-            reason: e.to_string(),
-        })?;
+        let config: A = serde_json::from_str(json)
+            .and_then(crate::json::from_value)
+            .map_err(|e| Error::InvalidConfig {
+                optimizer: A::NAME,
+                reason: e.to_string(),
+            })?;
         Ok(Box::new(Optim::new(params, config)?))
     }
     match name.to_ascii_lowercase().as_str() {

@@ -20,7 +20,7 @@ use crate::kernels::{self, RpropScalars};
 use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
 use crate::slot::ParamMeta;
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
-use crate::tensor::{Element, Tensor, TensorData};
+use crate::tensor::{Element, Tensor, TensorDataMut};
 
 /// Rprop over param groups.
 pub type Rprop = Optim<RpropConfig>;
@@ -133,8 +133,8 @@ impl Algorithm for RpropConfig {
     fn init_state(&self, param: &ParamMeta<'_>) -> RpropState {
         let mut step_size = param.zeros_like();
         match step_size.data_mut() {
-            TensorData::F32(v) => v.fill(self.lr as f32),
-            TensorData::F64(v) => v.fill(self.lr),
+            TensorDataMut::F32(v) => v.fill(self.lr as f32),
+            TensorDataMut::F64(v) => v.fill(self.lr),
         }
         RpropState {
             step: 0.0,

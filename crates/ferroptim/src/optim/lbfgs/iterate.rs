@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use super::strong_wolfe::strong_wolfe;
-use super::{grad_of, slice_mut, Lbfgs, LbfgsState, LineSearch};
+use super::{grad_of, Lbfgs, LbfgsState, LineSearch};
 use crate::error::{Error, Result};
 use crate::kernels::flat::{abs_max, abs_sum, axpy, dot};
 use crate::param::Param;
@@ -83,7 +83,7 @@ fn add_grad<T: Element>(params: &[Param], t: f64, d: &[T]) -> Result<()> {
     let mut offset = 0;
     for p in params {
         p.with_value_mut(|data| -> Result<()> {
-            let x = slice_mut::<T>(data)?;
+            let x = data.into_slice::<T>()?;
             let n = x.len();
             axpy(x, t, &d[offset..offset + n]);
             offset += n;
@@ -117,7 +117,7 @@ pub(super) fn step<T: Element>(
 fn iterate<T: Element>(opt: &mut Lbfgs, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64> {
     let o = opt.options.clone();
     let params = opt.params.clone();
-    let max_eval = o.max_eval.unwrap_or(o.max_iter * 5 / 4);
+    let max_eval = o.max_eval.unwrap_or(super::default_max_eval(o.max_iter));
     let sign = if o.maximize { -1.0 } else { 1.0 };
     let tolerance_grad = T::from_f64(o.tolerance_grad);
     let mut state = opt.state.clone().unwrap_or_default();

@@ -83,7 +83,7 @@ impl LbfgsState {
             let required = |x: Option<f64>, key: &str| {
                 x.ok_or_else(|| Error::state(format!("state[0].{key}"), "missing; saved with `d`"))
             };
-            state.t = required(entries.optional_number("t")?, "t")?;
+            state.t = required(entries.optional_float("t")?, "t")?;
             state.old_dirs = entries.tensor_list("old_dirs", &[numel])?;
             state.old_stps = entries.tensor_list("old_stps", &[numel])?;
             state.ro = entries
@@ -99,10 +99,10 @@ impl LbfgsState {
                 ));
             }
             // torch's integer 1 and a tensor holding 1 scale identically.
-            let h_diag = required(entries.optional_number("H_diag")?, "H_diag")?;
+            let h_diag = required(entries.optional_float("H_diag")?, "H_diag")?;
             state.h_diag = Some(h_diag).filter(|&h| h != 1.0);
             state.prev_flat_grad = Some(entries.tensor("prev_flat_grad")?);
-            state.prev_loss = required(entries.optional_number("prev_loss")?, "prev_loss")?;
+            state.prev_loss = required(entries.optional_float("prev_loss")?, "prev_loss")?;
         } else if state.n_iter > 0 {
             return Err(Error::state(
                 "state[0].d",

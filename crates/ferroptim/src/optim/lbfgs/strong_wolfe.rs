@@ -142,8 +142,11 @@ pub(crate) fn strong_wolfe<T: Element>(
             },
         ];
     }
+    // torch's `(0, 1) if f[0] <= f[-1] else (1, 0)`; a one-point bracket
+    // (the conditions met at once) is that point even when its loss is NaN,
+    // where torch's own index would run past it.
     let order = |b: &[Point<T>]| {
-        if b[0].f <= b[b.len() - 1].f {
+        if b.len() < 2 || b[0].f <= b[b.len() - 1].f {
             (0, 1)
         } else {
             (1, 0)
@@ -212,6 +215,16 @@ pub(crate) fn strong_wolfe<T: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nan_loss_is_no_panic() {
+        // The first trial meets the curvature condition with a NaN loss: a
+        // one-point bracket whose loss compares false with itself.
+        let mut evaluate = |_t: f64| -> Result<(f64, Vec<f64>)> { Ok((f64::NAN, vec![0.0])) };
+        let found = strong_wolfe(&mut evaluate, 1.0, &[1.0], 1.0, &[-1.0], -1.0, 1e-9, 25).unwrap();
+        assert!(found.loss.is_nan());
+        assert_eq!((found.t, found.evals), (1.0, 1));
+    }
 
     #[test]
     fn cubic_interpolation_finds_the_minimum_of_a_cubic() {

@@ -1,0 +1,191 @@
+//! Reading torch checkpoints: every pickle protocol torch writes, NaN
+//! hyperparameters, and small hostile files that would make the reader
+//! build gigabytes (a zero-stride view, memoised references, one tensor
+//! referenced many times) refused by its budget with a typed error.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use ferroptim::{json, optim, GroupSpec, Param, StateDict, TorchLoadLimits};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/torch_pt")
+        .join(name)
+}
+
+#[test]
+fn pickle_protocols_4_and_5_read_as_protocol_2() {
+    let want = StateDict::load_torch(fixture("adam-float32.pt")).unwrap();
+    for protocol in [4, 5] {
+        let path = fixture(&format!("adam-float32-protocol{protocol}.pt"));
+        let got =
+            StateDict::load_torch(&path).unwrap_or_else(|e| panic!("protocol {protocol}: {e}"));
+        assert_eq!(got, want, "protocol {protocol}");
+    }
+}
+
+#[test]
+fn a_nan_lr_saved_by_torch_loads_as_nan() {
+    let sd = StateDict::load_torch(fixture("adam-float32-nan-lr.pt")).unwrap();
+    let lr = json::as_f64(&sd.param_groups[0]["lr"]).unwrap();
+    assert!(lr.is_nan());
+    // Parameters of the shapes and groups the state_dict has.
+    let groups: Vec<GroupSpec> = sd
+        .param_groups
+        .iter()
+        .map(|g| {
+            let ids = g["params"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_u64().unwrap() as usize);
+            GroupSpec::new(ids.map(|i| match &sd.state[&i]["exp_avg"] {
+                ferroptim::StateValue::Tensor(t) => Param::zeros::<f32>(t.shape()),
+                _ => panic!("no exp_avg"),
+            }))
+        })
+        .collect();
+    let mut opt = optim::build("adam", "{}", groups).unwrap();
+    opt.load_state_dict(&sd).unwrap();
+    assert!(opt.lr(0).unwrap().is_nan() && opt.lr(1).unwrap().is_nan());
+}
+
+/// A torch.save archive holding `pickle` and these storages.
+fn archive(pickle: &[u8], storages: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    use zip::write::SimpleFileOptions;
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    out.start_file("archive/data.pkl", options).unwrap();
+    out.write_all(pickle).unwrap();
+    for (key, bytes) in storages {
+        out.start_file(format!("archive/data/{key}"), options)
+            .unwrap();
+        out.write_all(bytes).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
+/// Pickle opcodes, as torch's protocol 2 writes them.
+fn text(s: &str) -> Vec<u8> {
+    let mut out = vec![b'X'];
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+fn int(v: i32) -> Vec<u8> {
+    let mut out = vec![b'J'];
+    out.extend_from_slice(&v.to_le_bytes());
+    out
+}
+
+/// `_rebuild_tensor_v2(storage '0' of `numel` floats, 0, size, stride)`.
+fn tensor(numel: i32, size: &[i32], stride: &[i32]) -> Vec<u8> {
+    let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n(".to_vec();
+    p.push(b'(');
+    p.extend(text("storage"));
+    p.extend_from_slice(b"ctorch\nFloatStorage\n");
+    p.extend(text("0"));
+    p.extend(text("cpu"));
+    p.extend(int(numel));
+    p.extend_from_slice(b"tQ");
+    p.extend(int(0));
+    for dims in [size, stride] {
+        p.push(b'(');
+        dims.iter().for_each(|&d| p.extend(int(d)));
+        p.push(b't');
+    }
+    p.extend_from_slice(b"tR");
+    p
+}
+
+fn refused_by_the_budget(bytes: &[u8]) {
+    let err = StateDict::from_torch_bytes(bytes).unwrap_err().to_string();
+    assert!(err.contains("budget"), "{err}");
+}
+
+#[test]
+fn a_zero_stride_view_of_2_to_the_34_elements_is_refused() {
+    // 1.3 KB that would be a 64 GiB tensor.
+    let mut p = b"\x80\x02".to_vec();
+    p.extend(tensor(1, &[131072, 131072], &[0, 0]));
+    p.push(b'.');
+    refused_by_the_budget(&archive(&p, &[("0", vec![0; 4])]));
+}
+
+#[test]
+fn memoised_references_cannot_multiply_a_small_file() {
+    // param_groups = L12, where L(k) holds 8 references to L(k-1): 8^12 values.
+    let depth = 12u8;
+    let mut p = b"\x80\x02}".to_vec();
+    p.extend(text("param_groups"));
+    for level in (1..=depth).rev() {
+        p.extend_from_slice(&[b']', b'q', level, b'(']);
+    }
+    p.extend_from_slice(b"]q\x00(");
+    p.extend(std::iter::repeat_n(*b"K\x01", 8).flatten());
+    p.push(b'e');
+    for level in 1..=depth {
+        for _ in 0..7 {
+            p.extend_from_slice(&[b'h', level - 1]);
+        }
+        p.push(b'e');
+    }
+    p.extend_from_slice(b"s.");
+    refused_by_the_budget(&archive(&p, &[]));
+}
+
+#[test]
+fn one_tensor_referenced_a_thousand_times_is_refused() {
+    // state = {i: {"exp_avg": t} for i in range(1000)}, t one memoised 4 MB tensor.
+    let n = 1 << 20;
+    let mut p = b"\x80\x02}".to_vec();
+    p.extend(text("state"));
+    p.push(b'}');
+    p.push(b'(');
+    for i in 0..1000 {
+        p.extend(int(i));
+        p.push(b'}');
+        p.extend(text("exp_avg"));
+        if i == 0 {
+            p.extend(tensor(n, &[n], &[1]));
+            p.extend_from_slice(b"q\x00");
+        } else {
+            p.extend_from_slice(b"h\x00");
+        }
+        p.push(b's');
+    }
+    p.extend_from_slice(b"us.");
+    let bytes = archive(&p, &[("0", vec![0; 4 * n as usize])]);
+    refused_by_the_budget(&bytes);
+    // A budget that fits it reads it (1000 copies: 4 GB would not fit; 3 do).
+    let small = {
+        let mut q = b"\x80\x02}".to_vec();
+        q.extend(text("state"));
+        q.extend_from_slice(b"}(");
+        for i in 0..3 {
+            q.extend(int(i));
+            q.push(b'}');
+            q.extend(text("exp_avg"));
+            if i == 0 {
+                q.extend(tensor(n, &[n], &[1]));
+                q.extend_from_slice(b"q\x00");
+            } else {
+                q.extend_from_slice(b"h\x00");
+            }
+            q.push(b's');
+        }
+        q.extend_from_slice(b"us");
+        q.extend(text("param_groups"));
+        q.extend_from_slice(b"]s.");
+        archive(&q, &[("0", vec![0; 4 * n as usize])])
+    };
+    let sd = StateDict::from_torch_bytes(&small).unwrap();
+    assert_eq!(sd.state.len(), 3);
+    let tight = TorchLoadLimits { max_bytes: 8 << 20 };
+    let err = StateDict::from_torch_bytes_with(&small, tight)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("8388608"), "{err}");
+}
