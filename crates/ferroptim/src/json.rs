@@ -145,6 +145,15 @@ fn key_string(key: Value) -> serde_json::Result<String> {
     }
 }
 
+/// The integer methods of [`ValueSerializer`]: serde_json's own values.
+macro_rules! serialize_integers {
+    ($($method:ident $t:ty),*) => {
+        $(fn $method(self, v: $t) -> serde_json::Result<Value> {
+            Ok(Value::from(v))
+        })*
+    };
+}
+
 impl Serializer for ValueSerializer {
     type Ok = Value;
     type Error = serde_json::Error;
@@ -165,30 +174,8 @@ impl Serializer for ValueSerializer {
     fn serialize_bool(self, v: bool) -> serde_json::Result<Value> {
         Ok(Value::Bool(v))
     }
-    fn serialize_i8(self, v: i8) -> serde_json::Result<Value> {
-        Ok(Value::from(v))
-    }
-    fn serialize_i16(self, v: i16) -> serde_json::Result<Value> {
-        Ok(Value::from(v))
-    }
-    fn serialize_i32(self, v: i32) -> serde_json::Result<Value> {
-        Ok(Value::from(v))
-    }
-    fn serialize_i64(self, v: i64) -> serde_json::Result<Value> {
-        Ok(Value::from(v))
-    }
-    fn serialize_u8(self, v: u8) -> serde_json::Result<Value> {
-        Ok(Value::from(v))
-    }
-    fn serialize_u16(self, v: u16) -> serde_json::Result<Value> {
-        Ok(Value::from(v))
-    }
-    fn serialize_u32(self, v: u32) -> serde_json::Result<Value> {
-        Ok(Value::from(v))
-    }
-    fn serialize_u64(self, v: u64) -> serde_json::Result<Value> {
-        Ok(Value::from(v))
-    }
+    serialize_integers!(serialize_i8 i8, serialize_i16 i16, serialize_i32 i32, serialize_i64 i64,
+        serialize_u8 u8, serialize_u16 u16, serialize_u32 u32, serialize_u64 u64);
     fn serialize_char(self, v: char) -> serde_json::Result<Value> {
         Ok(Value::from(v.to_string()))
     }

@@ -160,8 +160,8 @@ fn non_finite_hyperparameters_set_by_name_are_kept_or_refused_by_name() {
     );
 }
 
-#[test]
-fn step_counts_past_2_to_the_53_are_corrupt_files_not_infinities() {
+/// Adam on [`params`]`(0)` after one step of gradients 1.
+fn adam_after_one_step() -> Box<dyn Optimizer> {
     let ps = params(0);
     let mut opt = optim::build("adam", "{}", ps.clone()).unwrap();
     for p in &ps {
@@ -169,6 +169,12 @@ fn step_counts_past_2_to_the_53_are_corrupt_files_not_infinities() {
             .unwrap();
     }
     opt.step().unwrap();
+    opt
+}
+
+#[test]
+fn step_counts_past_2_to_the_53_are_corrupt_files_not_infinities() {
+    let opt = adam_after_one_step();
     let mut sd = opt.state_dict();
     for (step, ok) in [(2f64.powi(53), true), (1e39, false), (f64::INFINITY, false)] {
         sd.state
@@ -234,18 +240,19 @@ fn a_scheduler_constructor_that_fails_leaves_the_optimizer_as_it_was() {
     assert_eq!(opt.param_groups_json(), before);
 }
 
+fn step_lr(opt: &mut dyn Optimizer) -> StepLR {
+    let config = StepLRConfig {
+        step_size: 3,
+        gamma: 0.5,
+        last_epoch: -1,
+    };
+    StepLR::new(opt, config).unwrap()
+}
+
 #[test]
 fn loaded_schedulers_are_checked_as_constructed_ones_are() {
     let mut opt = sgd();
-    let mut step = StepLR::new(
-        opt.as_mut(),
-        StepLRConfig {
-            step_size: 3,
-            gamma: 0.5,
-            last_epoch: -1,
-        },
-    )
-    .unwrap();
+    let mut step = step_lr(opt.as_mut());
     let mut state = step.state_dict();
     state.insert("step_size".into(), Value::from(0));
     assert!(step.load_state_dict(&state).is_err());
@@ -267,15 +274,7 @@ fn loaded_schedulers_are_checked_as_constructed_ones_are() {
 fn counters_at_their_limits_are_errors_not_overflows() {
     let mut opt = sgd();
     // last_epoch one short of i64::MAX: one more step is the end.
-    let mut step = StepLR::new(
-        opt.as_mut(),
-        StepLRConfig {
-            step_size: 3,
-            gamma: 0.5,
-            last_epoch: -1,
-        },
-    )
-    .unwrap();
+    let mut step = step_lr(opt.as_mut());
     let mut state = step.state_dict();
     state.insert("last_epoch".into(), Value::from(i64::MAX - 1));
     step.load_state_dict(&state).unwrap();
@@ -352,13 +351,7 @@ fn many_groups_and_a_repeat_among_them() {
 
 #[test]
 fn a_tensor_named_twice_in_a_checkpoint_is_reported_as_such() {
-    let ps = params(0);
-    let mut opt = optim::build("adam", "{}", ps.clone()).unwrap();
-    for p in &ps {
-        p.set_grad(Tensor::from_vec(vec![1.0f64; p.numel()], &[p.numel()]).unwrap())
-            .unwrap();
-    }
-    opt.step().unwrap();
+    let opt = adam_after_one_step();
     // Point state[1].exp_avg_sq at state[1].exp_avg's tensor (same shape).
     let bytes = opt.state_dict().to_safetensors().unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;

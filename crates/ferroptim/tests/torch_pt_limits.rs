@@ -136,51 +136,37 @@ fn memoised_references_cannot_multiply_a_small_file() {
     refused_by_the_budget(&archive(&p, &[]));
 }
 
-#[test]
-fn one_tensor_referenced_a_thousand_times_is_refused() {
-    // state = {i: {"exp_avg": t} for i in range(1000)}, t one memoised 4 MB tensor.
-    let n = 1 << 20;
+/// `{"state": {i: {"exp_avg": t} for i in range(refs)}, "param_groups": []}`,
+/// `t` one memoised tensor of `numel` floats, as an archive.
+fn one_tensor_many_times(refs: i32, numel: i32) -> Vec<u8> {
     let mut p = b"\x80\x02}".to_vec();
     p.extend(text("state"));
-    p.push(b'}');
-    p.push(b'(');
-    for i in 0..1000 {
+    p.extend_from_slice(b"}(");
+    for i in 0..refs {
         p.extend(int(i));
         p.push(b'}');
         p.extend(text("exp_avg"));
         if i == 0 {
-            p.extend(tensor(n, &[n], &[1]));
+            p.extend(tensor(numel, &[numel], &[1]));
             p.extend_from_slice(b"q\x00");
         } else {
             p.extend_from_slice(b"h\x00");
         }
         p.push(b's');
     }
-    p.extend_from_slice(b"us.");
-    let bytes = archive(&p, &[("0", vec![0; 4 * n as usize])]);
-    refused_by_the_budget(&bytes);
-    // A budget that fits it reads it (1000 copies: 4 GB would not fit; 3 do).
-    let small = {
-        let mut q = b"\x80\x02}".to_vec();
-        q.extend(text("state"));
-        q.extend_from_slice(b"}(");
-        for i in 0..3 {
-            q.extend(int(i));
-            q.push(b'}');
-            q.extend(text("exp_avg"));
-            if i == 0 {
-                q.extend(tensor(n, &[n], &[1]));
-                q.extend_from_slice(b"q\x00");
-            } else {
-                q.extend_from_slice(b"h\x00");
-            }
-            q.push(b's');
-        }
-        q.extend_from_slice(b"us");
-        q.extend(text("param_groups"));
-        q.extend_from_slice(b"]s.");
-        archive(&q, &[("0", vec![0; 4 * n as usize])])
-    };
+    p.extend_from_slice(b"us");
+    p.extend(text("param_groups"));
+    p.extend_from_slice(b"]s.");
+    archive(&p, &[("0", vec![0; 4 * numel as usize])])
+}
+
+#[test]
+fn one_tensor_referenced_a_thousand_times_is_refused() {
+    // 1000 copies of one 4 MB tensor: 4 GB from a 4 MB file.
+    let n = 1 << 20;
+    refused_by_the_budget(&one_tensor_many_times(1000, n));
+    // Three fit the default budget; a budget below them refuses them.
+    let small = one_tensor_many_times(3, n);
     let sd = StateDict::from_torch_bytes(&small).unwrap();
     assert_eq!(sd.state.len(), 3);
     let tight = TorchLoadLimits { max_bytes: 8 << 20 };
