@@ -225,12 +225,14 @@ impl SequentialLR {
             last_epoch: super::next_epoch(NAME, last_epoch)?,
             last_lr: Vec::new(),
         };
-        set_lrs(opt, &initial)?;
-        seq.rewind();
-        let idx = bisect_right(&seq.milestones, 0);
-        seq.schedulers[idx].restart(opt)?;
-        seq.last_lr = seq.schedulers[idx].get_last_lr().to_vec();
-        Ok(seq)
+        super::all_or_nothing(opt, |opt| {
+            set_lrs(opt, &initial)?;
+            seq.rewind();
+            let idx = bisect_right(&seq.milestones, 0);
+            seq.schedulers[idx].restart(opt)?;
+            seq.last_lr = seq.schedulers[idx].get_last_lr().to_vec();
+            Ok(seq)
+        })
     }
 }
 

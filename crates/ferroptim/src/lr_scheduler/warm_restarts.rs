@@ -69,16 +69,18 @@ impl CosineAnnealingWarmRestarts {
             let reason = format!("Expected integer T_mult >= 1, but got {}", config.t_mult);
             return Err(scheduler_error(NAME, reason));
         }
-        let mut s = CosineAnnealingWarmRestarts {
-            t_0: config.t_0,
-            t_i: config.t_0,
-            t_mult: config.t_mult,
-            eta_min: config.eta_min,
-            t_cur: config.last_epoch as f64,
-            progress: start_progress(NAME, opt, config.last_epoch)?,
-        };
-        s.restart(opt)?;
-        Ok(s)
+        super::all_or_nothing(opt, |opt| {
+            let mut s = CosineAnnealingWarmRestarts {
+                t_0: config.t_0,
+                t_i: config.t_0,
+                t_mult: config.t_mult,
+                eta_min: config.eta_min,
+                t_cur: config.last_epoch as f64,
+                progress: start_progress(NAME, opt, config.last_epoch)?,
+            };
+            s.restart(opt)?;
+            Ok(s)
+        })
     }
 
     fn get_lr(&self) -> Vec<f64> {
