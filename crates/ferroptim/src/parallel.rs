@@ -138,7 +138,7 @@ pub(crate) fn with_pool<R>(f: impl FnOnce(Exec<'_>) -> R) -> R {
     f(Exec::Install(&pool))
 }
 
-/// The threads the pool [`with_pool`] would give this thread has.
+/// How many threads `exec` shares work over.
 fn threads(exec: &Exec<'_>) -> usize {
     match exec {
         Exec::Serial => 1,
