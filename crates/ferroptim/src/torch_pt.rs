@@ -471,15 +471,16 @@ impl<'a> Machine<'a> {
         )?;
         if !self.storages.contains_key(&key) {
             let bytes = (self.storage)(&key)?;
-            if bytes.len() != numel.saturating_mul(width) {
-                return Err(bad(format!(
-                    "storage {key} holds {} bytes, expected {numel} elements",
-                    bytes.len()
-                )));
-            }
             self.storages.insert(key.clone(), bytes);
         }
         let bytes = &self.storages[&key];
+        // Checked at every use: two views may name one storage with different types or sizes.
+        if bytes.len() != numel.saturating_mul(width) {
+            return Err(bad(format!(
+                "storage {key} holds {} bytes, expected {numel} elements of {width} bytes",
+                bytes.len()
+            )));
+        }
         // Storage index of every element, in row-major order of `size`.
         let mut index = vec![0usize; size.len()];
         let mut positions = (0..count).map(|_| {

@@ -175,3 +175,21 @@ fn one_tensor_referenced_a_thousand_times_is_refused() {
         .to_string();
     assert!(err.contains("8388608"), "{err}");
 }
+
+#[test]
+fn one_storage_named_as_two_types_is_an_error_not_a_panic() {
+    // Storage "0" (4 bytes) rebuilt as a float tensor, then as a double one.
+    let mut p = b"\x80\x02(".to_vec();
+    p.extend(tensor(1, &[1], &[1]));
+    let double = tensor(1, &[1], &[1]);
+    let at = double
+        .windows(12)
+        .position(|w| w == b"FloatStorage")
+        .unwrap();
+    p.extend_from_slice(&double[..at]);
+    p.extend_from_slice(b"DoubleStorage");
+    p.extend_from_slice(&double[at + 12..]);
+    p.extend_from_slice(b"l.");
+    let err = StateDict::from_torch_bytes(&archive(&p, &[("0", vec![0; 4])])).unwrap_err();
+    assert!(err.to_string().contains("storage 0 holds 4 bytes"), "{err}");
+}
