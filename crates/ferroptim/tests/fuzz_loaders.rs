@@ -174,11 +174,19 @@ fn with_pickle(entries: &[(String, Vec<u8>)], pickle: &[u8]) -> Vec<u8> {
 
 #[test]
 fn the_torch_checkpoint_reader_never_panics_and_failed_loads_change_nothing() {
+    // Protocol 2 (torch.save's default) and protocol 4 (STACK_GLOBAL, FRAME, MEMOIZE).
+    for name in ["adam-float32.pt", "adam-float32-protocol4.pt"] {
+        fuzz_torch_file(name);
+    }
+}
+
+fn fuzz_torch_file(name: &str) {
     use std::io::Read;
     let (opt, _) = seed("adam");
     let opt = RefCell::new(opt);
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/torch_pt/adam-float32.pt");
+        .join("tests/fixtures/torch_pt")
+        .join(name);
     let file = std::fs::read(path).unwrap();
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&file)).unwrap();
     let entries: Vec<(String, Vec<u8>)> = (0..zip.len())
@@ -217,7 +225,7 @@ fn the_torch_checkpoint_reader_never_panics_and_failed_loads_change_nothing() {
             )
         })
         .unwrap();
-    assert!(parsed.get() > 0, "no mutated pickle parsed");
+    assert!(parsed.get() > 0, "{name}: no mutated pickle parsed");
     // Mutated archives.
     TestRunner::new(config)
         .run(&mutations(), |m| {
