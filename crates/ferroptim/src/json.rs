@@ -12,7 +12,10 @@
 //! - [`number`] / [`as_f64`]: one float as a JSON value, and back;
 //! - [`float`]: the same as a `#[serde(with = ...)]` module for one field.
 //!
-//! Any other string stays a string.
+//! Any other string stays a string. [`from_value`] is for typed targets:
+//! where a type asks for "anything" (an untagged enum such as
+//! `StateValue`), `"nan"` is read as the float; a `serde_json::Value`
+//! target would then hold `null`, so raw values are read with serde_json.
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
 use serde::ser::{self, Serialize};
