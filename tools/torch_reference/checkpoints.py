@@ -3,6 +3,7 @@
 
     .venv/bin/python tools/torch_reference/checkpoints.py
     .venv/bin/python tools/torch_reference/checkpoints.py protocols   # only the protocol 4/5 and NaN-lr files
+    .venv/bin/python tools/torch_reference/checkpoints.py named       # only the named-parameters files
 
 For every optimizer in generate.py's OPTIMIZERS, reruns the first
 configuration of its fixture (float32 and float64, same seeds, so the run is
@@ -95,6 +96,7 @@ def main() -> None:
         print(f"{name}: torch resumed from ferroptim's checkpoint, worst relative error {worst:.1e}")
     save_lbfgs()
     save_protocols()
+    save_named()
 
 
 def save_protocols() -> None:
@@ -122,6 +124,40 @@ def save_protocols() -> None:
     save(OUT / "adam-float32-nan-lr.pt", 2, nan_lr=True)
 
 
+def save_named() -> None:
+    """Adam over a model's named parameters, two groups (torch 2.6+ keeps each
+    group's `param_names` in its state_dict), saved after NAMED_MID steps
+    to `adam-named.pt`; `adam-named.json` holds the names, the parameters
+    at that point, and the gradients and parameters of the steps after it,
+    which ferroptim must repeat from the file."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    groups = [
+        {"params": [(f"0.{n}", p) for n, p in model[0].named_parameters()]},
+        {"params": [(f"2.{n}", p) for n, p in model[2].named_parameters()], "lr": 0.02},
+    ]
+    opt = torch.optim.Adam(groups, lr=0.01, betas=(0.8, 0.95))
+    params = [p for group in opt.param_groups for p in group["params"]]
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
+    y = torch.randn(8, 2, generator=torch.Generator().manual_seed(2))
+    named_mid, record = 3, {"steps": []}
+    for step in range(named_mid + 2):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        grads = [g.tensor_json(p.grad) for p in params]
+        opt.step()
+        if step + 1 == named_mid:
+            torch.save(opt.state_dict(), OUT / "adam-named.pt")
+            record["param_names"] = [group["param_names"] for group in opt.state_dict()["param_groups"]]
+            record["mid_params"] = [g.tensor_json(p) for p in params]
+        elif step + 1 > named_mid:
+            record["steps"].append({"grads": grads, "params": [g.tensor_json(p) for p in params]})
+    record["generator"] = "tools/torch_reference/checkpoints.py named"
+    record["torch_version"] = torch.__version__
+    (OUT / "adam-named.json").write_text(json.dumps(record, indent=1))
+    print(f"{(OUT / 'adam-named.pt').relative_to(g.ROOT)}: names {record['param_names']}")
+
+
 def save_lbfgs() -> None:
     """LBFGS: cases 0 and 1 of its fixture, saved after its MID_STEP."""
     import lbfgs
@@ -143,5 +179,8 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["protocols"]:
         torch.set_num_threads(1)
         save_protocols()
+    elif sys.argv[1:] == ["named"]:
+        torch.set_num_threads(1)
+        save_named()
     else:
         main()

@@ -71,6 +71,13 @@ SPARSE_CONFIGS = {
     "sparseadam": lambda kwargs: True,
 }
 SPARSE_ONLY = {"sparseadam"}
+# Sparse configurations added after an optimizer's dense cases (so that
+# the dense cases keep their seeds, and their committed numbers): SGD takes
+# sparse gradients with any argument but weight_decay (torch raises
+# "add(sparse, dense) is not supported" inside the step).
+SPARSE_APPENDED = {
+    "sgd": lambda kwargs: kwargs.get("weight_decay", 0) == 0,
+}
 SPARSE_SHAPES = [(9,), (6, 4), (5, 2, 3), (7, 3)]
 
 # Configurations beyond torch's own lists, for arguments those lists leave out.
@@ -223,6 +230,8 @@ def num(x: float):
 
 def tensor_json(t: torch.Tensor) -> dict:
     t = t.detach()
+    if t.is_sparse:
+        t = t.to_dense()  # SGD's momentum buffer under sparse gradients; ferroptim keeps it dense
     name = {torch.float32: "float32", torch.float64: "float64"}[t.dtype]
     return {
         "dtype": name,
@@ -414,6 +423,16 @@ def generate(name: str) -> dict:
                 case = {"desc": ("sparse grads: " if sparse else "") + desc,
                         "dtype": str(dtype).removeprefix("torch."), "kwargs": value_json(kwargs)}
                 case.update(run_case(cls, dict(kwargs), dtype, seed, sparse, SHAPES_FOR.get(name)))
+                cases.append(case)
+    if name in SPARSE_APPENDED:
+        for kwargs, desc in configs:
+            if has_tensor(kwargs) or not SPARSE_APPENDED[name](kwargs):
+                continue
+            for dtype in DTYPES:
+                seed += 1
+                case = {"desc": "sparse grads: " + desc,
+                        "dtype": str(dtype).removeprefix("torch."), "kwargs": value_json(kwargs)}
+                case.update(run_case(cls, dict(kwargs), dtype, seed, True, SHAPES_FOR.get(name)))
                 cases.append(case)
     errors, err_skipped = error_cases(name, cls, error_func)
     return {

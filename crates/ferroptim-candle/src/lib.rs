@@ -43,9 +43,9 @@ mod slot;
 use std::ops::{Deref, DerefMut};
 
 use candle_core::backprop::GradStore;
-use candle_core::Var;
+use candle_core::{Tensor, Var};
 use ferroptim::optim;
-use ferroptim::{Algorithm, GroupSpec, IntoParamGroups, Optim, Optimizer as _, StepOutcome};
+use ferroptim::{Algorithm, GroupSpec, IntoParamGroups, Optim, Optimizer, StepOutcome};
 
 pub use lbfgs::CandleLbfgs;
 pub use slot::CandleParam;
@@ -91,12 +91,7 @@ pub struct CandleOptim<A: Algorithm> {
 impl<A: Algorithm> CandleOptim<A> {
     /// An optimizer over `vars` (one group) with hyperparameters `config`.
     pub fn from_vars(vars: Vec<Var>, config: A) -> Result<Self> {
-        let params = vars
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| CandleParam::new(v, i))
-            .collect::<Result<Vec<_>>>()?;
-        Self::with_groups(params, config)
+        Self::with_groups(params_of(vars)?, config)
     }
 
     /// An optimizer over param groups of [`CandleParam`]s, each group
@@ -133,15 +128,8 @@ impl<A: Algorithm> CandleOptim<A> {
         grads: &GradStore,
         f: impl FnOnce(&mut Optim<A, CandleParam>) -> R,
     ) -> R {
-        for p in self.inner.param_groups().iter().flat_map(|g| g.params()) {
-            p.attach_grad(grads);
-        }
-        let result = f(&mut self.inner);
-        // Let go of the gradients, so the GradStore's memory can be freed.
-        for p in self.inner.param_groups().iter().flat_map(|g| g.params()) {
-            p.detach_grad();
-        }
-        result
+        let params = self.inner.params();
+        with_grads(&params, grads, || f(&mut self.inner))
     }
 
     /// The ferroptim optimizer inside.
@@ -188,35 +176,140 @@ impl<A: Algorithm> candle_nn::Optimizer for CandleOptim<A> {
     }
 }
 
-/// SGD (momentum, dampening, nesterov, weight_decay, maximize) over candle Vars.
-pub type Sgd = CandleOptim<optim::SgdConfig>;
-/// Adam over candle Vars.
-pub type Adam = CandleOptim<optim::AdamConfig>;
-/// AdamW over candle Vars.
-pub type AdamW = CandleOptim<optim::AdamWConfig>;
-/// Adamax over candle Vars.
-pub type Adamax = CandleOptim<optim::AdamaxConfig>;
-/// Adadelta over candle Vars.
-pub type Adadelta = CandleOptim<optim::AdadeltaConfig>;
-/// Adagrad over candle Vars.
-pub type Adagrad = CandleOptim<optim::AdagradConfig>;
-/// RMSprop over candle Vars.
-pub type Rmsprop = CandleOptim<optim::RmspropConfig>;
-/// ASGD over candle Vars.
-pub type Asgd = CandleOptim<optim::AsgdConfig>;
-/// Rprop over candle Vars.
-pub type Rprop = CandleOptim<optim::RpropConfig>;
-/// NAdam over candle Vars.
-pub type NAdam = CandleOptim<optim::NAdamConfig>;
-/// RAdam over candle Vars.
-pub type RAdam = CandleOptim<optim::RAdamConfig>;
-/// Adafactor over candle Vars.
-pub type Adafactor = CandleOptim<optim::AdafactorConfig>;
-/// Muon over candle Vars (2-D parameters only, as in torch).
-pub type Muon = CandleOptim<optim::MuonConfig>;
-/// SparseAdam over candle Vars. candle's gradients are dense, which torch's
-/// SparseAdam refuses; so does this one, with a typed error at `step`.
-pub type SparseAdam = CandleOptim<optim::SparseAdamConfig>;
+/// The type aliases `Sgd`, `Adam`, ... one per row of ferroptim's registry
+/// that runs per parameter (LBFGS is [`CandleLbfgs`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __candle_aliases {
+    ($($name:ident: $config:ident, [$($alias:ident)?], $drive:ident, $matrices:literal, ($($floor:literal),*), $bench:literal, $demo:expr, $full:expr, $traj:literal;)*) => {
+        $($(
+            #[doc = concat!("ferroptim's `", stringify!($config), "` over candle Vars (see [`CandleOptim`]).")]
+            pub type $alias = CandleOptim<optim::$config>;
+        )?)*
+    };
+}
+
+ferroptim::for_each_optimizer!(crate::__candle_aliases);
+
+/// Any of ferroptim's optimizers, chosen by name at run time, over candle
+/// Vars: what [`build`] returns. It dereferences to `dyn ferroptim::Optimizer`.
+pub struct BoxedOptim {
+    inner: Box<dyn Optimizer>,
+    params: Vec<CandleParam>,
+}
+
+/// Builds any of ferroptim's optimizers by name (`ferroptim::optim::NAMES`)
+/// from a JSON object of torch's arguments, over candle parameters (or
+/// groups of them): ferroptim's `optim::build`, through candle.
+///
+/// ```
+/// use candle_core::{Device, Var};
+/// use ferroptim_candle::CandleParam;
+/// let w = CandleParam::new(Var::new(&[0.0f32], &Device::Cpu)?, 0)?;
+/// let mut opt = ferroptim_candle::build("nadam", r#"{"lr": 0.1}"#, vec![w.clone()])?;
+/// for _ in 0..100 {
+///     let loss = (w.var().as_tensor() - 3.0)?.sqr()?.sum_all()?;
+///     opt.step_with(&loss.backward()?)?;
+/// }
+/// assert!((w.var().to_vec1::<f32>()?[0] - 3.0).abs() < 0.1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn build(
+    name: &str,
+    config_json: &str,
+    groups: impl IntoParamGroups<CandleParam>,
+) -> Result<BoxedOptim> {
+    let groups = groups.into_param_groups();
+    let params = groups.iter().flat_map(|g| g.params().to_vec()).collect();
+    Ok(BoxedOptim {
+        inner: optim::build(name, config_json, groups)?,
+        params,
+    })
+}
+
+impl BoxedOptim {
+    /// One step from the gradients in `grads` (for optimizers whose step
+    /// takes gradients; LBFGS needs [`step_with_loss`](Self::step_with_loss)).
+    pub fn step_with(&mut self, grads: &GradStore) -> Result<()> {
+        Ok(with_grads(&self.params, grads, || self.inner.step())?)
+    }
+
+    /// One step with a closure computing the loss from the Vars, whose
+    /// gradients come from candle's backward pass (torch's `step(closure)`;
+    /// LBFGS calls it several times). Returns the first loss.
+    pub fn step_with_loss(
+        &mut self,
+        loss: impl FnMut() -> candle_core::Result<Tensor>,
+    ) -> Result<f64> {
+        step_with_loss(&mut *self.inner, &self.params, loss)
+    }
+}
+
+impl Deref for BoxedOptim {
+    type Target = dyn Optimizer;
+    fn deref(&self) -> &Self::Target {
+        &*self.inner
+    }
+}
+
+impl DerefMut for BoxedOptim {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut *self.inner
+    }
+}
+
+/// `vars` as parameters, each checked (f32 or f64, on the CPU).
+pub(crate) fn params_of(vars: Vec<Var>) -> Result<Vec<CandleParam>> {
+    vars.into_iter()
+        .enumerate()
+        .map(|(i, v)| CandleParam::new(v, i))
+        .collect()
+}
+
+/// Runs `f` while every parameter holds its gradient from `grads`, then
+/// lets go of them, so the GradStore's memory can be freed.
+fn with_grads<R>(params: &[CandleParam], grads: &GradStore, f: impl FnOnce() -> R) -> R {
+    for p in params {
+        p.attach_grad(grads);
+    }
+    let result = f();
+    for p in params {
+        p.detach_grad();
+    }
+    result
+}
+
+/// `opt.step_with_closure` with a closure that computes the loss, runs
+/// candle's backward pass and hands each parameter its gradient (none:
+/// torch's zeros).
+pub(crate) fn step_with_loss(
+    opt: &mut dyn Optimizer,
+    params: &[CandleParam],
+    mut loss: impl FnMut() -> candle_core::Result<Tensor>,
+) -> Result<f64> {
+    let mut closure = || -> ferroptim::Result<f64> {
+        let mut run = || -> Result<f64> {
+            // The last evaluation's gradients are read already: free them
+            // before this evaluation makes new ones.
+            params.iter().for_each(CandleParam::detach_grad);
+            let loss = loss()?;
+            let grads = loss.backward()?;
+            for p in params {
+                p.attach_grad(&grads);
+            }
+            Ok(loss
+                .to_dtype(candle_core::DType::F64)?
+                .sum_all()?
+                .to_scalar::<f64>()?)
+        };
+        run().map_err(ferroptim::Error::closure)
+    };
+    let result = opt.step_with_closure(&mut closure);
+    for p in params {
+        p.detach_grad();
+    }
+    Ok(result?)
+}
 
 /// The README's code blocks (ferroptim's and this crate's), compiled and run
 /// as doctests here, where both crates are in scope.

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::backend::BackendStorage;
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Storage, Tensor, Var};
-use ferroptim::{Dtype, GradKind, GradRef, ParamSlot, SlotData, UpdateFn};
+use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Storage, Tensor, Var};
+use ferroptim::{Dtype, GradKind, GradRef, ParamSlot, SlotData, TensorDataMut, UpdateFn, ValueFn};
 
 use crate::{Error, Result};
 
@@ -166,6 +166,19 @@ impl ParamSlot for CandleParam {
             (None, Err(e)) => Err(storage_error(index, e.to_string())),
         }
     }
+
+    fn with_value_mut(&self, index: usize, f: &mut ValueFn<'_>) -> ferroptim::Result<()> {
+        let op = InPlaceValues {
+            f: RefCell::new(f),
+            failed: Cell::new(None),
+        };
+        let outcome = self.var.as_tensor().inplace_op1(&op);
+        match (op.failed.into_inner(), outcome) {
+            (Some(e), _) => Err(e),
+            (None, Ok(())) => Ok(()),
+            (None, Err(e)) => Err(storage_error(index, e.to_string())),
+        }
+    }
 }
 
 fn all_finite(t: &Tensor) -> candle_core::Result<bool> {
@@ -219,6 +232,37 @@ impl InplaceOp2 for InPlaceUpdate<'_, '_> {
                 "ferroptim updates f32 and f64 parameters with a gradient of the same dtype, not {:?} with {:?}",
                 p.dtype(),
                 g.dtype()
+            ),
+        };
+        result.map_err(|e| {
+            self.failed.set(Some(e));
+            candle_core::Error::Msg("ferroptim update failed".into())
+        })
+    }
+}
+
+/// The candle in-place op that hands a `Var`'s values to ferroptim.
+struct InPlaceValues<'a, 'f> {
+    f: RefCell<&'a mut ValueFn<'f>>,
+    failed: Cell<Option<ferroptim::Error>>,
+}
+
+impl InplaceOp1 for InPlaceValues<'_, '_> {
+    fn name(&self) -> &'static str {
+        "ferroptim-values"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("ferroptim updates contiguous parameters only");
+        };
+        let mut f = self.f.borrow_mut();
+        let result = match s {
+            CpuStorage::F32(v) => (f)(TensorDataMut::F32(&mut v[a..b])),
+            CpuStorage::F64(v) => (f)(TensorDataMut::F64(&mut v[a..b])),
+            other => candle_core::bail!(
+                "ferroptim updates f32 and f64 parameters, not {:?}",
+                other.dtype()
             ),
         };
         result.map_err(|e| {

@@ -22,20 +22,43 @@ struct Counting;
 
 thread_local! {
     static BYTES: Cell<usize> = const { Cell::new(0) };
+    /// Bytes allocated and not yet freed (may wrap below zero: compare differences).
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    /// The most `LIVE` has been since [`reset_peak`].
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn add_live(delta: isize) {
+    let live = LIVE.with(|c| {
+        c.set(c.get() + delta);
+        c.get()
+    });
+    PEAK.with(|p| p.set(p.get().max(live)));
+}
+
+fn reset_peak() {
+    PEAK.with(|p| p.set(live_bytes()));
 }
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         BYTES.with(|c| c.set(c.get() + layout.size()));
+        add_live(layout.size() as isize);
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        add_live(-(layout.size() as isize));
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         BYTES.with(|c| c.set(c.get() + new_size));
+        add_live(new_size as isize - layout.size() as isize);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
+}
+
+fn live_bytes() -> isize {
+    LIVE.with(Cell::get)
 }
 
 #[global_allocator]
@@ -106,4 +129,45 @@ fn a_step_through_candle_allocates_no_tensor_after_the_first() {
         "bytes allocated per step: {allocating:?}"
     );
     assert_eq!(counts.len(), 24);
+}
+
+/// LBFGS over candle Vars keeps no copy of the parameters: building it
+/// holds (almost) nothing, and after a step it holds its state (the flat
+/// direction, the last gradient and the history pairs), as torch's does.
+#[test]
+fn candle_lbfgs_keeps_no_copy_of_the_parameters() {
+    use ferroptim::optim::LbfgsConfig;
+    use ferroptim_candle::CandleLbfgs;
+    let numel = 1 << 18; // 1 MiB of f32
+    let w = Var::from_tensor(&Tensor::ones(numel, candle_core::DType::F32, &Device::Cpu).unwrap())
+        .unwrap();
+    let start = live_bytes();
+    let config = LbfgsConfig {
+        max_iter: 3,
+        history_size: 2,
+        ..Default::default()
+    };
+    let mut opt = CandleLbfgs::new(vec![w.clone()], config).unwrap();
+    let built = live_bytes() - start;
+    let x = w.clone();
+    reset_peak();
+    opt.step(|| x.as_tensor().sqr()?.sum_all()).unwrap();
+    let stepped = live_bytes() - start;
+    let peak = PEAK.with(Cell::get) - start;
+    let bytes = (numel * 4) as isize;
+    eprintln!(
+        "CandleLbfgs over {bytes} bytes of parameters: {built} bytes held after new, \
+         {stepped} after one step ({:.2} parameter copies), at most {peak} during it ({:.2})",
+        stepped as f64 / bytes as f64,
+        peak as f64 / bytes as f64
+    );
+    assert!(built < 4096, "new() holds {built} bytes");
+    // At most: the start of the step (its rollback copy), the flat gradient,
+    // the state, and candle's forward and backward tensors.
+    assert!(peak < 16 * bytes, "a step peaks at {peak} bytes");
+    // State after 3 iterations: d, prev_flat_grad, 2 history pairs = 6 vectors.
+    assert!(
+        stepped < 6 * bytes + bytes / 8,
+        "a step leaves {stepped} bytes held"
+    );
 }

@@ -9,6 +9,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use ferroptim::optim::registry::{Drive, Entry, Floor};
 use ferroptim::{optim, Optimizer, Param, Tensor};
 
 /// A benchmark shape: `count` tensors of `numel` elements each.
@@ -47,58 +48,12 @@ pub const SIZES: [Size; 3] = [
     },
 ];
 
-/// The bytes a step must move per element, as f32 arrays: `passes` passes
-/// that each read `reads` arrays (parameter, gradient, state) and write
-/// `writes` of them back.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Floor {
-    pub reads: usize,
-    pub writes: usize,
-    pub passes: usize,
-}
-
-impl Floor {
-    const fn one_pass(reads: usize, writes: usize) -> Floor {
-        Floor {
-            reads,
-            writes,
-            passes: 1,
-        }
-    }
-
-    /// Bytes moved per element.
-    pub fn bytes_per_element(&self) -> usize {
-        (self.reads + self.writes) * 4 * self.passes
-    }
-}
-
-/// The configuration benchmarked, and its floor. `None`: not an element-wise
-/// step (Muon's Newton–Schulz).
-pub fn workload(name: &str) -> (&'static str, Option<Floor>) {
-    match name {
-        "sgd" => (
-            r#"{"lr": 0.01, "momentum": 0.9}"#,
-            Some(Floor::one_pass(3, 2)),
-        ),
-        "adam" | "adamw" | "adamax" | "adadelta" | "nadam" | "radam" | "rprop" => {
-            ("{}", Some(Floor::one_pass(4, 3)))
-        }
-        "adagrad" | "rmsprop" | "asgd" => ("{}", Some(Floor::one_pass(3, 2))),
-        // The benchmark's parameters are vectors, so Adafactor keeps a full
-        // second moment. Its update is scaled by the update's own norm, so a
-        // step needs two passes: one reads θ, g, v and writes v (measuring
-        // both norms), one reads θ, g, v and writes θ.
-        "adafactor" => (
-            "{}",
-            Some(Floor {
-                reads: 3,
-                writes: 1,
-                passes: 2,
-            }),
-        ),
-        "muon" => (r#"{"weight_decay": 0.0}"#, None),
-        _ => ("{}", None), // the non-dense ones
-    }
+/// The registry's row for `name`.
+fn entry(name: &str) -> Result<&'static Entry, String> {
+    optim::REGISTRY
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| format!("unknown optimizer {name:?}"))
 }
 
 /// Median seconds of `f` over `reps` runs after one warm-up run.
@@ -215,8 +170,9 @@ fn floor_pass(arrays: &mut [&mut [f32]], writes: usize) {
 
 /// Median seconds per `step()` of optimizer `name` on `size` (f32).
 pub fn step_secs(name: &str, size: Size, reps: usize) -> Result<f64, String> {
-    let (config, _) = workload(name);
-    let shape = if name == "muon" {
+    let entry = entry(name)?;
+    let config = entry.bench;
+    let shape = if entry.matrices_only {
         let rows = (size.numel as f64).sqrt() as usize;
         vec![rows, size.numel / rows]
     } else {
@@ -265,12 +221,12 @@ pub fn run(
     let mut rows = Vec::new();
     for &size in sizes {
         for name in names {
-            if name == "lbfgs" || name == "sparseadam" {
+            let floor = entry(name)?.floor;
+            if entry(name)?.drive != Drive::Dense {
                 continue; // closures and sparse gradients: not a dense step
             }
             let secs = step_secs(name, size, reps)?;
-            let floor = workload(name).1;
-            let bytes = floor.map(|f| (f.bytes_per_element() * size.count * size.numel) as f64);
+            let bytes = floor.map(|f| (f.bytes_per_element(4) * size.count * size.numel) as f64);
             let floor = floor
                 .map(|f| floor_secs(size, f, reps, threads))
                 .transpose()?;

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
-use ferroptim::optim::{self, LbfgsConfig};
-use ferroptim::Algorithm;
-use ferroptim_candle::{CandleLbfgs, CandleOptim};
+use ferroptim::optim;
+use ferroptim::optim::registry::{Drive, Entry};
+use ferroptim_candle::{BoxedOptim, CandleParam};
 use plotters::prelude::*;
 use serde_json::{json, Value};
 
@@ -42,48 +42,30 @@ pub struct Settings {
     pub hidden: usize,
 }
 
-/// The optimizers the demo runs by default: all but SparseAdam, which
-/// needs sparse gradients (candle's are dense; torch's SparseAdam refuses
-/// them too).
+/// The optimizers the demo runs by default: every one with demo settings
+/// in the registry (all but SparseAdam, which needs sparse gradients;
+/// candle's are dense, and torch's SparseAdam refuses them too).
 pub fn default_optimizers() -> Vec<String> {
-    optim::NAMES
+    optim::REGISTRY
         .iter()
-        .filter(|&&n| n != "sparseadam")
-        .map(|s| s.to_string())
+        .filter(|e| e.demo.is_some())
+        .map(|e| e.name.to_string())
         .collect()
 }
 
-/// Each optimizer's learning rate for this problem, and the other
-/// arguments that differ from torch's defaults. Chosen by hand for a
-/// 64-64-10 MLP with batches of 32, not tuned per seed.
-pub fn default_config(name: &str) -> Option<(f64, Value)> {
-    Some(match name {
-        "sgd" => (0.05, json!({"momentum": 0.9})),
-        "adam" => (0.005, json!({})),
-        "adamw" => (0.005, json!({"weight_decay": 0.01})),
-        "adamax" => (0.01, json!({})),
-        "adadelta" => (1.0, json!({})),
-        "adagrad" => (0.05, json!({})),
-        "rmsprop" => (0.002, json!({})),
-        "asgd" => (0.1, json!({})),
-        // Full batch (Rprop follows the sign of the whole gradient), RPROP_STEPS per epoch.
-        "rprop" => (0.01, json!({})),
-        "nadam" => (0.005, json!({})),
-        "radam" => (0.01, json!({})),
-        "adafactor" => (0.02, json!({})),
-        // Muon for the weight matrices; AdamW (lr 0.005) for the biases, as torch's docs pair them.
-        "muon" => (0.05, json!({})),
-        // Full batch, one step of up to 5 iterations per epoch.
-        "lbfgs" => (
-            1.0,
-            json!({"line_search_fn": "strong_wolfe", "max_iter": 5}),
-        ),
-        _ => return None,
-    })
+fn entry(name: &str) -> Option<&'static Entry> {
+    optim::REGISTRY.iter().find(|e| e.name == name)
 }
 
-/// Rprop's full-batch steps per epoch.
-const RPROP_STEPS: usize = 5;
+/// Each optimizer's learning rate for this problem, and the other
+/// arguments that differ from torch's defaults (the registry's `demo`
+/// column). Chosen by hand for a 64-64-10 MLP with batches of 32, not tuned
+/// per seed.
+pub fn default_config(name: &str) -> Option<(f64, Value)> {
+    let mut config = entry(name)?.demo_config()?;
+    let lr = config.as_object_mut()?.remove("lr")?.as_f64()?;
+    Some((lr, config))
+}
 
 /// An MLP `dim -> hidden -> classes` with ReLU, as Vars: w1, b1, w2, b2.
 /// Initialised as torch's `nn.Linear`: uniform in ±1/sqrt(fan_in).
@@ -133,64 +115,73 @@ impl Mlp {
     }
 }
 
-/// One optimizer step from the gradients of a minibatch.
+/// One optimizer step: from the gradients of a minibatch, or (LBFGS) with
+/// a closure over the whole training set.
 trait Stepper {
     fn step(&mut self, grads: &GradStore) -> Result<(), String>;
+    fn step_with_loss(
+        &mut self,
+        loss: &mut dyn FnMut() -> candle_core::Result<Tensor>,
+    ) -> Result<(), String>;
 }
 
-impl<A: Algorithm> Stepper for CandleOptim<A> {
+impl Stepper for BoxedOptim {
     fn step(&mut self, grads: &GradStore) -> Result<(), String> {
         self.step_with(grads).map_err(|e| e.to_string())
     }
-}
 
-/// Muon updates matrices only; the biases go to AdamW.
-struct MuonWithAdamW {
-    muon: CandleOptim<optim::MuonConfig>,
-    adamw: CandleOptim<optim::AdamWConfig>,
-}
-
-impl Stepper for MuonWithAdamW {
-    fn step(&mut self, grads: &GradStore) -> Result<(), String> {
-        self.muon.step(grads)?;
-        Stepper::step(&mut self.adamw, grads)
+    fn step_with_loss(
+        &mut self,
+        loss: &mut dyn FnMut() -> candle_core::Result<Tensor>,
+    ) -> Result<(), String> {
+        BoxedOptim::step_with_loss(self, loss)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }
 
-fn build<A: Algorithm>(vars: Vec<Var>, lr: f64, extra: &Value) -> Result<CandleOptim<A>, String> {
-    let mut args = extra.clone();
-    args["lr"] = json!(lr);
-    let config: A = serde_json::from_value(args).map_err(|e| format!("{}: {e}", A::NAME))?;
-    CandleOptim::from_vars(vars, config).map_err(|e| e.to_string())
+/// Muon (and any optimizer of matrices only) updates the weight matrices;
+/// the biases go to AdamW (lr 0.005), as torch's docs pair them.
+struct WithAdamWForBiases {
+    matrices: BoxedOptim,
+    adamw: BoxedOptim,
 }
 
-fn stepper(name: &str, model: &Mlp, lr: f64, extra: &Value) -> Result<Box<dyn Stepper>, String> {
-    let vars = model.vars.clone();
-    Ok(match name {
-        "sgd" => Box::new(build::<optim::SgdConfig>(vars, lr, extra)?),
-        "adam" => Box::new(build::<optim::AdamConfig>(vars, lr, extra)?),
-        "adamw" => Box::new(build::<optim::AdamWConfig>(vars, lr, extra)?),
-        "adamax" => Box::new(build::<optim::AdamaxConfig>(vars, lr, extra)?),
-        "adadelta" => Box::new(build::<optim::AdadeltaConfig>(vars, lr, extra)?),
-        "adagrad" => Box::new(build::<optim::AdagradConfig>(vars, lr, extra)?),
-        "rmsprop" => Box::new(build::<optim::RmspropConfig>(vars, lr, extra)?),
-        "asgd" => Box::new(build::<optim::AsgdConfig>(vars, lr, extra)?),
-        "rprop" => Box::new(build::<optim::RpropConfig>(vars, lr, extra)?),
-        "nadam" => Box::new(build::<optim::NAdamConfig>(vars, lr, extra)?),
-        "radam" => Box::new(build::<optim::RAdamConfig>(vars, lr, extra)?),
-        "adafactor" => Box::new(build::<optim::AdafactorConfig>(vars, lr, extra)?),
-        "sparseadam" => Box::new(build::<optim::SparseAdamConfig>(vars, lr, extra)?),
-        "muon" => {
-            let (matrices, biases) = (
-                vec![vars[0].clone(), vars[2].clone()],
-                vec![vars[1].clone(), vars[3].clone()],
-            );
-            Box::new(MuonWithAdamW {
-                muon: build(matrices, lr, extra)?,
-                adamw: build(biases, 0.005, &json!({}))?,
-            })
-        }
-        other => return Err(format!("the demo cannot run {other:?}")),
+impl Stepper for WithAdamWForBiases {
+    fn step(&mut self, grads: &GradStore) -> Result<(), String> {
+        Stepper::step(&mut self.matrices, grads)?;
+        Stepper::step(&mut self.adamw, grads)
+    }
+
+    fn step_with_loss(
+        &mut self,
+        _: &mut dyn FnMut() -> candle_core::Result<Tensor>,
+    ) -> Result<(), String> {
+        Err("this pairing steps from gradients only".into())
+    }
+}
+
+fn build(name: &str, vars: &[&Var], lr: f64, extra: &Value) -> Result<BoxedOptim, String> {
+    let mut args = extra.clone();
+    args["lr"] = json!(lr);
+    let params = vars
+        .iter()
+        .enumerate()
+        .map(|(i, v)| CandleParam::new((*v).clone(), i))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    ferroptim_candle::build(name, &args.to_string(), params).map_err(|e| format!("{name}: {e}"))
+}
+
+fn stepper(entry: &Entry, model: &Mlp, lr: f64, extra: &Value) -> Result<Box<dyn Stepper>, String> {
+    let v = &model.vars;
+    Ok(if entry.matrices_only {
+        Box::new(WithAdamWForBiases {
+            matrices: build(entry.name, &[&v[0], &v[2]], lr, extra)?,
+            adamw: build("adamw", &[&v[1], &v[3]], 0.005, &json!({}))?,
+        })
+    } else {
+        Box::new(build(entry.name, &v.iter().collect::<Vec<_>>(), lr, extra)?)
     })
 }
 
@@ -208,6 +199,7 @@ pub fn train(
 ) -> Result<Run, String> {
     let (_, extra) =
         default_config(name).ok_or_else(|| format!("no demo settings for {name:?}"))?;
+    let entry = entry(name).ok_or_else(|| format!("unknown optimizer {name:?}"))?;
     let dev = Device::Cpu;
     let n = data.train_y.len();
     let train_x = Tensor::from_slice(&data.train_x, (n, data.dim), &dev).map_err(candle_err)?;
@@ -225,29 +217,24 @@ pub fn train(
     let mut losses = vec![full_loss(&model)?];
     let mut steps = 0;
     let start = Instant::now();
-    if name == "lbfgs" {
-        let mut args = extra.clone();
-        args["lr"] = json!(lr);
-        let config: LbfgsConfig =
-            serde_json::from_value(args).map_err(|e| format!("LBFGS: {e}"))?;
-        let mut opt = CandleLbfgs::new(model.vars.clone(), config).map_err(|e| e.to_string())?;
+    let mut opt = stepper(entry, &model, lr, &extra)?;
+    if entry.drive == Drive::Closure {
         for _ in 0..settings.epochs {
-            opt.step(|| model.loss(&train_x, &train_y))
-                .map_err(|e| e.to_string())?;
-            steps += 1;
+            for _ in 0..entry.demo_full_batch.unwrap_or(1) {
+                opt.step_with_loss(&mut || model.loss(&train_x, &train_y))?;
+                steps += 1;
+            }
             losses.push(full_loss(&model)?);
             progress.inc(1);
         }
     } else {
-        let mut opt = stepper(name, &model, lr, &extra)?;
         let mut rng = SplitMix::new(settings.seed ^ 0x5EED);
         let mut order: Vec<u32> = (0..n as u32).collect();
         for _ in 0..settings.epochs {
             rng.shuffle(&mut order);
-            let batches: Vec<Option<&[u32]>> = if name == "rprop" {
-                vec![None; RPROP_STEPS]
-            } else {
-                order.chunks(settings.batch_size).map(Some).collect()
+            let batches: Vec<Option<&[u32]>> = match entry.demo_full_batch {
+                Some(steps) => vec![None; steps],
+                None => order.chunks(settings.batch_size).map(Some).collect(),
             };
             for batch in batches {
                 let loss = match batch {

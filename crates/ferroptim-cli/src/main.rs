@@ -101,8 +101,14 @@ fn bench(
 ) -> Result<(), String> {
     let mut names = chosen(names)?;
     if names.len() == ferroptim::optim::NAMES.len() {
-        // Muon's Newton–Schulz is a scalar O(n³) loop for now: seconds per step at these sizes.
-        names.retain(|n| n != "muon");
+        // By default only the steps with a memory floor to compare against:
+        // Muon's Newton–Schulz is O(n³) matrix products (seconds per step on
+        // a 10M-element matrix), not an element-wise pass.
+        let has_floor = |n: &String| {
+            let entry = ferroptim::optim::REGISTRY.iter().find(|e| e.name == n);
+            entry.is_some_and(|e| e.floor.is_some())
+        };
+        names.retain(has_floor);
     }
     if reps == 0 || shrink == 0 {
         return Err("--reps and --shrink must be at least 1".into());
@@ -192,7 +198,6 @@ fn learning_rates(names: &[String], lr: &[String]) -> Result<Vec<f64>, String> {
     Ok(rates)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_demo(
     names: &[String],
     settings: &demo::Settings,

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use ferroptim::optim::registry::{Drive, Entry};
 use ferroptim::{optim, Param, SparseGrad, Tensor};
 use plotters::prelude::*;
 
@@ -80,26 +81,14 @@ pub const FUNCTIONS: [Function; 4] = [
     },
 ];
 
-/// The hyperparameters each optimizer runs with here: torch's defaults
-/// except a learning rate that suits these functions' scale.
-pub fn config(name: &str) -> &'static str {
-    match name {
-        "sgd" => r#"{"lr": 0.001, "momentum": 0.9}"#,
-        "asgd" => r#"{"lr": 0.002}"#,
-        "adagrad" => r#"{"lr": 0.5}"#,
-        "adadelta" => r#"{"lr": 20.0}"#,
-        "rmsprop" => r#"{"lr": 0.01}"#,
-        "rprop" => r#"{"lr": 0.01}"#,
-        "adafactor" => r#"{"lr": 0.05}"#,
-        "muon" => r#"{"lr": 0.02, "weight_decay": 0.0}"#,
-        "adamw" => r#"{"lr": 0.05, "weight_decay": 0.0}"#,
-        "radam" => r#"{"lr": 0.002}"#,
-        // One iteration per step, so that every iterate is drawn.
-        "lbfgs" => {
-            r#"{"lr": 1.0, "max_iter": 1, "max_eval": 25, "line_search_fn": "strong_wolfe"}"#
-        }
-        _ => r#"{"lr": 0.05}"#, // Adam, Adamax, NAdam, RAdam, SparseAdam
-    }
+/// The hyperparameters each optimizer runs with here (the registry's
+/// `trajectories` column): torch's defaults except a learning rate that
+/// suits these functions' scale.
+fn entry(name: &str) -> Result<&'static Entry, String> {
+    optim::REGISTRY
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| format!("unknown optimizer {name:?}"))
 }
 
 /// The points an optimizer visits in `steps` steps from the function's start
@@ -107,8 +96,9 @@ pub fn config(name: &str) -> &'static str {
 pub fn path(name: &str, fun: &Function, steps: usize) -> Result<Vec<(f64, f64)>, String> {
     // A 1 × 2 matrix, so that every optimizer (Muon takes only matrices) runs on it.
     let p = Param::from_vec(vec![fun.start.0, fun.start.1], &[1, 2]).map_err(|e| e.to_string())?;
+    let entry = entry(name)?;
     let mut opt =
-        optim::build(name, config(name), [p.clone()]).map_err(|e| format!("{name}: {e}"))?;
+        optim::build(name, entry.trajectories, [p.clone()]).map_err(|e| format!("{name}: {e}"))?;
     let point = |p: &Param| -> (f64, f64) {
         let v = p.to_vec::<f64>().unwrap_or_default();
         (v[0], v[1])
@@ -117,7 +107,7 @@ pub fn path(name: &str, fun: &Function, steps: usize) -> Result<Vec<(f64, f64)>,
         let (x, y) = point(p);
         let (gx, gy) = (fun.grad)(x, y);
         let g = Tensor::from_vec(vec![gx, gy], &[1, 2])?;
-        if name == "sparseadam" {
+        if entry.drive == Drive::Sparse {
             p.set_sparse_grad(SparseGrad::new(vec![0], g)?)?;
         } else {
             p.set_grad(g)?;
@@ -126,7 +116,7 @@ pub fn path(name: &str, fun: &Function, steps: usize) -> Result<Vec<(f64, f64)>,
     };
     let mut points = vec![fun.start];
     for _ in 0..steps {
-        if name == "lbfgs" {
+        if entry.drive == Drive::Closure {
             let mut closure = || set_grad(&p);
             opt.step_with_closure(&mut closure)
                 .map_err(|e| format!("{name}: {e}"))?;

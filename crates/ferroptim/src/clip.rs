@@ -9,9 +9,10 @@
 //! gᵢ ← gᵢ · min(max_norm / (‖g‖ₚ + 10⁻⁶), 1)
 //! ```
 
-use crate::error::{py_float, Error, Result};
+use crate::error::{Error, Result};
 use crate::param::{Grad, Param};
 use crate::tensor::{Dtype, Element, TensorDataMut};
+use crate::validate::py_float;
 
 /// `‖x‖ₚ` of values given as `f64`, accumulated in `f64`: `p = ∞` is the
 /// largest magnitude, `−∞` the smallest, `0` the number of non-zeros.

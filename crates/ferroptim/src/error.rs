@@ -4,7 +4,7 @@
 //! and what was expected; where torch raises for the same input, the message
 //! is torch's (so `"Invalid learning rate: -0.1"` reads the same in both).
 
-use crate::tensor::Dtype;
+use crate::dtype::Dtype;
 
 /// `Result` with ferroptim's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -70,6 +70,43 @@ pub enum Error {
     /// A parameter of a new group is already in another group (torch's message).
     #[error("some parameters appear in more than one parameter group")]
     DuplicateParamAcrossGroups,
+
+    /// Some parameters of an optimizer have names and others do not (torch:
+    /// "all optimizer params should be with/without names").
+    #[error(
+        "all optimizer params should be with/without names: group {group} is {found}, \
+         the groups before it are {expected}"
+    )]
+    MixedParamNames {
+        /// The group that differs.
+        group: usize,
+        /// `"with names"` or `"without names"`: what the earlier groups are.
+        expected: &'static str,
+        /// What this group is.
+        found: &'static str,
+    },
+
+    /// A saved parameter's name differs from the name of the parameter it
+    /// would load into: the checkpoint was made for other parameters, or in
+    /// another order.
+    #[error(
+        "param_groups[{group}].param_names[{index}] is {found:?} in the state_dict, \
+         but this optimizer's parameter there is {expected:?}"
+    )]
+    ParamNameMismatch {
+        /// The group.
+        group: usize,
+        /// The position in the group.
+        index: usize,
+        /// This optimizer's name for the parameter.
+        expected: String,
+        /// The name in the state_dict.
+        found: String,
+    },
+
+    /// A step pre-hook refused the step; nothing changed.
+    #[error("a step pre-hook stopped the step: {0}")]
+    Vetoed(String),
 
     /// Tensor data does not fill its shape.
     #[error("shape {shape:?} holds {expected} elements, but {actual} values were given")]
@@ -307,92 +344,6 @@ impl Error {
         Error::InvalidStateDict {
             path: path.into(),
             reason: reason.into(),
-        }
-    }
-}
-
-/// torch's `if not 0.0 <= value: raise ValueError(f"{label}: {value}")`.
-/// NaN fails, as in torch.
-pub(crate) fn check_non_negative(name: &'static str, label: &str, value: f64) -> Result<()> {
-    if value >= 0.0 {
-        Ok(())
-    } else {
-        Err(Error::hyper(name, format!("{label}: {}", py_float(value))))
-    }
-}
-
-/// torch's `if not 0.0 < value: raise ValueError(f"{label}: {value}")`.
-pub(crate) fn check_positive(name: &'static str, label: &str, value: f64) -> Result<()> {
-    if value > 0.0 {
-        Ok(())
-    } else {
-        Err(Error::hyper(name, format!("{label}: {}", py_float(value))))
-    }
-}
-
-/// torch's `if not 0.0 <= value < 1.0: raise ValueError(f"{label}: {value}")`.
-pub(crate) fn check_unit_interval(name: &'static str, label: &str, value: f64) -> Result<()> {
-    if (0.0..1.0).contains(&value) {
-        Ok(())
-    } else {
-        Err(Error::hyper(name, format!("{label}: {}", py_float(value))))
-    }
-}
-
-/// The checks Adam and its relatives (Adamax, NAdam, RAdam) share, in
-/// torch's order and with torch's messages: lr, eps, betas, weight_decay.
-pub(crate) fn check_adam_like(
-    lr: f64,
-    eps: f64,
-    betas: (f64, f64),
-    weight_decay: f64,
-) -> Result<()> {
-    check_non_negative("lr", "Invalid learning rate", lr)?;
-    check_non_negative("eps", "Invalid epsilon value", eps)?;
-    check_unit_interval("betas", "Invalid beta parameter at index 0", betas.0)?;
-    check_unit_interval("betas", "Invalid beta parameter at index 1", betas.1)?;
-    check_non_negative("weight_decay", "Invalid weight_decay value", weight_decay)
-}
-
-/// Formats an f64 as Python's `repr` does for the values torch puts in its
-/// messages (`1.0`, `-0.5`, `1e-08`), so our messages read like torch's.
-pub(crate) fn py_float(x: f64) -> String {
-    if x.is_nan() {
-        return "nan".into();
-    }
-    if x.is_infinite() {
-        return if x > 0.0 { "inf".into() } else { "-inf".into() };
-    }
-    let abs = x.abs();
-    if abs != 0.0 && !(1e-4..1e16).contains(&abs) {
-        // Python: shortest digits, exponent with a sign and at least two digits.
-        let s = format!("{x:e}");
-        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
-        let exp: i32 = exp.parse().unwrap_or(0);
-        let sign = if exp < 0 { '-' } else { '+' };
-        return format!("{mantissa}e{sign}{:02}", exp.abs());
-    }
-    format!("{x:?}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::py_float;
-
-    #[test]
-    fn py_float_matches_python_repr() {
-        for (x, repr) in [
-            (1.0, "1.0"),
-            (-0.5, "-0.5"),
-            (0.001, "0.001"),
-            (-1e-8, "-1e-08"),
-            (1e-5, "1e-05"),
-            (1e20, "1e+20"),
-            (0.0, "0.0"),
-            (f64::NAN, "nan"),
-            (f64::NEG_INFINITY, "-inf"),
-        ] {
-            assert_eq!(py_float(x), repr, "repr of {x}");
         }
     }
 }

@@ -2,16 +2,19 @@
 //!
 //! As in torch, each group carries its own copy of the hyperparameters; keys a
 //! group does not set fall back to the optimizer's `defaults`. [`GroupSpec`]
-//! is what a user hands in (torch's `{"params": [...], "lr": 0.1}`);
-//! [`ParamGroup`] is the live group inside an optimizer, whose `options` can
-//! be read and changed between steps, as schedulers do.
+//! is what a user hands in (torch's `{"params": [...], "lr": 0.1}`, or
+//! `named_parameters()`); [`ParamGroup`] is the live group inside an
+//! optimizer, whose `options` can be read and changed between steps, as
+//! schedulers do. [`Groups`] is every optimizer's store of them, written
+//! once: adding groups, their part of the state_dict, and the
+//! hyperparameter access of [`GroupStore`].
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
+use crate::algorithm::Hyperparameters;
 use crate::error::{Error, Result};
-use crate::optimizer::{Algorithm, Hyperparameters};
 use crate::param::Param;
 use crate::slot::ParamSlot;
 
@@ -38,6 +41,7 @@ pub(crate) const TORCH_IMPL_FLAGS: [&str; 4] = ["foreach", "fused", "capturable"
 #[derive(Clone, Debug)]
 pub struct GroupSpec<P: ParamSlot = Param> {
     pub(crate) params: Vec<P>,
+    pub(crate) names: Option<Vec<String>>,
     pub(crate) options: Map<String, Value>,
 }
 
@@ -45,6 +49,7 @@ impl<P: ParamSlot> Default for GroupSpec<P> {
     fn default() -> Self {
         GroupSpec {
             params: Vec::new(),
+            names: None,
             options: Map::new(),
         }
     }
@@ -55,8 +60,36 @@ impl<P: ParamSlot> GroupSpec<P> {
     pub fn new(params: impl IntoIterator<Item = P>) -> Self {
         GroupSpec {
             params: params.into_iter().collect(),
+            names: None,
             options: Map::new(),
         }
+    }
+
+    /// A group of named parameters (torch's `named_parameters()`, 2.6+):
+    /// the state_dict then lists each group's `param_names`, and
+    /// `load_state_dict` refuses a checkpoint whose names differ.
+    ///
+    /// ```
+    /// use ferroptim::{optim::{Sgd, SgdConfig}, GroupSpec, Optimizer, Param};
+    /// let (w, b) = (Param::zeros::<f32>(&[2, 2]), Param::zeros::<f32>(&[2]));
+    /// let opt = Sgd::new(GroupSpec::named([("fc.weight", w), ("fc.bias", b)]), SgdConfig::default())?;
+    /// let names = &opt.state_dict().param_groups[0]["param_names"];
+    /// assert_eq!(names, &serde_json::json!(["fc.weight", "fc.bias"]));
+    /// # Ok::<(), ferroptim::Error>(())
+    /// ```
+    pub fn named<S: Into<String>>(params: impl IntoIterator<Item = (S, P)>) -> Self {
+        let (names, params): (Vec<String>, Vec<P>) =
+            params.into_iter().map(|(n, p)| (n.into(), p)).unzip();
+        GroupSpec {
+            params,
+            names: Some(names),
+            options: Map::new(),
+        }
+    }
+
+    /// The parameters' names, for a group made by [`GroupSpec::named`].
+    pub fn names(&self) -> Option<&[String]> {
+        self.names.as_deref()
     }
 
     /// Overrides one hyperparameter, by torch's name (`"lr"`, `"betas"`, ...).
@@ -126,6 +159,23 @@ impl<P: ParamSlot> IntoParamGroups<P> for GroupSpec<P> {
     }
 }
 
+/// Named parameters, as torch's `model.named_parameters()`: one group.
+impl<S: Into<String>, P: ParamSlot> IntoParamGroups<P> for Vec<(S, P)> {
+    fn into_param_groups(self) -> Vec<GroupSpec<P>> {
+        if self.is_empty() {
+            Vec::new()
+        } else {
+            vec![GroupSpec::named(self)]
+        }
+    }
+}
+
+impl<S: Into<String>, P: ParamSlot, const N: usize> IntoParamGroups<P> for [(S, P); N] {
+    fn into_param_groups(self) -> Vec<GroupSpec<P>> {
+        Vec::from(self).into_param_groups()
+    }
+}
+
 /// Checks that `group` repeats no parameter and shares none with `others`
 /// (the keys of the parameters already in other groups; torch: "some
 /// parameters appear in more than one parameter group"). Linear in the
@@ -134,7 +184,7 @@ pub(crate) fn check_no_duplicates<P: ParamSlot>(
     group: &[P],
     others: &HashSet<P::Key>,
 ) -> Result<()> {
-    let mut first_at = std::collections::HashMap::with_capacity(group.len());
+    let mut first_at = HashMap::with_capacity(group.len());
     for (i, p) in group.iter().enumerate() {
         if let Some(&first) = first_at.get(&p.key()) {
             return Err(Error::DuplicateParamInGroup { first, second: i });
@@ -145,43 +195,6 @@ pub(crate) fn check_no_duplicates<P: ParamSlot>(
         return Err(Error::DuplicateParamAcrossGroups);
     }
     Ok(())
-}
-
-/// A live parameter group of an optimizer running algorithm `A`.
-#[derive(Clone, Debug)]
-pub struct ParamGroup<A: Algorithm, P: ParamSlot = Param> {
-    pub(crate) params: Vec<P>,
-    pub(crate) state: Vec<Option<A::State>>,
-    /// This group's hyperparameters; change them between steps as a scheduler would.
-    pub options: A,
-    /// Keys torch allows in a group beyond the hyperparameters (e.g. a
-    /// scheduler's `initial_lr`); kept through `state_dict` round trips.
-    pub extra: Map<String, Value>,
-}
-
-impl<A: Algorithm, P: ParamSlot> ParamGroup<A, P> {
-    /// The group's parameters, in order.
-    pub fn params(&self) -> &[P] {
-        &self.params
-    }
-
-    /// The state of the group's `i`-th parameter (`None` before its first step).
-    pub fn state(&self, i: usize) -> Option<&A::State> {
-        self.state.get(i)?.as_ref()
-    }
-
-    /// The hyperparameters as torch writes them in a state_dict group
-    /// (without `params`).
-    pub(crate) fn options_json(&self) -> Map<String, Value> {
-        let mut map = options_map(&self.options);
-        for flag in A::TORCH_FLAGS {
-            let default =
-                matches!(*flag, "capturable" | "differentiable").then_some(Value::Bool(false));
-            map.insert(flag.to_string(), default.unwrap_or(Value::Null));
-        }
-        map.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-        map
-    }
 }
 
 /// `options` as a JSON object. A config is a plain struct of numbers and
@@ -226,8 +239,9 @@ pub(crate) fn merge_options<A: Hyperparameters>(
         }
         map.insert(key.clone(), value.clone());
     }
-    let options: A = crate::json::from_value(Value::Object(map)).map_err(config_error::<A>)?;
+    let mut options: A = crate::json::from_value(Value::Object(map)).map_err(config_error::<A>)?;
     options.validate()?;
+    options.resolve();
     Ok(options)
 }
 
@@ -243,7 +257,7 @@ pub(crate) fn options_from_saved<A: Hyperparameters>(
     let mut extra = Map::new();
     let mut seen = 0;
     for (key, value) in saved {
-        if key == "params" || TORCH_IMPL_FLAGS.contains(&key.as_str()) {
+        if key == "params" || key == "param_names" || TORCH_IMPL_FLAGS.contains(&key.as_str()) {
             continue;
         }
         if map.contains_key(key) {
@@ -265,8 +279,9 @@ pub(crate) fn options_from_saved<A: Hyperparameters>(
             });
         }
     }
-    let options: A = crate::json::from_value(Value::Object(map))
+    let mut options: A = crate::json::from_value(Value::Object(map))
         .map_err(|e| Error::state(format!("param_groups[{group}]"), e.to_string()))?;
+    options.resolve();
     // Everything the constructor checks, except `lr`: torch lets schedulers
     // and users set a group's lr to anything between steps (negative, NaN),
     // and what was saved must load.
@@ -274,4 +289,417 @@ pub(crate) fn options_from_saved<A: Hyperparameters>(
     checked.set_lr(A::default().lr());
     checked.validate()?;
     Ok((options, extra))
+}
+
+/// A live parameter group of an optimizer with hyperparameters `H`.
+#[derive(Clone, Debug)]
+pub struct ParamGroup<H: Hyperparameters, P: ParamSlot = Param> {
+    pub(crate) params: Vec<P>,
+    pub(crate) names: Option<Vec<String>>,
+    /// This group's hyperparameters; change them between steps as a scheduler would.
+    pub options: H,
+    /// Keys torch allows in a group beyond the hyperparameters (e.g. a
+    /// scheduler's `initial_lr`); kept through `state_dict` round trips.
+    pub extra: Map<String, Value>,
+}
+
+impl<H: Hyperparameters, P: ParamSlot> ParamGroup<H, P> {
+    /// The group's parameters, in order.
+    pub fn params(&self) -> &[P] {
+        &self.params
+    }
+
+    /// The parameters' names (torch's `param_names`), if the group was built from named parameters.
+    pub fn names(&self) -> Option<&[String]> {
+        self.names.as_deref()
+    }
+
+    /// The hyperparameters as torch writes them in a state_dict group
+    /// (without `params`).
+    fn options_json(&self) -> Map<String, Value> {
+        let mut map = options_map(&self.options);
+        for flag in H::TORCH_FLAGS {
+            let default =
+                matches!(*flag, "capturable" | "differentiable").then_some(Value::Bool(false));
+            map.insert(flag.to_string(), default.unwrap_or(Value::Null));
+        }
+        map.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        map
+    }
+}
+
+/// A saved group, read and checked, ready to replace a live group's settings.
+pub(crate) struct SavedGroup<H> {
+    options: H,
+    extra: Map<String, Value>,
+    names: Option<Vec<String>>,
+    /// The saved parameter indices, in order.
+    pub ids: Vec<usize>,
+}
+
+/// The param groups of an optimizer, with its defaults: what every
+/// optimizer keeps whatever its update ([`Optim`](crate::Optim) adds a
+/// state per parameter, [`Lbfgs`](crate::optim::Lbfgs) one for all).
+#[derive(Clone, Debug)]
+pub struct Groups<H: Hyperparameters, P: ParamSlot = Param> {
+    defaults: H,
+    groups: Vec<ParamGroup<H, P>>,
+    /// Every parameter's key: adding a group checks for repeats in O(its size).
+    keys: HashSet<P::Key>,
+}
+
+/// A check of each new parameter (its group's options, the parameter, its
+/// state_dict index), as Muon refuses vectors.
+pub(crate) type ParamCheck<'c, H, P> = &'c dyn Fn(&H, &P, usize) -> Result<()>;
+
+impl<H: Hyperparameters, P: ParamSlot> Groups<H, P> {
+    /// Groups from `params`, hyperparameters a group leaves out taken from
+    /// `defaults`; at least one group is required (it may be empty, as in torch).
+    pub(crate) fn new(
+        params: impl IntoParamGroups<P>,
+        mut defaults: H,
+        check: ParamCheck<'_, H, P>,
+    ) -> Result<Self> {
+        defaults.validate()?;
+        defaults.resolve();
+        let specs = params.into_param_groups();
+        if specs.is_empty() {
+            return Err(Error::EmptyParamList);
+        }
+        let mut groups = Groups {
+            defaults,
+            groups: Vec::with_capacity(specs.len()),
+            keys: HashSet::new(),
+        };
+        for spec in specs {
+            groups.add(spec, check)?;
+        }
+        Ok(groups)
+    }
+
+    /// Adds a group, checked first: no parameter twice, names on all groups
+    /// or none, known and valid hyperparameters, and `check` on each parameter.
+    pub(crate) fn add(&mut self, spec: GroupSpec<P>, check: ParamCheck<'_, H, P>) -> Result<()> {
+        check_no_duplicates(&spec.params, &self.keys)?;
+        if let Some(first) = self.groups.first() {
+            let with = |named: bool| if named { "with names" } else { "without names" };
+            if first.names.is_some() != spec.names.is_some() {
+                return Err(Error::MixedParamNames {
+                    group: self.groups.len(),
+                    expected: with(first.names.is_some()),
+                    found: with(spec.names.is_some()),
+                });
+            }
+        }
+        let options = merge_options(&self.defaults, &spec.options)?;
+        let first = self.keys.len();
+        for (i, p) in spec.params.iter().enumerate() {
+            check(&options, p, first + i)?;
+        }
+        self.keys.extend(spec.params.iter().map(ParamSlot::key));
+        self.groups.push(ParamGroup {
+            params: spec.params,
+            names: spec.names,
+            options,
+            extra: Map::new(),
+        });
+        Ok(())
+    }
+
+    /// The defaults (torch's `optimizer.defaults`).
+    pub fn defaults(&self) -> &H {
+        &self.defaults
+    }
+
+    /// The groups.
+    pub fn as_slice(&self) -> &[ParamGroup<H, P>] {
+        &self.groups
+    }
+
+    /// The groups, to change hyperparameters between steps.
+    pub fn as_mut_slice(&mut self) -> &mut [ParamGroup<H, P>] {
+        &mut self.groups
+    }
+
+    /// Every parameter, in state_dict order.
+    pub fn params(&self) -> impl Iterator<Item = &P> {
+        self.groups.iter().flat_map(|g| &g.params)
+    }
+
+    /// The number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The group, or [`Error::NoSuchGroup`].
+    pub(crate) fn group(&self, group: usize) -> Result<&ParamGroup<H, P>> {
+        let groups = self.groups.len();
+        self.groups
+            .get(group)
+            .ok_or(Error::NoSuchGroup { group, groups })
+    }
+
+    fn group_mut(&mut self, group: usize) -> Result<&mut ParamGroup<H, P>> {
+        let groups = self.groups.len();
+        self.groups
+            .get_mut(group)
+            .ok_or(Error::NoSuchGroup { group, groups })
+    }
+
+    /// Reads saved groups (torch's `param_groups`), checked against these:
+    /// their number and sizes, the parameters' names where both sides
+    /// have them, and each group's hyperparameters.
+    pub(crate) fn read_saved(&self, saved: &[Map<String, Value>]) -> Result<Vec<SavedGroup<H>>> {
+        let (expected, found) = (self.groups.len(), saved.len());
+        if expected != found {
+            return Err(Error::GroupCountMismatch { expected, found });
+        }
+        saved
+            .iter()
+            .zip(&self.groups)
+            .enumerate()
+            .map(|(g, (saved, group))| {
+                let ids = saved_param_ids(saved, g)?;
+                if ids.len() != group.params.len() {
+                    return Err(Error::GroupSizeMismatch {
+                        group: g,
+                        expected: group.params.len(),
+                        found: ids.len(),
+                    });
+                }
+                let names = saved_param_names(saved, g, ids.len())?;
+                if let (Some(ours), Some(theirs)) = (&group.names, &names) {
+                    let differs = ours.iter().zip(theirs).position(|(a, b)| a != b);
+                    if let Some(index) = differs {
+                        return Err(Error::ParamNameMismatch {
+                            group: g,
+                            index,
+                            expected: ours[index].clone(),
+                            found: theirs[index].clone(),
+                        });
+                    }
+                }
+                let (options, extra) = options_from_saved::<H>(saved, g)?;
+                Ok(SavedGroup {
+                    options,
+                    extra,
+                    names,
+                    ids,
+                })
+            })
+            .collect()
+    }
+
+    /// Each saved parameter index's (group, position) in these groups,
+    /// pairing saved and current parameters in order, as torch does.
+    pub(crate) fn positions(saved: &[SavedGroup<H>]) -> Result<BTreeMap<usize, (usize, usize)>> {
+        let mut at = BTreeMap::new();
+        for (g, group) in saved.iter().enumerate() {
+            for (i, &id) in group.ids.iter().enumerate() {
+                if at.insert(id, (g, i)).is_some() {
+                    return Err(Error::state(
+                        format!("param_groups[{g}].params"),
+                        format!("index {id} appears twice"),
+                    ));
+                }
+            }
+        }
+        Ok(at)
+    }
+
+    /// Replaces each group's settings with the saved ones (read by
+    /// [`Groups::read_saved`], so this cannot fail). Saved names replace
+    /// ours, as in torch; without saved names ours stay.
+    pub(crate) fn commit(&mut self, saved: Vec<SavedGroup<H>>) {
+        for (group, saved) in self.groups.iter_mut().zip(saved) {
+            group.options = saved.options;
+            group.extra = saved.extra;
+            if saved.names.is_some() {
+                group.names = saved.names;
+            }
+        }
+    }
+}
+
+/// What every optimizer offers about its groups, whatever its
+/// hyperparameters' type: the object-safe face of [`Groups`], which the
+/// [`Optimizer`](crate::Optimizer) trait's group methods call.
+pub trait GroupStore: Send + Sync {
+    /// The number of param groups.
+    fn len(&self) -> usize;
+    /// Whether there are no groups (never, for a built optimizer).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Every group's hyperparameters, extra keys, `params` (state_dict
+    /// indices) and `param_names` if named: the state_dict's `param_groups`.
+    fn param_groups_json(&self) -> Vec<Map<String, Value>>;
+    /// Restores groups saved by [`GroupStore::param_groups_json`]; checked
+    /// first, on error nothing changes.
+    fn load_param_groups(&mut self, groups: &[Map<String, Value>]) -> Result<()>;
+    /// The defaults as JSON.
+    fn defaults_json(&self) -> Map<String, Value>;
+    /// A group's hyperparameter or extra key by torch's name.
+    fn hyperparameter(&self, group: usize, key: &str) -> Option<Value>;
+    /// Sets a group's hyperparameter; the result is validated.
+    fn set_hyperparameter(&mut self, group: usize, key: &str, value: Value) -> Result<()>;
+    /// Sets a group key that is not a hyperparameter.
+    fn set_group_extra(&mut self, group: usize, key: &str, value: Value) -> Result<()>;
+    /// A group's learning rate.
+    fn lr(&self, group: usize) -> Option<f64>;
+    /// Sets a group's learning rate (not validated, as in torch).
+    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()>;
+    /// Drops every gradient, or zeroes it in place.
+    fn zero_grad_with(&mut self, set_to_none: bool);
+}
+
+impl<H: Hyperparameters, P: ParamSlot> GroupStore for Groups<H, P> {
+    fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    fn param_groups_json(&self) -> Vec<Map<String, Value>> {
+        let mut index = 0;
+        self.groups
+            .iter()
+            .map(|group| {
+                let ids = (index..index + group.params.len()).map(Value::from);
+                index += group.params.len();
+                let mut map = group.options_json();
+                map.insert("params".into(), Value::Array(ids.collect()));
+                if let Some(names) = &group.names {
+                    let names = names.iter().cloned().map(Value::String).collect();
+                    map.insert("param_names".into(), Value::Array(names));
+                }
+                map
+            })
+            .collect()
+    }
+
+    fn load_param_groups(&mut self, groups: &[Map<String, Value>]) -> Result<()> {
+        let saved = self.read_saved(groups)?;
+        self.commit(saved);
+        Ok(())
+    }
+
+    fn defaults_json(&self) -> Map<String, Value> {
+        options_map(&self.defaults)
+    }
+
+    fn hyperparameter(&self, group: usize, key: &str) -> Option<Value> {
+        self.group(group).ok()?.options_json().remove(key)
+    }
+
+    fn set_hyperparameter(&mut self, group: usize, key: &str, value: Value) -> Result<()> {
+        let current = &self.group(group)?.options;
+        let updated = merge_options(current, &Map::from_iter([(key.to_string(), value)]))?;
+        self.groups[group].options = updated;
+        Ok(())
+    }
+
+    fn set_group_extra(&mut self, group: usize, key: &str, value: Value) -> Result<()> {
+        self.group(group)?;
+        check_extra_key::<H>(key, &value)?;
+        self.groups[group].extra.insert(key.to_string(), value);
+        Ok(())
+    }
+
+    fn lr(&self, group: usize) -> Option<f64> {
+        self.groups.get(group).map(|g| g.options.lr())
+    }
+
+    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        self.group_mut(group)?.options.set_lr(lr);
+        Ok(())
+    }
+
+    fn zero_grad_with(&mut self, set_to_none: bool) {
+        for p in self.params() {
+            if set_to_none {
+                p.clear_grad();
+            } else {
+                p.zero_grad_in_place();
+            }
+        }
+    }
+}
+
+/// Refuses, as a group's extra key, a name that is one of `A`'s
+/// hyperparameters (or `params`, `param_names`).
+fn check_extra_key<A: Hyperparameters>(key: &str, value: &Value) -> Result<()> {
+    if value.is_null() {
+        return Err(Error::InvalidConfig {
+            optimizer: A::NAME,
+            reason: format!(
+                "`{key}` is null: serde_json turns NaN and infinities into null, which would \
+                 not read back as a number; pass them as ferroptim::json::number(x)"
+            ),
+        });
+    }
+    let reserved = key == "params"
+        || key == "param_names"
+        || A::TORCH_FLAGS.contains(&key)
+        || options_map(&A::default()).contains_key(key);
+    if reserved {
+        return Err(Error::InvalidConfig {
+            optimizer: A::NAME,
+            reason: format!(
+                "`{key}` is a hyperparameter of the group, set it with set_hyperparameter"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn saved_param_ids(saved: &Map<String, Value>, group: usize) -> Result<Vec<usize>> {
+    let path = || format!("param_groups[{group}].params");
+    let list = saved
+        .get("params")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            Error::state(
+                path(),
+                "missing or not a list; expected the indices of the group's parameters",
+            )
+        })?;
+    list.iter()
+        .map(|v| {
+            v.as_u64()
+                .and_then(|i| usize::try_from(i).ok())
+                .ok_or_else(|| {
+                    Error::state(
+                        path(),
+                        format!("{v} is not a parameter index (an integer >= 0)"),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// A saved group's `param_names` (torch 2.6+), if it has them: a list of
+/// strings as long as its `params`.
+fn saved_param_names(
+    saved: &Map<String, Value>,
+    group: usize,
+    len: usize,
+) -> Result<Option<Vec<String>>> {
+    let Some(value) = saved.get("param_names") else {
+        return Ok(None);
+    };
+    let path = || format!("param_groups[{group}].param_names");
+    let names = value
+        .as_array()
+        .and_then(|list| {
+            list.iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+        })
+        .ok_or_else(|| Error::state(path(), "expected a list of parameter names (strings)"))?;
+    if names.len() != len {
+        return Err(Error::state(
+            path(),
+            format!("{} names for {len} parameters", names.len()),
+        ));
+    }
+    Ok(Some(names))
 }

@@ -27,15 +27,37 @@
 //! ```
 //!
 //! Layers, from the bottom: [`kernels`] (fused update loops on slices),
-//! [`optim`] (one module per algorithm), [`Optim`] (the stateful optimizer,
-//! written once for all algorithms).
+//! [`optim`] (one module per algorithm, and the [`optim::registry`] with one
+//! row per optimizer), [`Groups`] and [`Optim`] (param groups and the
+//! stateful optimizer, written once for all algorithms), and adapters
+//! (`ferroptim-candle`) that supply their own [`ParamSlot`].
+//!
+//! ## The traits, and why there are five
+//!
+//! | trait | what it is | implemented by | called by |
+//! |---|---|---|---|
+//! | [`Hyperparameters`] | a param group's settings: torch's argument names and defaults (serde), checks, `lr` | each algorithm's `Config` (the `hyperparameters!` macro), LBFGS's too | [`Groups`]: merging, loading, schedulers' `lr` |
+//! | [`Algorithm`] | a per-parameter update and its state's type | each per-parameter `Config` | [`Optim`]'s step |
+//! | [`ParamState`] | one parameter's state in torch's state_dict keys | each algorithm's `State` (the `param_state!` macro) | [`Optim`]'s `state_dict`/`load_state_dict` |
+//! | [`ParamSlot`] | where a parameter lives: shape, dtype, gradient, in-place update | [`Param`], `ferroptim_candle::CandleParam` | [`Optim`], [`optim::Lbfgs`] |
+//! | [`Optimizer`] | torch's `Optimizer` methods, object safe (`Box<dyn Optimizer>`) | [`Optim`], [`optim::Lbfgs`] | users, schedulers, SWA, the CLI |
+//!
+//! They are separate because they vary separately: LBFGS has
+//! hyperparameters but no per-parameter update; one algorithm runs over
+//! every kind of slot; a state's saved form is independent of how it is
+//! updated; and the object-safe [`Optimizer`] hides all of their types. The
+//! group methods every optimizer shares come from [`GroupStore`], the
+//! object-safe face of [`Groups`], and its hooks from [`hooks`].
 
 #![warn(missing_docs)]
 
+mod algorithm;
 pub mod checkpoint;
 pub mod clip;
+mod dtype;
 mod error;
 mod group;
+pub mod hooks;
 pub mod json;
 pub mod kernels;
 pub mod lr_scheduler;
@@ -48,13 +70,18 @@ mod state;
 pub mod swa_utils;
 mod tensor;
 mod torch_pt;
+mod validate;
 
+pub use algorithm::{Algorithm, Hyperparameters};
 pub use error::{Error, Result};
-pub use group::{GroupSpec, IntoParamGroups, ParamGroup};
-pub use optimizer::{Algorithm, Hyperparameters, Optim, Optimizer, ParamState, StepOutcome};
+pub use group::{GroupSpec, GroupStore, Groups, IntoParamGroups, ParamGroup};
+pub use hooks::HookHandle;
+pub use optimizer::{Optim, Optimizer, OptimizerHooks, StepOutcome};
 pub use parallel::{num_threads, set_num_threads, MAX_THREADS, MIN_CHUNK};
 pub use param::{Grad, Param, SparseGrad};
-pub use slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData, UpdateFn};
-pub use state::{ParamStateDict, StateDict, StateEntries, StateValue};
+pub use slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData, SlotElement, UpdateFn, ValueFn};
+#[doc(hidden)]
+pub use state::field as state_field;
+pub use state::{ParamState, ParamStateDict, StateDict, StateEntries, StateValue};
 pub use tensor::{Dtype, Element, Tensor, TensorData, TensorDataMut};
 pub use torch_pt::TorchLoadLimits;

@@ -1,56 +1,60 @@
 //! The stateful optimizer of torch's `torch.optim.Optimizer`, written once.
 //!
 //! [`Optimizer`] is the interface every optimizer offers (`zero_grad`, `step`,
-//! `state_dict`, `load_state_dict`, the groups' hyperparameters, ...); it is
-//! object safe, so `Box<dyn Optimizer>` works (see
+//! `state_dict`, `load_state_dict`, the groups' hyperparameters, hooks, ...);
+//! it is object safe, so `Box<dyn Optimizer>` works (see
 //! [`optim::build`](crate::optim::build)) and the schedulers take any
-//! optimizer. [`Optim<A, P>`] implements it for every algorithm `A` whose
-//! update is per parameter and every kind of parameter `P` (a
-//! [`ParamSlot`]): the algorithm module only supplies its hyperparameters (an
-//! [`Algorithm`]), its per-parameter state (a [`ParamState`]) and the update
-//! of one parameter. Param groups, lazy state, validation and checkpoints
-//! live here; `add_param_group` and `params`, whose types depend on `P`, are
-//! `Optim`'s own methods.
+//! optimizer. An implementation supplies its step and its state; the group
+//! methods come from its [`GroupStore`] and the hooks from its
+//! [`OptimizerHooks`].
+//!
+//! [`Optim<A, P>`] implements it for every algorithm `A` whose update is per
+//! parameter and every kind of parameter `P` (a [`ParamSlot`]): the
+//! algorithm module only supplies its hyperparameters and the update of one
+//! parameter (an [`Algorithm`]) and its per-parameter state (a
+//! [`ParamState`]). `Optim` is the shared group store ([`Groups`]) plus one
+//! state per parameter.
 
-use std::fmt::Debug;
+use std::borrow::Cow;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
-use crate::group::{
-    check_no_duplicates, merge_options, options_from_saved, GroupSpec, IntoParamGroups, ParamGroup,
-};
+use crate::algorithm::Algorithm;
+use crate::error::Result;
+use crate::group::{GroupSpec, GroupStore, Groups, IntoParamGroups, ParamGroup};
+use crate::hooks::{HookHandle, Hooks};
 use crate::parallel::Exec;
 use crate::param::Param;
 use crate::slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData};
-use crate::state::{ParamStateDict, StateDict, StateEntries};
-use crate::tensor::Element;
+use crate::state::{ParamState, StateDict, StateEntries};
+
+/// The hooks of an optimizer (see [`hooks`](crate::hooks)): each receives it as `&dyn Optimizer`.
+pub type OptimizerHooks = Hooks<dyn Optimizer>;
 
 /// What every optimizer offers: torch's `Optimizer` methods.
 pub trait Optimizer: Send {
     /// torch's class name, e.g. `"Adam"`.
     fn name(&self) -> &'static str;
 
-    /// Drops every gradient (torch's default `zero_grad(set_to_none=True)`).
-    fn zero_grad(&mut self) {
-        self.zero_grad_with(true);
-    }
+    /// The param groups, whatever the optimizer's hyperparameters.
+    fn group_store(&self) -> &dyn GroupStore;
 
-    /// `zero_grad(set_to_none)`: drop the gradients, or set them to zero in place.
-    fn zero_grad_with(&mut self, set_to_none: bool);
+    /// The param groups, to change.
+    fn group_store_mut(&mut self) -> &mut dyn GroupStore;
+
+    /// The hooks registered on this optimizer.
+    fn hooks(&self) -> &OptimizerHooks;
 
     /// One update of every parameter that has a gradient. Parameters without a
-    /// gradient are skipped, as in torch. If any gradient is unusable the call
-    /// fails before anything changes.
+    /// gradient are skipped, as in torch. If any gradient is unusable, or a
+    /// step pre-hook refuses, the call fails before anything changes.
     fn step(&mut self) -> Result<()>;
 
     /// Steps only if every gradient is finite (torch's GradScaler skips a
-    /// step on `found_inf` the same way). With a NaN or infinite gradient
-    /// nothing changes, parameters nor state, and the outcome names the
-    /// first such parameter (state_dict numbering); the gradients are left
-    /// for the caller to inspect or clear.
+    /// step on `found_inf` the same way, without calling the step hooks).
+    /// With a NaN or infinite gradient nothing changes, parameters nor
+    /// state, and the outcome names the first such parameter (state_dict
+    /// numbering); the gradients are left for the caller to inspect or clear.
     ///
     /// ```
     /// use ferroptim::{optim::{Sgd, SgdConfig}, Optimizer, Param, StepOutcome, Tensor};
@@ -76,26 +80,49 @@ pub trait Optimizer: Send {
     /// optimizer is exactly as it was.
     fn load_state_dict(&mut self, state_dict: &StateDict) -> Result<()>;
 
-    /// Every group's hyperparameters and extra keys, with `params`: the
-    /// `param_groups` of [`Optimizer::state_dict`], without copying any state.
-    fn param_groups_json(&self) -> Vec<Map<String, Value>>;
+    /// Drops every gradient (torch's default `zero_grad(set_to_none=True)`).
+    fn zero_grad(&mut self) {
+        self.zero_grad_with(true);
+    }
+
+    /// `zero_grad(set_to_none)`: drop the gradients, or set them to zero in place.
+    fn zero_grad_with(&mut self, set_to_none: bool) {
+        self.group_store_mut().zero_grad_with(set_to_none);
+    }
+
+    /// Every group's hyperparameters and extra keys, with `params` (and
+    /// `param_names` if named): the `param_groups` of
+    /// [`Optimizer::state_dict`], without copying any state.
+    fn param_groups_json(&self) -> Vec<Map<String, Value>> {
+        self.group_store().param_groups_json()
+    }
 
     /// Restores groups saved by [`Optimizer::param_groups_json`] (or the
     /// `param_groups` of a state_dict), leaving the state alone. Checked
     /// first, as `load_state_dict` checks them; on error nothing changes.
-    fn load_param_groups(&mut self, groups: &[Map<String, Value>]) -> Result<()>;
+    fn load_param_groups(&mut self, groups: &[Map<String, Value>]) -> Result<()> {
+        self.group_store_mut().load_param_groups(groups)
+    }
 
     /// The number of param groups.
-    fn num_param_groups(&self) -> usize;
+    fn num_param_groups(&self) -> usize {
+        self.group_store().len()
+    }
 
     /// The defaults, as JSON (torch's `optimizer.defaults`).
-    fn defaults_json(&self) -> Map<String, Value>;
+    fn defaults_json(&self) -> Map<String, Value> {
+        self.group_store().defaults_json()
+    }
 
     /// A group's hyperparameter by torch's name (`group["momentum"]`).
-    fn hyperparameter(&self, group: usize, key: &str) -> Option<Value>;
+    fn hyperparameter(&self, group: usize, key: &str) -> Option<Value> {
+        self.group_store().hyperparameter(group, key)
+    }
 
     /// Sets a group's hyperparameter by name; the result is validated.
-    fn set_hyperparameter(&mut self, group: usize, key: &str, value: Value) -> Result<()>;
+    fn set_hyperparameter(&mut self, group: usize, key: &str, value: Value) -> Result<()> {
+        self.group_store_mut().set_hyperparameter(group, key, value)
+    }
 
     /// Sets a key of a group that is not one of this optimizer's
     /// hyperparameters, as torch's schedulers add `initial_lr` or `max_lr` to
@@ -104,13 +131,156 @@ pub trait Optimizer: Send {
     /// through [`Optimizer::set_hyperparameter`], which validates them.
     /// `null` is refused: it is what serde_json makes of a NaN or infinite
     /// float, which [`json::number`](crate::json::number) writes instead.
-    fn set_group_extra(&mut self, group: usize, key: &str, value: Value) -> Result<()>;
+    fn set_group_extra(&mut self, group: usize, key: &str, value: Value) -> Result<()> {
+        self.group_store_mut().set_group_extra(group, key, value)
+    }
 
     /// A group's learning rate (`None` if there is no such group).
-    fn lr(&self, group: usize) -> Option<f64>;
+    fn lr(&self, group: usize) -> Option<f64> {
+        self.group_store().lr(group)
+    }
 
     /// Sets a group's learning rate, as schedulers do (not validated, as in torch).
-    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()>;
+    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        self.group_store_mut().set_lr(group, lr)
+    }
+
+    /// torch's `register_step_pre_hook(hook, prepend)`: `hook` runs before
+    /// every step and may refuse it by returning an error, in which case
+    /// nothing changes. See [`hooks`](crate::hooks).
+    ///
+    /// ```
+    /// use ferroptim::{optim::{Sgd, SgdConfig}, Error, Optimizer, Param, Tensor};
+    /// let p = Param::from_vec(vec![1.0f32], &[1])?;
+    /// let mut opt = Sgd::new([p.clone()], SgdConfig { lr: 0.5, ..Default::default() })?;
+    /// let veto = opt.register_step_pre_hook(
+    ///     |opt| match opt.lr(0) {
+    ///         Some(lr) if lr > 0.1 => Err(Error::Vetoed(format!("lr {lr} is too large"))),
+    ///         _ => Ok(()),
+    ///     },
+    ///     false,
+    /// );
+    /// p.set_grad(Tensor::from_vec(vec![1.0f32], &[1])?)?;
+    /// assert!(matches!(opt.step(), Err(Error::Vetoed(_))));
+    /// assert_eq!(p.to_vec::<f32>()?, [1.0]);
+    /// veto.remove();
+    /// opt.step()?;
+    /// assert_eq!(p.to_vec::<f32>()?, [0.5]);
+    /// # Ok::<(), ferroptim::Error>(())
+    /// ```
+    fn register_step_pre_hook(
+        &self,
+        hook: impl Fn(&(dyn Optimizer + 'static)) -> Result<()> + Send + Sync + 'static,
+        prepend: bool,
+    ) -> HookHandle
+    where
+        Self: Sized,
+    {
+        self.hooks().register_step_pre_hook(hook, prepend)
+    }
+
+    /// torch's `register_step_post_hook(hook, prepend)`: runs after each step that succeeded.
+    fn register_step_post_hook(
+        &self,
+        hook: impl Fn(&(dyn Optimizer + 'static)) + Send + Sync + 'static,
+        prepend: bool,
+    ) -> HookHandle
+    where
+        Self: Sized,
+    {
+        self.hooks().register_step_post_hook(hook, prepend)
+    }
+
+    /// torch's `register_state_dict_pre_hook(hook, prepend)`.
+    fn register_state_dict_pre_hook(
+        &self,
+        hook: impl Fn(&(dyn Optimizer + 'static)) + Send + Sync + 'static,
+        prepend: bool,
+    ) -> HookHandle
+    where
+        Self: Sized,
+    {
+        self.hooks().register_state_dict_pre_hook(hook, prepend)
+    }
+
+    /// torch's `register_state_dict_post_hook(hook, prepend)`: may change the returned dict.
+    fn register_state_dict_post_hook(
+        &self,
+        hook: impl Fn(&(dyn Optimizer + 'static), &mut StateDict) + Send + Sync + 'static,
+        prepend: bool,
+    ) -> HookHandle
+    where
+        Self: Sized,
+    {
+        self.hooks().register_state_dict_post_hook(hook, prepend)
+    }
+
+    /// torch's `register_load_state_dict_pre_hook(hook, prepend)`: may
+    /// rewrite (a copy of) the dict being loaded, or refuse it with an error.
+    fn register_load_state_dict_pre_hook(
+        &self,
+        hook: impl Fn(&(dyn Optimizer + 'static), &mut StateDict) -> Result<()> + Send + Sync + 'static,
+        prepend: bool,
+    ) -> HookHandle
+    where
+        Self: Sized,
+    {
+        self.hooks()
+            .register_load_state_dict_pre_hook(hook, prepend)
+    }
+
+    /// torch's `register_load_state_dict_post_hook(hook, prepend)`.
+    fn register_load_state_dict_post_hook(
+        &self,
+        hook: impl Fn(&(dyn Optimizer + 'static)) + Send + Sync + 'static,
+        prepend: bool,
+    ) -> HookHandle
+    where
+        Self: Sized,
+    {
+        self.hooks()
+            .register_load_state_dict_post_hook(hook, prepend)
+    }
+}
+
+/// Runs a step between its hooks: pre-hooks first (an error stops the step
+/// before anything changes), post-hooks after a step that succeeded. Every
+/// optimizer's `step` and `step_with_closure` go through here.
+pub(crate) fn hooked_step<O: Optimizer + 'static, R>(
+    opt: &mut O,
+    body: impl FnOnce(&mut O) -> Result<R>,
+) -> Result<R> {
+    opt.hooks().step_pre(&*opt)?;
+    let out = body(opt)?;
+    opt.hooks().step_post(&*opt);
+    Ok(out)
+}
+
+/// Builds a state_dict between its hooks.
+pub(crate) fn hooked_state_dict<O: Optimizer + 'static>(
+    opt: &O,
+    body: impl FnOnce() -> StateDict,
+) -> StateDict {
+    opt.hooks().state_dict_pre(opt);
+    let mut sd = body();
+    opt.hooks().state_dict_post(opt, &mut sd);
+    sd
+}
+
+/// Loads a state_dict between its hooks: pre-hooks see (and may rewrite) a
+/// copy, taken only when there are any.
+pub(crate) fn hooked_load<O: Optimizer + 'static>(
+    opt: &mut O,
+    sd: &StateDict,
+    body: impl FnOnce(&mut O, &StateDict) -> Result<()>,
+) -> Result<()> {
+    let mut sd = Cow::Borrowed(sd);
+    if opt.hooks().has_load_pre() {
+        opt.hooks().load_pre(&*opt, sd.to_mut())?;
+    }
+    body(opt, &sd)?;
+    opt.hooks().load_post(&*opt);
+    Ok(())
 }
 
 /// What [`Optimizer::step_if_finite`] did.
@@ -125,99 +295,6 @@ pub enum StepOutcome {
     },
 }
 
-/// The state an algorithm keeps for one parameter, and its state_dict form.
-pub trait ParamState: Clone + Debug + Send + Sync + 'static {
-    /// The state under torch's key names. Empty means "no state" (omitted from the state_dict).
-    fn to_entries(&self) -> ParamStateDict;
-    /// Reads saved state, checking it against the parameter.
-    fn from_entries(entries: StateEntries<'_>) -> Result<Self>;
-}
-
-/// A param group's hyperparameters: torch's argument names and defaults (via
-/// serde), torch's checks, and the learning rate that schedulers move.
-pub trait Hyperparameters:
-    Clone + Debug + Default + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static
-{
-    /// torch's class name.
-    const NAME: &'static str;
-    /// The implementation flags torch keeps in this optimizer's groups.
-    const TORCH_FLAGS: &'static [&'static str];
-    /// Hyperparameters that torch's `__setstate__` fills in when an older
-    /// checkpoint lacks them; any other missing one fails `load_state_dict`.
-    const OPTIONAL_KEYS: &'static [&'static str];
-
-    /// torch's constructor checks, with torch's messages.
-    fn validate(&self) -> Result<()>;
-    /// The learning rate.
-    fn lr(&self) -> f64;
-    /// Sets the learning rate.
-    fn set_lr(&mut self, lr: f64);
-}
-
-/// An optimization algorithm whose update is per parameter: its value is a
-/// param group's hyperparameters.
-pub trait Algorithm: Hyperparameters {
-    /// Whether the constructor creates every parameter's state at once, as
-    /// torch's Adagrad does (groups added later still get it lazily, as in torch).
-    const EAGER_STATE: bool = false;
-    /// Per-parameter state.
-    type State: ParamState;
-
-    /// The state of a parameter on its first step.
-    fn init_state(&self, param: &ParamMeta<'_>) -> Self::State;
-    /// One update of one parameter of `shape` with a dense gradient. The
-    /// state's tensors have the parameter's dtype `T` and shape.
-    fn update<T: Element>(
-        &self,
-        param: &mut [T],
-        grad: &[T],
-        shape: &[usize],
-        state: &mut Self::State,
-    ) -> Result<()>;
-
-    /// Whether a parameter of `shape` can be optimized at all (Muon takes
-    /// only matrices). Checked when a group is added, so a bad parameter
-    /// never reaches a step. By default every shape is.
-    fn check_param(&self, shape: &[usize], param: usize) -> Result<()> {
-        let _ = (shape, param);
-        Ok(())
-    }
-
-    /// Whether a gradient of this kind (sparse or dense) is usable for
-    /// parameter number `param` with these hyperparameters. Checked for every
-    /// parameter before a step changes anything. By default only dense
-    /// gradients are, as in most of torch's optimizers.
-    fn check_grad(&self, sparse: bool, param: usize) -> Result<()> {
-        if sparse {
-            Err(Error::SparseGradUnsupported {
-                optimizer: Self::NAME,
-                param,
-            })
-        } else {
-            Ok(())
-        }
-    }
-
-    /// One update from a sparse gradient, already coalesced: `rows` are
-    /// distinct and increasing, `values` holds their rows one after another
-    /// (each `numel / shape[0]` long). Only those rows may change. Called only
-    /// when [`Algorithm::check_grad`] accepts sparse gradients.
-    fn update_sparse<T: Element>(
-        &self,
-        param: &mut [T],
-        shape: &[usize],
-        rows: &[usize],
-        values: &[T],
-        state: &mut Self::State,
-    ) -> Result<()> {
-        let _ = (param, shape, rows, values, state);
-        Err(Error::SparseGradUnsupported {
-            optimizer: Self::NAME,
-            param: 0,
-        })
-    }
-}
-
 /// An optimizer running algorithm `A` over param groups: `Optim<AdamConfig>`
 /// is [`Adam`](crate::optim::Adam).
 ///
@@ -225,68 +302,85 @@ pub trait Algorithm: Hyperparameters {
 /// [`ParamSlot`], such as an adapter's handle on a framework's tensor.
 #[derive(Clone, Debug)]
 pub struct Optim<A: Algorithm, P: ParamSlot = Param> {
-    defaults: A,
-    param_groups: Vec<ParamGroup<A, P>>,
-    /// Every parameter's key: adding a group checks for repeats in O(its size).
-    keys: std::collections::HashSet<P::Key>,
+    groups: Groups<A, P>,
+    /// Each group's parameters' states, `None` before a parameter's first step.
+    states: Vec<Vec<Option<A::State>>>,
+    hooks: OptimizerHooks,
+}
+
+fn check_param<A: Algorithm, P: ParamSlot>(options: &A, p: &P, index: usize) -> Result<()> {
+    options.check_param(&p.shape(), index)
 }
 
 impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
-    /// An optimizer over `params` (a list of [`Param`]s or of [`GroupSpec`]s)
-    /// with `defaults` for every hyperparameter a group does not set.
+    /// An optimizer over `params` (a list of [`Param`]s, of named ones, or of
+    /// [`GroupSpec`]s) with `defaults` for every hyperparameter a group does not set.
     pub fn new(params: impl IntoParamGroups<P>, defaults: A) -> Result<Self> {
-        defaults.validate()?;
-        let groups = params.into_param_groups();
-        if groups.is_empty() {
-            return Err(Error::EmptyParamList);
-        }
-        let mut opt = Optim {
-            defaults,
-            param_groups: Vec::with_capacity(groups.len()),
-            keys: std::collections::HashSet::new(),
-        };
-        for group in groups {
-            opt.add_param_group(group)?;
-        }
-        if A::EAGER_STATE {
-            for group in &mut opt.param_groups {
-                for (p, slot) in group.params.iter().zip(group.state.iter_mut()) {
+        let groups = Groups::new(params, defaults, &check_param::<A, P>)?;
+        let states = groups
+            .as_slice()
+            .iter()
+            .map(|group| {
+                let init = |p: &P| {
                     let shape = p.shape();
-                    let meta = ParamMeta::new(&shape, p.dtype());
-                    *slot = Some(group.options.init_state(&meta));
-                }
-            }
-        }
-        Ok(opt)
+                    A::EAGER_STATE
+                        .then(|| group.options.init_state(&ParamMeta::new(&shape, p.dtype())))
+                };
+                group.params.iter().map(init).collect()
+            })
+            .collect();
+        Ok(Optim {
+            groups,
+            states,
+            hooks: OptimizerHooks::default(),
+        })
     }
 
     /// The defaults (torch's `optimizer.defaults`).
     pub fn defaults(&self) -> &A {
-        &self.defaults
+        self.groups.defaults()
     }
 
     /// The param groups.
     pub fn param_groups(&self) -> &[ParamGroup<A, P>] {
-        &self.param_groups
+        self.groups.as_slice()
     }
 
     /// The param groups, to change hyperparameters between steps.
     pub fn param_groups_mut(&mut self) -> &mut [ParamGroup<A, P>] {
-        &mut self.param_groups
+        self.groups.as_mut_slice()
     }
 
     /// The state of `param` (torch's `optimizer.state[param]`); `None` before its first step.
     pub fn state(&self, param: &P) -> Option<&A::State> {
-        self.param_groups.iter().find_map(|g| {
-            let i = g.params.iter().position(|p| p.same_as(param))?;
-            g.state[i].as_ref()
-        })
+        self.groups
+            .as_slice()
+            .iter()
+            .zip(&self.states)
+            .find_map(|(g, states)| {
+                let i = g.params.iter().position(|p| p.same_as(param))?;
+                states[i].as_ref()
+            })
+    }
+
+    /// Adds a param group; hyperparameters it leaves out come from the
+    /// defaults. Its parameters' state starts at their first step.
+    pub fn add_param_group(&mut self, group: GroupSpec<P>) -> Result<()> {
+        let len = group.params.len();
+        self.groups.add(group, &check_param::<A, P>)?;
+        self.states.push(vec![None; len]);
+        Ok(())
+    }
+
+    /// Every parameter, numbered as in the state_dict.
+    pub fn params(&self) -> Vec<P> {
+        self.groups.params().cloned().collect()
     }
 
     /// Checks every gradient before anything is updated.
     fn check_grads(&self) -> Result<()> {
         let mut index = 0;
-        for group in &self.param_groups {
+        for group in self.groups.as_slice() {
             for p in &group.params {
                 if let Some(kind) = p.grad_kind(index)? {
                     group.options.check_grad(kind == GradKind::Sparse, index)?;
@@ -297,108 +391,25 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
         Ok(())
     }
 
-    /// Adds a param group; hyperparameters it leaves out come from the defaults.
-    pub fn add_param_group(&mut self, group: GroupSpec<P>) -> Result<()> {
-        check_no_duplicates(&group.params, &self.keys)?;
-        let options = merge_options(&self.defaults, &group.options)?;
-        let first = self.keys.len();
-        for (i, p) in group.params.iter().enumerate() {
-            options.check_param(&p.shape(), first + i)?;
-        }
-        self.keys.extend(group.params.iter().map(ParamSlot::key));
-        let state = vec![None; group.params.len()];
-        self.param_groups.push(ParamGroup {
-            params: group.params,
-            state,
-            options,
-            extra: Map::new(),
-        });
-        Ok(())
-    }
-
-    /// Every parameter, numbered as in the state_dict.
-    pub fn params(&self) -> Vec<P> {
-        self.param_groups
-            .iter()
-            .flat_map(|g| g.params.iter().cloned())
-            .collect()
-    }
-
-    /// Each saved group's hyperparameters and extra keys, checked against
-    /// this optimizer's groups (their number and sizes).
-    fn read_param_groups(
-        &self,
-        saved: &[Map<String, Value>],
-    ) -> Result<Vec<(A, Map<String, Value>)>> {
-        let (expected, found) = (self.param_groups.len(), saved.len());
-        if expected != found {
-            return Err(Error::GroupCountMismatch { expected, found });
-        }
-        saved
-            .iter()
-            .zip(&self.param_groups)
-            .enumerate()
-            .map(|(g, (saved, group))| {
-                let ids = saved_param_ids(saved, g)?;
-                if ids.len() != group.params.len() {
-                    return Err(Error::GroupSizeMismatch {
-                        group: g,
-                        expected: group.params.len(),
-                        found: ids.len(),
-                    });
-                }
-                options_from_saved::<A>(saved, g)
-            })
-            .collect()
-    }
-
-    fn commit_param_groups(&mut self, options: Vec<(A, Map<String, Value>)>) {
-        for (group, (opts, extra)) in self.param_groups.iter_mut().zip(options) {
-            group.options = opts;
-            group.extra = extra;
-        }
-    }
-
-    fn group(&self, group: usize) -> Result<&ParamGroup<A, P>> {
-        let groups = self.param_groups.len();
-        self.param_groups
-            .get(group)
-            .ok_or(Error::NoSuchGroup { group, groups })
-    }
-}
-
-impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
-    fn name(&self) -> &'static str {
-        A::NAME
-    }
-
-    fn zero_grad_with(&mut self, set_to_none: bool) {
-        for p in self.param_groups.iter().flat_map(|g| &g.params) {
-            if set_to_none {
-                p.clear_grad();
-            } else {
-                p.zero_grad_in_place();
-            }
-        }
-    }
-
-    fn step(&mut self) -> Result<()> {
+    /// The step itself, without hooks.
+    fn update_all(&mut self) -> Result<()> {
         self.check_grads()?;
+        let (groups, states) = (self.groups.as_slice(), &mut self.states);
         crate::parallel::with_pool(|exec| {
             let mut first = 0;
-            for group in &mut self.param_groups {
+            for (group, states) in groups.iter().zip(states.iter_mut()) {
                 let options = &group.options;
                 match &exec {
                     // Parameters are independent: spread them over the threads.
                     Exec::Install(pool) if group.params.len() > 1 => pool.install(|| {
                         use rayon::prelude::*;
-                        let pairs = group.params.par_iter().zip(group.state.par_iter_mut());
+                        let pairs = group.params.par_iter().zip(states.par_iter_mut());
                         pairs
                             .enumerate()
                             .try_for_each(|(i, (p, slot))| update_one(options, first + i, p, slot))
                     })?,
                     _ => {
-                        let pairs = group.params.iter().zip(group.state.iter_mut());
+                        let pairs = group.params.iter().zip(states.iter_mut());
                         for (i, (p, slot)) in pairs.enumerate() {
                             update_one(options, first + i, p, slot)?;
                         }
@@ -409,10 +420,31 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
             Ok(())
         })
     }
+}
+
+impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
+    fn name(&self) -> &'static str {
+        A::NAME
+    }
+
+    fn group_store(&self) -> &dyn GroupStore {
+        &self.groups
+    }
+
+    fn group_store_mut(&mut self) -> &mut dyn GroupStore {
+        &mut self.groups
+    }
+
+    fn hooks(&self) -> &OptimizerHooks {
+        &self.hooks
+    }
+
+    fn step(&mut self) -> Result<()> {
+        hooked_step(self, Self::update_all)
+    }
 
     fn step_if_finite(&mut self) -> Result<StepOutcome> {
-        let mut params = self.param_groups.iter().flat_map(|g| &g.params);
-        if let Some(param) = params.position(|p| !p.grad_is_finite()) {
+        if let Some(param) = self.groups.params().position(|p| !p.grad_is_finite()) {
             return Ok(StepOutcome::Skipped { param });
         }
         self.step()?;
@@ -420,125 +452,54 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
     }
 
     fn step_with_closure(&mut self, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64> {
-        let loss = closure()?;
-        self.step()?;
-        Ok(loss)
+        hooked_step(self, |opt| {
+            let loss = closure()?;
+            opt.update_all()?;
+            Ok(loss)
+        })
     }
 
     fn state_dict(&self) -> StateDict {
-        let states = self.param_groups.iter().flat_map(|g| &g.state);
-        let state = states
-            .enumerate()
-            .filter_map(|(index, state)| {
-                let entries = state.as_ref()?.to_entries();
-                (!entries.is_empty()).then_some((index, entries))
-            })
-            .collect();
-        StateDict {
-            state,
-            param_groups: self.param_groups_json(),
-        }
+        hooked_state_dict(self, || {
+            let states = self.states.iter().flatten();
+            let state = states
+                .enumerate()
+                .filter_map(|(index, state)| {
+                    let entries = state.as_ref()?.to_entries();
+                    (!entries.is_empty()).then_some((index, entries))
+                })
+                .collect();
+            StateDict {
+                state,
+                param_groups: self.groups.param_groups_json(),
+            }
+        })
     }
 
     fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
-        let options = self.read_param_groups(&sd.param_groups)?;
-        // Saved index -> (group, position), pairing saved and current params in order, as torch does.
-        let mut slot_of = std::collections::BTreeMap::new();
-        for (g, saved) in sd.param_groups.iter().enumerate() {
-            for (i, id) in saved_param_ids(saved, g)?.into_iter().enumerate() {
-                if slot_of.insert(id, (g, i)).is_some() {
-                    return Err(Error::state(
-                        format!("param_groups[{g}].params"),
-                        format!("index {id} appears twice"),
-                    ));
-                }
+        hooked_load(self, sd, |opt, sd| {
+            let saved = opt.groups.read_saved(&sd.param_groups)?;
+            let position = Groups::<A, P>::positions(&saved)?;
+            let groups = opt.groups.as_slice();
+            let mut states: Vec<Vec<Option<A::State>>> =
+                groups.iter().map(|g| vec![None; g.params.len()]).collect();
+            for (&id, entries) in &sd.state {
+                let &(g, i) = position.get(&id).ok_or_else(|| {
+                    crate::Error::state(
+                        format!("state[{id}]"),
+                        "no param group lists this parameter index",
+                    )
+                })?;
+                let param = &groups[g].params[i];
+                let shape = param.shape();
+                let reader = StateEntries::new(id, &shape, param.dtype(), entries);
+                states[g][i] = Some(A::State::from_entries(reader)?);
             }
-        }
-        let mut states: Vec<Vec<Option<A::State>>> = self
-            .param_groups
-            .iter()
-            .map(|g| vec![None; g.params.len()])
-            .collect();
-        for (&id, entries) in &sd.state {
-            let &(g, i) = slot_of.get(&id).ok_or_else(|| {
-                Error::state(
-                    format!("state[{id}]"),
-                    "no param group lists this parameter index",
-                )
-            })?;
-            let param = &self.param_groups[g].params[i];
-            let shape = param.shape();
-            let reader = StateEntries::new(id, &shape, param.dtype(), entries);
-            states[g][i] = Some(A::State::from_entries(reader)?);
-        }
-        // Everything checked: commit.
-        self.commit_param_groups(options);
-        for (group, state) in self.param_groups.iter_mut().zip(states) {
-            group.state = state;
-        }
-        Ok(())
-    }
-
-    fn param_groups_json(&self) -> Vec<Map<String, Value>> {
-        let mut index = 0;
-        self.param_groups
-            .iter()
-            .map(|group| {
-                let ids = (index..index + group.params.len()).map(Value::from);
-                index += group.params.len();
-                let mut map = group.options_json();
-                map.insert("params".into(), Value::Array(ids.collect()));
-                map
-            })
-            .collect()
-    }
-
-    fn load_param_groups(&mut self, groups: &[Map<String, Value>]) -> Result<()> {
-        let options = self.read_param_groups(groups)?;
-        self.commit_param_groups(options);
-        Ok(())
-    }
-
-    fn num_param_groups(&self) -> usize {
-        self.param_groups.len()
-    }
-
-    fn defaults_json(&self) -> Map<String, Value> {
-        crate::group::options_map(&self.defaults)
-    }
-
-    fn hyperparameter(&self, group: usize, key: &str) -> Option<Value> {
-        self.group(group).ok()?.options_json().remove(key)
-    }
-
-    fn set_hyperparameter(&mut self, group: usize, key: &str, value: Value) -> Result<()> {
-        let current = self.group(group)?.options.clone();
-        let updated = merge_options(&current, &Map::from_iter([(key.to_string(), value)]))?;
-        self.param_groups[group].options = updated;
-        Ok(())
-    }
-
-    fn set_group_extra(&mut self, group: usize, key: &str, value: Value) -> Result<()> {
-        self.group(group)?;
-        check_extra_key::<A>(key, &value)?;
-        self.param_groups[group]
-            .extra
-            .insert(key.to_string(), value);
-        Ok(())
-    }
-
-    fn lr(&self, group: usize) -> Option<f64> {
-        self.param_groups.get(group).map(|g| g.options.lr())
-    }
-
-    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
-        let groups = self.param_groups.len();
-        let g = self
-            .param_groups
-            .get_mut(group)
-            .ok_or(Error::NoSuchGroup { group, groups })?;
-        g.options.set_lr(lr);
-        Ok(())
+            // Everything checked: commit.
+            opt.groups.commit(saved);
+            opt.states = states;
+            Ok(())
+        })
     }
 }
 
@@ -557,64 +518,11 @@ fn update_one<A: Algorithm, P: ParamSlot>(
             SlotData::F32(v, GradRef::Dense(g)) => options.update(v, g, shape, state),
             SlotData::F64(v, GradRef::Dense(g)) => options.update(v, g, shape, state),
             SlotData::F32(v, GradRef::Sparse(g)) => {
-                let (rows, values) = g.coalesced::<f32>()?;
-                options.update_sparse(v, shape, &rows, &values, state)
+                options.update_sparse(v, shape, g, state, index)
             }
             SlotData::F64(v, GradRef::Sparse(g)) => {
-                let (rows, values) = g.coalesced::<f64>()?;
-                options.update_sparse(v, shape, &rows, &values, state)
+                options.update_sparse(v, shape, g, state, index)
             }
         }
     })
-}
-
-/// Refuses, as a group's extra key, a name that is one of `A`'s
-/// hyperparameters (or `params`).
-pub(crate) fn check_extra_key<A: Hyperparameters>(key: &str, value: &Value) -> Result<()> {
-    if value.is_null() {
-        return Err(Error::InvalidConfig {
-            optimizer: A::NAME,
-            reason: format!(
-                "`{key}` is null: serde_json turns NaN and infinities into null, which would \
-                 not read back as a number; pass them as ferroptim::json::number(x)"
-            ),
-        });
-    }
-    let reserved = key == "params"
-        || A::TORCH_FLAGS.contains(&key)
-        || crate::group::options_map(&A::default()).contains_key(key);
-    if reserved {
-        return Err(Error::InvalidConfig {
-            optimizer: A::NAME,
-            reason: format!(
-                "`{key}` is a hyperparameter of the group, set it with set_hyperparameter"
-            ),
-        });
-    }
-    Ok(())
-}
-
-pub(crate) fn saved_param_ids(saved: &Map<String, Value>, group: usize) -> Result<Vec<usize>> {
-    let path = || format!("param_groups[{group}].params");
-    let list = saved
-        .get("params")
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            Error::state(
-                path(),
-                "missing or not a list; expected the indices of the group's parameters",
-            )
-        })?;
-    list.iter()
-        .map(|v| {
-            v.as_u64()
-                .and_then(|i| usize::try_from(i).ok())
-                .ok_or_else(|| {
-                    Error::state(
-                        path(),
-                        format!("{v} is not a parameter index (an integer >= 0)"),
-                    )
-                })
-        })
-        .collect()
 }

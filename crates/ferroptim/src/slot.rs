@@ -11,11 +11,14 @@ use std::fmt::Debug;
 
 use crate::error::{Error, Result};
 use crate::param::{Grad, Param, SparseGrad};
-use crate::tensor::{Dtype, Tensor, TensorDataMut};
+use crate::tensor::{Dtype, Element, Tensor, TensorDataMut};
 
 /// One update of a parameter, as [`ParamSlot::update_in_place`] runs it:
 /// given the shape, the values and the gradient.
 pub type UpdateFn<'f> = dyn FnMut(&[usize], SlotData<'_>) -> Result<()> + 'f;
+
+/// A change of a parameter's values alone, as [`ParamSlot::with_value_mut`] runs it.
+pub type ValueFn<'f> = dyn FnMut(TensorDataMut<'_>) -> Result<()> + 'f;
 
 /// A parameter as an optimizer sees it. Clones are the same parameter.
 pub trait ParamSlot: Clone + Debug + Send + Sync + 'static {
@@ -45,6 +48,11 @@ pub trait ParamSlot: Clone + Debug + Send + Sync + 'static {
     /// parameter's shape. Does nothing when there is no gradient. `index`
     /// (state_dict numbering) names the parameter in errors.
     fn update_in_place(&self, index: usize, update: &mut UpdateFn<'_>) -> Result<()>;
+    /// Runs `f` once on the values, in place, with or without a gradient
+    /// (LBFGS moves every parameter along one direction, and restores them
+    /// after a failed step). `index` (state_dict numbering) names the
+    /// parameter in errors.
+    fn with_value_mut(&self, index: usize, f: &mut ValueFn<'_>) -> Result<()>;
 }
 
 /// Whether a gradient is dense or sparse.
@@ -65,12 +73,46 @@ pub enum SlotData<'a> {
     F64(&'a mut [f64], GradRef<'a, f64>),
 }
 
-impl SlotData<'_> {
+impl<'a> SlotData<'a> {
     /// The parameter's dtype.
     pub fn dtype(&self) -> Dtype {
         match self {
             SlotData::F32(..) => Dtype::F32,
             SlotData::F64(..) => Dtype::F64,
+        }
+    }
+
+    /// The values and gradient as `T`; an error if the parameter is of another dtype.
+    pub fn typed<T: SlotElement>(self) -> Result<(&'a mut [T], GradRef<'a, T>)> {
+        let found = self.dtype();
+        T::from_slot(self).ok_or(Error::DtypeMismatch {
+            what: "parameter".into(),
+            expected: T::DTYPE,
+            found,
+        })
+    }
+}
+
+/// An [`Element`] a [`SlotData`] can hold: how to take its variant out.
+pub trait SlotElement: Element {
+    /// `Some` if `data` holds this type.
+    fn from_slot(data: SlotData<'_>) -> Option<(&mut [Self], GradRef<'_, Self>)>;
+}
+
+impl SlotElement for f32 {
+    fn from_slot(data: SlotData<'_>) -> Option<(&mut [f32], GradRef<'_, f32>)> {
+        match data {
+            SlotData::F32(v, g) => Some((v, g)),
+            SlotData::F64(..) => None,
+        }
+    }
+}
+
+impl SlotElement for f64 {
+    fn from_slot(data: SlotData<'_>) -> Option<(&mut [f64], GradRef<'_, f64>)> {
+        match data {
+            SlotData::F64(v, g) => Some((v, g)),
+            SlotData::F32(..) => None,
         }
     }
 }
@@ -180,5 +222,10 @@ impl ParamSlot for Param {
             (TensorDataMut::F64(v), Grad::Sparse(g)) => SlotData::F64(v, GradRef::Sparse(g)),
         };
         update(shape, data)
+    }
+
+    fn with_value_mut(&self, _index: usize, f: &mut ValueFn<'_>) -> Result<()> {
+        let mut guard = self.write();
+        f(guard.value.data_mut())
     }
 }

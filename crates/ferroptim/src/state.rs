@@ -297,6 +297,122 @@ fn kind(value: &StateValue) -> &'static str {
     }
 }
 
+/// The state an algorithm keeps for one parameter, and its state_dict form.
+///
+/// Algorithms declare their keys once with [`param_state!`](crate::param_state),
+/// which writes both directions; a state of another shape (Adafactor's
+/// factored moments) implements the two methods by hand.
+pub trait ParamState: Clone + std::fmt::Debug + Send + Sync + 'static {
+    /// The state under torch's key names. Empty means "no state" (omitted from the state_dict).
+    fn to_entries(&self) -> ParamStateDict;
+    /// Reads saved state, checking it against the parameter.
+    fn from_entries(entries: StateEntries<'_>) -> Result<Self>;
+}
+
+/// How one field of a [`ParamState`] is saved and read back, named in
+/// [`param_state!`](crate::param_state) by its kind: `step`, `int_step`,
+/// `tensor`, `optional_tensor`, `scalar_f32`.
+#[doc(hidden)]
+pub mod field {
+    use super::{StateEntries, StateValue};
+    use crate::error::Result;
+    use crate::tensor::Tensor;
+
+    /// A step count, written as torch's 0-d float32 tensor.
+    pub mod step {
+        use super::*;
+        pub fn save(step: &f64) -> Option<StateValue> {
+            Some(super::super::step_value(*step))
+        }
+        pub fn load(entries: &mut StateEntries<'_>, key: &str) -> Result<f64> {
+            entries.step(key)
+        }
+    }
+
+    /// A step count, written as a Python int (SparseAdam).
+    pub mod int_step {
+        use super::*;
+        pub fn save(step: &f64) -> Option<StateValue> {
+            Some(StateValue::Int(*step as i64))
+        }
+        pub fn load(entries: &mut StateEntries<'_>, key: &str) -> Result<f64> {
+            entries.step(key)
+        }
+    }
+
+    /// A tensor of the parameter's shape, kept for every parameter.
+    pub mod tensor {
+        use super::*;
+        pub fn save(t: &Tensor) -> Option<StateValue> {
+            Some(StateValue::Tensor(t.clone()))
+        }
+        pub fn load(entries: &mut StateEntries<'_>, key: &str) -> Result<Tensor> {
+            entries.tensor(key)
+        }
+    }
+
+    /// A tensor of the parameter's shape that only some settings keep.
+    pub mod optional_tensor {
+        use super::*;
+        pub fn save(t: &Option<Tensor>) -> Option<StateValue> {
+            t.clone().map(StateValue::Tensor)
+        }
+        pub fn load(entries: &mut StateEntries<'_>, key: &str) -> Result<Option<Tensor>> {
+            entries.optional_tensor(key)
+        }
+    }
+
+    /// A scalar torch keeps as a 0-d float32 tensor (ASGD's `eta`, NAdam's `mu_product`).
+    pub mod scalar_f32 {
+        use super::*;
+        pub fn save(x: &f32) -> Option<StateValue> {
+            Some(StateValue::Tensor(Tensor::scalar(*x)))
+        }
+        pub fn load(entries: &mut StateEntries<'_>, key: &str) -> Result<f32> {
+            entries.scalar_f32(key)
+        }
+    }
+}
+
+/// Implements [`ParamState`] from one list of the state's saved fields,
+/// each named as torch's key and given its kind (see [`field`]); fields after
+/// `skip` are workspace, not saved, and start from `Default`.
+///
+/// ```ignore
+/// param_state!(AdamState {
+///     step: step,
+///     exp_avg: tensor,
+///     exp_avg_sq: tensor,
+///     max_exp_avg_sq: optional_tensor,
+/// });
+/// ```
+#[macro_export]
+#[doc(hidden)]
+macro_rules! param_state {
+    ($ty:ident { $($field:ident: $kind:ident),+ $(,)? } $(skip { $($skip:ident),+ $(,)? })?) => {
+        impl $crate::ParamState for $ty {
+            fn to_entries(&self) -> $crate::ParamStateDict {
+                let mut entries = $crate::ParamStateDict::new();
+                $(
+                    if let Some(value) = $crate::state_field::$kind::save(&self.$field) {
+                        entries.insert(stringify!($field).into(), value);
+                    }
+                )+
+                entries
+            }
+
+            fn from_entries(mut entries: $crate::StateEntries<'_>) -> $crate::Result<Self> {
+                let state = $ty {
+                    $($field: $crate::state_field::$kind::load(&mut entries, stringify!($field))?,)+
+                    $($($skip: Default::default(),)+)?
+                };
+                entries.finish()?;
+                Ok(state)
+            }
+        }
+    };
+}
+
 /// torch's `step` as it appears in a state_dict: a 0-d float32 tensor.
 pub(crate) fn step_value(step: f64) -> StateValue {
     StateValue::Tensor(Tensor::scalar(step as f32))

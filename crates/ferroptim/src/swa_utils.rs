@@ -30,12 +30,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{py_float, Error, Result};
+use crate::error::{Error, Result};
 use crate::kernels::lerp;
 use crate::lr_scheduler::{set_extra, start, PerGroup, Progress, Rule};
 use crate::optimizer::Optimizer;
 use crate::param::Param;
 use crate::tensor::{Dtype, Element, Tensor, TensorData, TensorDataMut};
+use crate::validate::py_float;
 
 /// How [`AveragedModel`] averages.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -8,28 +8,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::json::JsonFloat;
-
-/// The element type of a tensor, named as torch names it in a state_dict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Dtype {
-    /// `torch.float32`
-    #[serde(rename = "float32")]
-    F32,
-    /// `torch.float64`
-    #[serde(rename = "float64")]
-    F64,
-}
-
-impl fmt::Display for Dtype {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Dtype::F32 => "float32",
-            Dtype::F64 => "float64",
-        })
-    }
-}
 
 /// The values of a tensor, one variant per dtype.
 #[derive(Clone, Debug, PartialEq)]

@@ -26,7 +26,7 @@ mod sparse;
 
 pub use adam_family::{nadam, radam, NadamScalars, RadamScalars};
 pub use asgd_rprop::{asgd, rprop, AsgdScalars, RpropScalars};
-pub use sparse::{adagrad_sparse, sparse_adam, SparseAdamScalars};
+pub use sparse::{adagrad_sparse, sgd_sparse, sparse_adam, SparseAdamScalars};
 
 pub(crate) fn check_len(
     kernel: &'static str,

@@ -12,12 +12,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_non_negative, py_float, Error, Result};
+use crate::algorithm::Algorithm;
+use crate::error::{Error, Result};
 use crate::kernels::{self, AdaptiveScalars};
-use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
+use crate::validate::{check_non_negative, py_float};
 
 /// Adadelta over param groups.
 pub type Adadelta = Optim<AdadeltaConfig>;
@@ -71,36 +72,16 @@ pub struct AdadeltaState {
     pub acc_delta: Tensor,
 }
 
-impl ParamState for AdadeltaState {
-    fn to_entries(&self) -> ParamStateDict {
-        ParamStateDict::from([
-            ("step".into(), step_value(self.step)),
-            (
-                "square_avg".into(),
-                StateValue::Tensor(self.square_avg.clone()),
-            ),
-            (
-                "acc_delta".into(),
-                StateValue::Tensor(self.acc_delta.clone()),
-            ),
-        ])
-    }
+crate::param_state!(AdadeltaState {
+    step: step,
+    square_avg: tensor,
+    acc_delta: tensor,
+});
 
-    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
-        let state = AdadeltaState {
-            step: entries.step("step")?,
-            square_avg: entries.tensor("square_avg")?,
-            acc_delta: entries.tensor("acc_delta")?,
-        };
-        entries.finish()?;
-        Ok(state)
-    }
-}
-
-impl Hyperparameters for AdadeltaConfig {
-    const NAME: &'static str = "Adadelta";
-    const TORCH_FLAGS: &'static [&'static str] = &["foreach", "capturable", "differentiable"];
-    const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
+crate::hyperparameters!(AdadeltaConfig {
+    name: "Adadelta",
+    torch_flags: &["foreach", "capturable", "differentiable"],
+    optional_keys: &["maximize"],
 
     fn validate(&self) -> Result<()> {
         check_non_negative("lr", "Invalid learning rate", self.lr)?;
@@ -117,15 +98,7 @@ impl Hyperparameters for AdadeltaConfig {
             self.weight_decay,
         )
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-}
+});
 
 impl Algorithm for AdadeltaConfig {
     type State = AdadeltaState;

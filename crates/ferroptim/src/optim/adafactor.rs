@@ -24,13 +24,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_non_negative, py_float, Error, Result};
+use crate::algorithm::Algorithm;
+use crate::error::{Error, Result};
 use crate::kernels::adafactor::{self, AdafactorScalars, SecondMoment};
 use crate::kernels::{py_max, py_min};
-use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
+use crate::state::ParamState;
 use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
+use crate::validate::{check_non_negative, py_float};
 
 /// Adafactor over param groups.
 pub type Adafactor = Optim<AdafactorConfig>;
@@ -164,10 +167,10 @@ impl ParamState for AdafactorState {
     }
 }
 
-impl Hyperparameters for AdafactorConfig {
-    const NAME: &'static str = "Adafactor";
-    const TORCH_FLAGS: &'static [&'static str] = &["foreach"];
-    const OPTIONAL_KEYS: &'static [&'static str] = &[];
+crate::hyperparameters!(AdafactorConfig {
+    name: "Adafactor",
+    torch_flags: &["foreach"],
+    optional_keys: &[],
 
     fn validate(&self) -> Result<()> {
         // torch's checks and messages, in torch's order; NaNs are refused too.
@@ -194,15 +197,7 @@ impl Hyperparameters for AdafactorConfig {
         let wd_label = "weight_decay should be >= 0 but is";
         check_non_negative("weight_decay", wd_label, self.weight_decay)
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-}
+});
 
 impl Algorithm for AdafactorConfig {
     type State = AdafactorState;

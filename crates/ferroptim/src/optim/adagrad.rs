@@ -17,12 +17,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_non_negative, Error, Result};
+use crate::algorithm::{Algorithm, Hyperparameters};
+use crate::error::{Error, Result};
 use crate::kernels::{self, AdaptiveScalars};
-use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::optimizer::Optim;
+use crate::param::SparseGrad;
 use crate::slot::ParamMeta;
-use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor, TensorDataMut};
+use crate::validate::check_non_negative;
 
 /// Adagrad over param groups.
 pub type Adagrad = Optim<AdagradConfig>;
@@ -78,28 +80,15 @@ pub struct AdagradState {
     pub sum: Tensor,
 }
 
-impl ParamState for AdagradState {
-    fn to_entries(&self) -> ParamStateDict {
-        ParamStateDict::from([
-            ("step".into(), step_value(self.step)),
-            ("sum".into(), StateValue::Tensor(self.sum.clone())),
-        ])
-    }
+crate::param_state!(AdagradState {
+    step: step,
+    sum: tensor,
+});
 
-    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
-        let state = AdagradState {
-            step: entries.step("step")?,
-            sum: entries.tensor("sum")?,
-        };
-        entries.finish()?;
-        Ok(state)
-    }
-}
-
-impl Hyperparameters for AdagradConfig {
-    const NAME: &'static str = "Adagrad";
-    const TORCH_FLAGS: &'static [&'static str] = &["foreach", "differentiable", "fused"];
-    const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
+crate::hyperparameters!(AdagradConfig {
+    name: "Adagrad",
+    torch_flags: &["foreach", "differentiable", "fused"],
+    optional_keys: &["maximize"],
 
     fn validate(&self) -> Result<()> {
         check_non_negative("lr", "Invalid learning rate", self.lr)?;
@@ -116,15 +105,7 @@ impl Hyperparameters for AdagradConfig {
         )?;
         check_non_negative("eps", "Invalid epsilon value", self.eps)
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-}
+});
 
 impl Algorithm for AdagradConfig {
     const EAGER_STATE: bool = true;
@@ -170,10 +151,12 @@ impl Algorithm for AdagradConfig {
         &self,
         param: &mut [T],
         shape: &[usize],
-        rows: &[usize],
-        values: &[T],
+        grad: &SparseGrad,
         state: &mut AdagradState,
+        _index: usize,
     ) -> Result<()> {
+        let (rows, values) = grad.coalesced::<T>()?;
+        let (rows, values) = (&rows[..], &values[..]);
         let step = state.step + 1.0;
         let clr = self.lr / (1.0 + (step - 1.0) * self.lr_decay);
         let h = AdaptiveScalars::<T>::new(-clr, 0.0, self.eps, self.maximize);

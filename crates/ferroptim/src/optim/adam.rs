@@ -19,12 +19,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_adam_like, Result};
+use crate::algorithm::Algorithm;
+use crate::error::Result;
 use crate::kernels::{self, AdamScalars};
-use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
+use crate::validate::check_adam_like;
 
 /// Adam over param groups: `Adam::new(params, AdamConfig { .. })`.
 pub type Adam = Optim<AdamConfig>;
@@ -88,52 +89,22 @@ pub struct AdamState {
     pub max_exp_avg_sq: Option<Tensor>,
 }
 
-impl ParamState for AdamState {
-    fn to_entries(&self) -> ParamStateDict {
-        let mut entries = ParamStateDict::new();
-        entries.insert("step".into(), step_value(self.step));
-        entries.insert("exp_avg".into(), StateValue::Tensor(self.exp_avg.clone()));
-        entries.insert(
-            "exp_avg_sq".into(),
-            StateValue::Tensor(self.exp_avg_sq.clone()),
-        );
-        if let Some(max) = &self.max_exp_avg_sq {
-            entries.insert("max_exp_avg_sq".into(), StateValue::Tensor(max.clone()));
-        }
-        entries
-    }
+crate::param_state!(AdamState {
+    step: step,
+    exp_avg: tensor,
+    exp_avg_sq: tensor,
+    max_exp_avg_sq: optional_tensor,
+});
 
-    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
-        let state = AdamState {
-            step: entries.step("step")?,
-            exp_avg: entries.tensor("exp_avg")?,
-            exp_avg_sq: entries.tensor("exp_avg_sq")?,
-            max_exp_avg_sq: entries.optional_tensor("max_exp_avg_sq")?,
-        };
-        entries.finish()?;
-        Ok(state)
-    }
-}
-
-impl Hyperparameters for AdamConfig {
-    const NAME: &'static str = "Adam";
-    const TORCH_FLAGS: &'static [&'static str] =
-        &["foreach", "capturable", "differentiable", "fused"];
-    const OPTIONAL_KEYS: &'static [&'static str] =
-        &["amsgrad", "maximize", "decoupled_weight_decay"];
+crate::hyperparameters!(AdamConfig {
+    name: "Adam",
+    torch_flags: &["foreach", "capturable", "differentiable", "fused"],
+    optional_keys: &["amsgrad", "maximize", "decoupled_weight_decay"],
 
     fn validate(&self) -> Result<()> {
         check_adam_like(self.lr, self.eps, self.betas, self.weight_decay)
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-}
+});
 
 impl Algorithm for AdamConfig {
     type State = AdamState;
@@ -191,6 +162,8 @@ impl Algorithm for AdamConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{ParamState, StateEntries, StateValue};
+    use crate::Hyperparameters;
 
     #[test]
     fn validation_follows_torch() {

@@ -11,12 +11,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_adam_like, Result};
+use crate::algorithm::Algorithm;
+use crate::error::Result;
 use crate::kernels::{self, AdaptiveScalars};
-use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
+use crate::validate::check_adam_like;
 
 /// Adamax over param groups.
 pub type Adamax = Optim<AdamaxConfig>;
@@ -70,43 +71,21 @@ pub struct AdamaxState {
     pub exp_inf: Tensor,
 }
 
-impl ParamState for AdamaxState {
-    fn to_entries(&self) -> ParamStateDict {
-        ParamStateDict::from([
-            ("step".into(), step_value(self.step)),
-            ("exp_avg".into(), StateValue::Tensor(self.exp_avg.clone())),
-            ("exp_inf".into(), StateValue::Tensor(self.exp_inf.clone())),
-        ])
-    }
+crate::param_state!(AdamaxState {
+    step: step,
+    exp_avg: tensor,
+    exp_inf: tensor,
+});
 
-    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
-        let state = AdamaxState {
-            step: entries.step("step")?,
-            exp_avg: entries.tensor("exp_avg")?,
-            exp_inf: entries.tensor("exp_inf")?,
-        };
-        entries.finish()?;
-        Ok(state)
-    }
-}
-
-impl Hyperparameters for AdamaxConfig {
-    const NAME: &'static str = "Adamax";
-    const TORCH_FLAGS: &'static [&'static str] = &["foreach", "differentiable", "capturable"];
-    const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
+crate::hyperparameters!(AdamaxConfig {
+    name: "Adamax",
+    torch_flags: &["foreach", "differentiable", "capturable"],
+    optional_keys: &["maximize"],
 
     fn validate(&self) -> Result<()> {
         check_adam_like(self.lr, self.eps, self.betas, self.weight_decay)
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-}
+});
 
 impl Algorithm for AdamaxConfig {
     type State = AdamaxState;

@@ -12,8 +12,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{AdamConfig, AdamState};
+use crate::algorithm::Algorithm;
 use crate::error::{Error, Result};
-use crate::optimizer::{Algorithm, Hyperparameters, Optim};
+use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
 use crate::tensor::Element;
 
@@ -80,10 +81,10 @@ impl AdamWConfig {
     }
 }
 
-impl Hyperparameters for AdamWConfig {
-    const NAME: &'static str = "AdamW";
-    const TORCH_FLAGS: &'static [&'static str] = AdamConfig::TORCH_FLAGS;
-    const OPTIONAL_KEYS: &'static [&'static str] = AdamConfig::OPTIONAL_KEYS;
+crate::hyperparameters!(AdamWConfig {
+    name: "AdamW",
+    torch_flags: AdamConfig::TORCH_FLAGS,
+    optional_keys: AdamConfig::OPTIONAL_KEYS,
 
     fn validate(&self) -> Result<()> {
         if !self.decoupled_weight_decay {
@@ -94,15 +95,7 @@ impl Hyperparameters for AdamWConfig {
         }
         self.to_adam().validate()
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-}
+});
 
 impl Algorithm for AdamWConfig {
     type State = AdamState;
@@ -125,6 +118,7 @@ impl Algorithm for AdamWConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Hyperparameters;
     use crate::{Optimizer, Param};
 
     #[test]

@@ -15,12 +15,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_non_negative, Result};
+use crate::algorithm::Algorithm;
+use crate::error::Result;
 use crate::kernels::{self, AsgdScalars};
-use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
+use crate::validate::check_non_negative;
 
 /// ASGD over param groups.
 pub type Asgd = Optim<AsgdConfig>;
@@ -82,32 +83,17 @@ pub struct AsgdState {
     pub ax: Tensor,
 }
 
-impl ParamState for AsgdState {
-    fn to_entries(&self) -> ParamStateDict {
-        ParamStateDict::from([
-            ("step".into(), step_value(self.step)),
-            ("eta".into(), StateValue::Tensor(Tensor::scalar(self.eta))),
-            ("mu".into(), StateValue::Tensor(Tensor::scalar(self.mu))),
-            ("ax".into(), StateValue::Tensor(self.ax.clone())),
-        ])
-    }
+crate::param_state!(AsgdState {
+    step: step,
+    eta: scalar_f32,
+    mu: scalar_f32,
+    ax: tensor,
+});
 
-    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
-        let state = AsgdState {
-            step: entries.step("step")?,
-            eta: entries.scalar_f32("eta")?,
-            mu: entries.scalar_f32("mu")?,
-            ax: entries.tensor("ax")?,
-        };
-        entries.finish()?;
-        Ok(state)
-    }
-}
-
-impl Hyperparameters for AsgdConfig {
-    const NAME: &'static str = "ASGD";
-    const TORCH_FLAGS: &'static [&'static str] = &["foreach", "differentiable", "capturable"];
-    const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
+crate::hyperparameters!(AsgdConfig {
+    name: "ASGD",
+    torch_flags: &["foreach", "differentiable", "capturable"],
+    optional_keys: &["maximize"],
 
     fn validate(&self) -> Result<()> {
         check_non_negative("lr", "Invalid learning rate", self.lr)?;
@@ -119,15 +105,7 @@ impl Hyperparameters for AsgdConfig {
             self.weight_decay,
         )
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-}
+});
 
 impl Algorithm for AsgdConfig {
     type State = AsgdState;

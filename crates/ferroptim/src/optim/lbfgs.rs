@@ -20,8 +20,12 @@
 //! state_dict, with torch's keys `func_evals`, `n_iter`, `d`, `t`,
 //! `old_dirs`, `old_stps`, `ro`, `H_diag`, `prev_flat_grad`, `prev_loss`;
 //! torch's scratch list `al` is recomputed before use and not kept). It
-//! takes one param group of parameters of one dtype. Each step allocates
-//! flat copies of the gradient, the direction and the history pairs.
+//! takes one param group of parameters of one dtype, of any
+//! [`ParamSlot`] kind (ferroptim's `Param`s, candle's `Var`s), and keeps no
+//! copy of them: the shared group store plus one state. Each step allocates
+//! flat copies of the gradient, the direction and the history pairs, and
+//! one of the parameters (torch's `x_init`, also what a failed step is
+//! rolled back to).
 
 mod iterate;
 mod state;
@@ -30,16 +34,18 @@ mod strong_wolfe;
 pub use state::LbfgsState;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
-use crate::error::{check_non_negative, Error, Result};
-use crate::group::{
-    check_no_duplicates, merge_options, options_from_saved, options_map, GroupSpec, IntoParamGroups,
+use crate::algorithm::Hyperparameters;
+use crate::error::{Error, Result};
+use crate::group::{GroupSpec, GroupStore, Groups, IntoParamGroups, ParamGroup};
+use crate::optimizer::{
+    hooked_load, hooked_state_dict, hooked_step, Optimizer, OptimizerHooks, StepOutcome,
 };
-use crate::optimizer::{check_extra_key, Hyperparameters, Optimizer, StepOutcome};
-use crate::param::{Grad, Param};
+use crate::param::Param;
+use crate::slot::ParamSlot;
 use crate::state::{StateDict, StateEntries};
-use crate::tensor::{Dtype, Element};
+use crate::tensor::{numel, Dtype};
+use crate::validate::check_non_negative;
 
 /// The line search LBFGS may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,10 +110,10 @@ impl Default for LbfgsConfig {
     }
 }
 
-impl Hyperparameters for LbfgsConfig {
-    const NAME: &'static str = "LBFGS";
-    const TORCH_FLAGS: &'static [&'static str] = &[];
-    const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
+crate::hyperparameters!(LbfgsConfig {
+    name: "LBFGS",
+    torch_flags: &[],
+    optional_keys: &["maximize"],
 
     fn validate(&self) -> Result<()> {
         check_non_negative("lr", "Invalid learning rate", self.lr)?;
@@ -121,25 +127,18 @@ impl Hyperparameters for LbfgsConfig {
         Ok(())
     }
 
-    fn lr(&self) -> f64 {
-        self.lr
+    fn resolve(&mut self) {
+        self.max_eval = self.max_eval.or(Some(default_max_eval(self.max_iter)));
     }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-}
+});
 
 /// L-BFGS over one group of parameters: `step_with_closure` only.
 #[derive(Clone, Debug)]
-pub struct Lbfgs {
-    defaults: LbfgsConfig,
-    params: Vec<Param>,
+pub struct Lbfgs<P: ParamSlot = Param> {
+    groups: Groups<LbfgsConfig, P>,
     dtype: Dtype,
-    /// The hyperparameters of the one param group.
-    pub options: LbfgsConfig,
-    extra: Map<String, Value>,
     state: Option<LbfgsState>,
+    hooks: OptimizerHooks,
 }
 
 fn single_group() -> Error {
@@ -149,32 +148,20 @@ fn single_group() -> Error {
     }
 }
 
-impl Lbfgs {
+impl<P: ParamSlot> Lbfgs<P> {
     /// LBFGS over `params`: one group, every parameter of the same dtype.
     /// `max_eval` left as `None` becomes `max_iter * 5 / 4`, as in torch.
-    pub fn new(params: impl IntoParamGroups, defaults: LbfgsConfig) -> Result<Self> {
-        let mut defaults = defaults;
-        defaults.validate()?;
-        defaults.max_eval = defaults
-            .max_eval
-            .or(Some(default_max_eval(defaults.max_iter)));
-        let mut groups = params.into_param_groups();
-        if groups.iter().all(|g| g.params.is_empty()) {
+    pub fn new(params: impl IntoParamGroups<P>, defaults: LbfgsConfig) -> Result<Self> {
+        let groups = Groups::new(params, defaults, &|_, _, _| Ok(()))?;
+        if groups.num_params() == 0 {
             return Err(Error::EmptyParamList);
-        }
-        let mut seen = std::collections::HashSet::new();
-        for group in &groups {
-            check_no_duplicates(&group.params, &seen)?;
-            seen.extend(group.params.iter().map(|p| p.id()));
         }
         if groups.len() != 1 {
             return Err(single_group());
         }
-        let group = groups.remove(0);
-        let dtype = group.params[0].dtype();
-        if let Some((i, p)) = group
-            .params
-            .iter()
+        let dtype = groups.params().next().map_or(Dtype::F32, ParamSlot::dtype);
+        if let Some((i, p)) = groups
+            .params()
             .enumerate()
             .find(|(_, p)| p.dtype() != dtype)
         {
@@ -184,14 +171,11 @@ impl Lbfgs {
                 found: p.dtype(),
             });
         }
-        let options = merge_options(&defaults, &group.options)?;
         Ok(Lbfgs {
-            defaults,
-            params: group.params,
+            groups,
             dtype,
-            options,
-            extra: Map::new(),
             state: None,
+            hooks: OptimizerHooks::default(),
         })
     }
 
@@ -200,71 +184,51 @@ impl Lbfgs {
         self.state.as_ref()
     }
 
-    fn numel(&self) -> usize {
-        self.params.iter().map(Param::numel).sum()
+    /// The hyperparameters of the one param group.
+    pub fn options(&self) -> &LbfgsConfig {
+        &self.groups.as_slice()[0].options
     }
 
-    /// The one saved group's hyperparameters, extra keys and first
-    /// parameter index, checked against this optimizer's group.
-    fn read_param_groups(
-        &self,
-        saved: &[Map<String, Value>],
-    ) -> Result<(LbfgsConfig, Map<String, Value>, usize)> {
-        let [saved] = saved else {
-            return Err(Error::GroupCountMismatch {
-                expected: 1,
-                found: saved.len(),
-            });
-        };
-        let ids = crate::optimizer::saved_param_ids(saved, 0)?;
-        if ids.len() != self.params.len() {
-            return Err(Error::GroupSizeMismatch {
-                group: 0,
-                expected: self.params.len(),
-                found: ids.len(),
-            });
-        }
-        let (mut options, extra) = options_from_saved::<LbfgsConfig>(saved, 0)?;
-        options.max_eval = options
-            .max_eval
-            .or(Some(default_max_eval(options.max_iter)));
-        Ok((options, extra, ids.first().copied().unwrap_or(0)))
+    /// The hyperparameters of the one param group, to change between steps.
+    pub fn options_mut(&mut self) -> &mut LbfgsConfig {
+        &mut self.groups.as_mut_slice()[0].options
     }
 
-    fn check_group(&self, group: usize) -> Result<()> {
-        if group == 0 {
-            Ok(())
-        } else {
-            Err(Error::NoSuchGroup { group, groups: 1 })
-        }
+    /// The one param group.
+    pub fn param_groups(&self) -> &[ParamGroup<LbfgsConfig, P>] {
+        self.groups.as_slice()
     }
-}
 
-impl Lbfgs {
     /// Refused: torch's LBFGS "doesn't support per-parameter options (parameter groups)".
-    pub fn add_param_group(&mut self, _: GroupSpec) -> Result<()> {
+    pub fn add_param_group(&mut self, _: GroupSpec<P>) -> Result<()> {
         Err(single_group())
     }
 
     /// The parameters, in order.
-    pub fn params(&self) -> Vec<Param> {
-        self.params.clone()
+    pub fn params(&self) -> Vec<P> {
+        self.groups.params().cloned().collect()
+    }
+
+    fn numel(&self) -> usize {
+        self.groups.params().map(|p| numel(&p.shape())).sum()
     }
 }
 
-impl Optimizer for Lbfgs {
+impl<P: ParamSlot> Optimizer for Lbfgs<P> {
     fn name(&self) -> &'static str {
         LbfgsConfig::NAME
     }
 
-    fn zero_grad_with(&mut self, set_to_none: bool) {
-        for p in &self.params {
-            if set_to_none {
-                p.clear_grad();
-            } else {
-                p.zero_grad_in_place();
-            }
-        }
+    fn group_store(&self) -> &dyn GroupStore {
+        &self.groups
+    }
+
+    fn group_store_mut(&mut self) -> &mut dyn GroupStore {
+        &mut self.groups
+    }
+
+    fn hooks(&self) -> &OptimizerHooks {
+        &self.hooks
     }
 
     fn step(&mut self) -> Result<()> {
@@ -281,122 +245,50 @@ impl Optimizer for Lbfgs {
     }
 
     fn step_with_closure(&mut self, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64> {
-        match self.dtype {
-            Dtype::F32 => iterate::step::<f32>(self, closure),
-            Dtype::F64 => iterate::step::<f64>(self, closure),
-        }
+        hooked_step(self, |opt| match opt.dtype {
+            Dtype::F32 => iterate::step::<f32, P>(opt, closure),
+            Dtype::F64 => iterate::step::<f64, P>(opt, closure),
+        })
     }
 
     fn state_dict(&self) -> StateDict {
-        let mut sd = StateDict {
-            param_groups: self.param_groups_json(),
-            ..StateDict::default()
-        };
-        if let Some(state) = &self.state {
-            sd.state.insert(0, state.to_entries(self.dtype));
-        }
-        sd
+        hooked_state_dict(self, || {
+            let mut sd = StateDict {
+                param_groups: self.groups.param_groups_json(),
+                ..StateDict::default()
+            };
+            if let Some(state) = &self.state {
+                sd.state.insert(0, state.to_entries(self.dtype));
+            }
+            sd
+        })
     }
 
     fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
-        let (options, extra, first) = self.read_param_groups(&sd.param_groups)?;
-        let numel = self.numel();
-        let mut state = None;
-        for (&id, entries) in &sd.state {
-            if id != first {
-                return Err(Error::state(
-                    format!("state[{id}]"),
-                    format!("LBFGS keeps its state under its first parameter, {first}"),
-                ));
+        hooked_load(self, sd, |opt, sd| {
+            let saved = opt.groups.read_saved(&sd.param_groups)?;
+            let first = saved[0].ids.first().copied().unwrap_or(0);
+            let numel = opt.numel();
+            let mut state = None;
+            for (&id, entries) in &sd.state {
+                if id != first {
+                    return Err(Error::state(
+                        format!("state[{id}]"),
+                        format!("LBFGS keeps its state under its first parameter, {first}"),
+                    ));
+                }
+                let reader =
+                    StateEntries::new(id, std::slice::from_ref(&numel), opt.dtype, entries);
+                state = Some(LbfgsState::from_entries(reader, numel)?);
             }
-            let reader = StateEntries::new(id, std::slice::from_ref(&numel), self.dtype, entries);
-            state = Some(LbfgsState::from_entries(reader, numel)?);
-        }
-        self.options = options;
-        self.extra = extra;
-        self.state = state;
-        Ok(())
-    }
-
-    fn param_groups_json(&self) -> Vec<Map<String, Value>> {
-        let mut group = options_map(&self.options);
-        group.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let ids = (0..self.params.len()).map(Value::from).collect();
-        group.insert("params".into(), Value::Array(ids));
-        vec![group]
-    }
-
-    fn load_param_groups(&mut self, groups: &[Map<String, Value>]) -> Result<()> {
-        let (options, extra, _) = self.read_param_groups(groups)?;
-        self.options = options;
-        self.extra = extra;
-        Ok(())
-    }
-
-    fn num_param_groups(&self) -> usize {
-        1
-    }
-
-    fn defaults_json(&self) -> Map<String, Value> {
-        options_map(&self.defaults)
-    }
-
-    fn hyperparameter(&self, group: usize, key: &str) -> Option<Value> {
-        self.check_group(group).ok()?;
-        let mut options = options_map(&self.options);
-        options.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-        options.remove(key)
-    }
-
-    fn set_hyperparameter(&mut self, group: usize, key: &str, value: Value) -> Result<()> {
-        self.check_group(group)?;
-        self.options = merge_options(&self.options, &Map::from_iter([(key.to_string(), value)]))?;
-        Ok(())
-    }
-
-    fn set_group_extra(&mut self, group: usize, key: &str, value: Value) -> Result<()> {
-        self.check_group(group)?;
-        check_extra_key::<LbfgsConfig>(key, &value)?;
-        self.extra.insert(key.to_string(), value);
-        Ok(())
-    }
-
-    fn lr(&self, group: usize) -> Option<f64> {
-        self.check_group(group).ok().map(|_| self.options.lr)
-    }
-
-    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
-        self.check_group(group)?;
-        self.options.lr = lr;
-        Ok(())
+            opt.groups.commit(saved);
+            opt.state = state;
+            Ok(())
+        })
     }
 }
 
 /// torch's default `max_eval`, `max_iter * 5 // 4` (at most `usize::MAX`).
 pub(super) fn default_max_eval(max_iter: usize) -> usize {
     usize::try_from(max_iter as u128 * 5 / 4).unwrap_or(usize::MAX)
-}
-
-fn grad_of<T: Element>(p: &Param, out: &mut Vec<T>) -> Result<()> {
-    let inner = p.read();
-    let numel = inner.value.numel();
-    let start = out.len();
-    match &inner.grad {
-        None => out.resize(start + numel, T::ZERO),
-        Some(Grad::Dense(g)) => out.extend_from_slice(g.as_slice::<T>()?),
-        Some(Grad::Sparse(g)) => {
-            out.resize(start + numel, T::ZERO);
-            let (rows, values) = g.coalesced::<T>()?;
-            let width = if rows.is_empty() {
-                0
-            } else {
-                values.len() / rows.len()
-            };
-            for (k, &r) in rows.iter().enumerate() {
-                let dst = start + r * width;
-                out[dst..dst + width].copy_from_slice(&values[k * width..(k + 1) * width]);
-            }
-        }
-    }
-    Ok(())
 }

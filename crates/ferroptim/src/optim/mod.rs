@@ -1,4 +1,5 @@
-//! The optimization algorithms, one module each, and [`build`] to make one by name.
+//! The optimization algorithms, one module each, and [`build`] to make one by name
+//! from the [`registry`]: one row per optimizer.
 //!
 //! Each module holds the algorithm's `Config` (torch's arguments and
 //! defaults), its per-parameter `State` (torch's state keys) and its update;
@@ -36,87 +37,6 @@ pub use rprop::{Rprop, RpropConfig, RpropState};
 pub use sgd::{Sgd, SgdConfig, SgdState};
 pub use sparse_adam::{SparseAdam, SparseAdamConfig, SparseAdamState};
 
-use crate::error::{Error, Result};
-use crate::group::IntoParamGroups;
-use crate::optimizer::{Algorithm, Optim, Optimizer};
+pub mod registry;
 
-/// The names [`build`] accepts (case-insensitive), torch's class names in lower case.
-pub const NAMES: &[&str] = &[
-    "sgd",
-    "adam",
-    "adamax",
-    "adadelta",
-    "adagrad",
-    "rmsprop",
-    "asgd",
-    "rprop",
-    "sparseadam",
-    "adamw",
-    "nadam",
-    "radam",
-    "adafactor",
-    "muon",
-    "lbfgs",
-];
-
-/// Builds an optimizer by name from a JSON object of torch's arguments;
-/// arguments left out take torch's defaults.
-///
-/// ```
-/// use ferroptim::{optim, Optimizer, Param};
-/// let p = Param::zeros::<f32>(&[4]);
-/// let opt = optim::build("adam", r#"{"lr": 0.01, "amsgrad": true}"#, [p])?;
-/// assert_eq!((opt.name(), opt.lr(0)), ("Adam", Some(0.01)));
-/// assert!(optim::build("adam", r#"{"lr": 0.01, "amsgard": true}"#, [Param::zeros::<f32>(&[1])]).is_err());
-/// assert!(optim::build("adamz", "{}", [Param::zeros::<f32>(&[1])]).is_err());
-/// # Ok::<(), ferroptim::Error>(())
-/// ```
-pub fn build(
-    name: &str,
-    config_json: &str,
-    params: impl IntoParamGroups,
-) -> Result<Box<dyn Optimizer>> {
-    fn make<A: Algorithm>(json: &str, params: impl IntoParamGroups) -> Result<Box<dyn Optimizer>> {
-        let json = if json.trim().is_empty() { "{}" } else { json };
-        let config: A = serde_json::from_str(json)
-            .and_then(crate::json::from_value)
-            .map_err(|e| Error::InvalidConfig {
-                optimizer: A::NAME,
-                reason: e.to_string(),
-            })?;
-        Ok(Box::new(Optim::new(params, config)?))
-    }
-    match name.to_ascii_lowercase().as_str() {
-        "sgd" => make::<SgdConfig>(config_json, params),
-        "adam" => make::<AdamConfig>(config_json, params),
-        "adamax" => make::<AdamaxConfig>(config_json, params),
-        "adadelta" => make::<AdadeltaConfig>(config_json, params),
-        "adagrad" => make::<AdagradConfig>(config_json, params),
-        "rmsprop" => make::<RmspropConfig>(config_json, params),
-        "asgd" => make::<AsgdConfig>(config_json, params),
-        "rprop" => make::<RpropConfig>(config_json, params),
-        "sparseadam" => make::<SparseAdamConfig>(config_json, params),
-        "adamw" => make::<AdamWConfig>(config_json, params),
-        "nadam" => make::<NAdamConfig>(config_json, params),
-        "radam" => make::<RAdamConfig>(config_json, params),
-        "adafactor" => make::<AdafactorConfig>(config_json, params),
-        "muon" => make::<MuonConfig>(config_json, params),
-        "lbfgs" => {
-            let json = if config_json.trim().is_empty() {
-                "{}"
-            } else {
-                config_json
-            };
-            let config: LbfgsConfig =
-                serde_json::from_str(json).map_err(|e| Error::InvalidConfig {
-                    optimizer: "LBFGS",
-                    reason: e.to_string(),
-                })?;
-            Ok(Box::new(Lbfgs::new(params, config)?))
-        }
-        _ => Err(Error::UnknownOptimizer {
-            name: name.to_string(),
-            expected: NAMES.join(", "),
-        }),
-    }
-}
+crate::for_each_optimizer!(crate::__ferroptim_registry);

@@ -22,12 +22,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_non_negative, Error, Result};
+use crate::algorithm::{Algorithm, Hyperparameters};
+use crate::error::{Error, Result};
 use crate::kernels::{check_len, lerp, newton_schulz::NewtonSchulz};
-use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::state::{ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
+use crate::validate::check_non_negative;
 
 /// Muon over param groups.
 pub type Muon = Optim<MuonConfig>;
@@ -108,26 +109,14 @@ pub struct MuonState {
     workspace: NewtonSchulz,
 }
 
-impl ParamState for MuonState {
-    fn to_entries(&self) -> ParamStateDict {
-        let buf = StateValue::Tensor(self.momentum_buffer.clone());
-        ParamStateDict::from([("momentum_buffer".into(), buf)])
-    }
+crate::param_state!(MuonState {
+    momentum_buffer: tensor,
+} skip { workspace });
 
-    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
-        let momentum_buffer = entries.tensor("momentum_buffer")?;
-        entries.finish()?;
-        Ok(MuonState {
-            momentum_buffer,
-            workspace: NewtonSchulz::default(),
-        })
-    }
-}
-
-impl Hyperparameters for MuonConfig {
-    const NAME: &'static str = "Muon";
-    const TORCH_FLAGS: &'static [&'static str] = &[];
-    const OPTIONAL_KEYS: &'static [&'static str] = &[];
+crate::hyperparameters!(MuonConfig {
+    name: "Muon",
+    torch_flags: &[],
+    optional_keys: &[],
 
     fn validate(&self) -> Result<()> {
         // torch's checks and messages, in torch's order; NaNs are refused too.
@@ -147,15 +136,7 @@ impl Hyperparameters for MuonConfig {
         }
         Ok(())
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-}
+});
 
 impl Algorithm for MuonConfig {
     type State = MuonState;

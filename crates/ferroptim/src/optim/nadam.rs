@@ -17,12 +17,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_adam_like, check_non_negative, Result};
+use crate::algorithm::Algorithm;
+use crate::error::Result;
 use crate::kernels::{self, NadamScalars};
-use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
+use crate::validate::{check_adam_like, check_non_negative};
 
 /// NAdam over param groups.
 pub type NAdam = Optim<NAdamConfig>;
@@ -85,38 +86,17 @@ pub struct NAdamState {
     pub exp_avg_sq: Tensor,
 }
 
-impl ParamState for NAdamState {
-    fn to_entries(&self) -> ParamStateDict {
-        ParamStateDict::from([
-            ("step".into(), step_value(self.step)),
-            (
-                "mu_product".into(),
-                StateValue::Tensor(Tensor::scalar(self.mu_product)),
-            ),
-            ("exp_avg".into(), StateValue::Tensor(self.exp_avg.clone())),
-            (
-                "exp_avg_sq".into(),
-                StateValue::Tensor(self.exp_avg_sq.clone()),
-            ),
-        ])
-    }
+crate::param_state!(NAdamState {
+    step: step,
+    mu_product: scalar_f32,
+    exp_avg: tensor,
+    exp_avg_sq: tensor,
+});
 
-    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
-        let state = NAdamState {
-            step: entries.step("step")?,
-            mu_product: entries.scalar_f32("mu_product")?,
-            exp_avg: entries.tensor("exp_avg")?,
-            exp_avg_sq: entries.tensor("exp_avg_sq")?,
-        };
-        entries.finish()?;
-        Ok(state)
-    }
-}
-
-impl Hyperparameters for NAdamConfig {
-    const NAME: &'static str = "NAdam";
-    const TORCH_FLAGS: &'static [&'static str] = &["foreach", "capturable", "differentiable"];
-    const OPTIONAL_KEYS: &'static [&'static str] = &["maximize", "decoupled_weight_decay"];
+crate::hyperparameters!(NAdamConfig {
+    name: "NAdam",
+    torch_flags: &["foreach", "capturable", "differentiable"],
+    optional_keys: &["maximize", "decoupled_weight_decay"],
 
     fn validate(&self) -> Result<()> {
         check_adam_like(self.lr, self.eps, self.betas, self.weight_decay)?;
@@ -126,15 +106,7 @@ impl Hyperparameters for NAdamConfig {
             self.momentum_decay,
         )
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-}
+});
 
 impl Algorithm for NAdamConfig {
     type State = NAdamState;

@@ -14,12 +14,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_adam_like, Result};
+use crate::algorithm::Algorithm;
+use crate::error::Result;
 use crate::kernels::{self, RadamScalars};
-use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
+use crate::validate::check_adam_like;
 
 /// RAdam over param groups.
 pub type RAdam = Optim<RAdamConfig>;
@@ -77,46 +78,21 @@ pub struct RAdamState {
     pub exp_avg_sq: Tensor,
 }
 
-impl ParamState for RAdamState {
-    fn to_entries(&self) -> ParamStateDict {
-        ParamStateDict::from([
-            ("step".into(), step_value(self.step)),
-            ("exp_avg".into(), StateValue::Tensor(self.exp_avg.clone())),
-            (
-                "exp_avg_sq".into(),
-                StateValue::Tensor(self.exp_avg_sq.clone()),
-            ),
-        ])
-    }
+crate::param_state!(RAdamState {
+    step: step,
+    exp_avg: tensor,
+    exp_avg_sq: tensor,
+});
 
-    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
-        let state = RAdamState {
-            step: entries.step("step")?,
-            exp_avg: entries.tensor("exp_avg")?,
-            exp_avg_sq: entries.tensor("exp_avg_sq")?,
-        };
-        entries.finish()?;
-        Ok(state)
-    }
-}
-
-impl Hyperparameters for RAdamConfig {
-    const NAME: &'static str = "RAdam";
-    const TORCH_FLAGS: &'static [&'static str] = &["foreach", "capturable", "differentiable"];
-    const OPTIONAL_KEYS: &'static [&'static str] = &["maximize", "decoupled_weight_decay"];
+crate::hyperparameters!(RAdamConfig {
+    name: "RAdam",
+    torch_flags: &["foreach", "capturable", "differentiable"],
+    optional_keys: &["maximize", "decoupled_weight_decay"],
 
     fn validate(&self) -> Result<()> {
         check_adam_like(self.lr, self.eps, self.betas, self.weight_decay)
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-}
+});
 
 impl Algorithm for RAdamConfig {
     type State = RAdamState;

@@ -13,12 +13,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_non_negative, Result};
+use crate::algorithm::Algorithm;
+use crate::error::Result;
 use crate::kernels::{self, AdaptiveScalars, RmspropBuffers};
-use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
+use crate::validate::check_non_negative;
 
 /// RMSprop over param groups.
 pub type Rmsprop = Optim<RmspropConfig>;
@@ -80,40 +81,17 @@ pub struct RmspropState {
     pub grad_avg: Option<Tensor>,
 }
 
-impl ParamState for RmspropState {
-    fn to_entries(&self) -> ParamStateDict {
-        let mut entries = ParamStateDict::from([
-            ("step".into(), step_value(self.step)),
-            (
-                "square_avg".into(),
-                StateValue::Tensor(self.square_avg.clone()),
-            ),
-        ]);
-        if let Some(buf) = &self.momentum_buffer {
-            entries.insert("momentum_buffer".into(), StateValue::Tensor(buf.clone()));
-        }
-        if let Some(avg) = &self.grad_avg {
-            entries.insert("grad_avg".into(), StateValue::Tensor(avg.clone()));
-        }
-        entries
-    }
+crate::param_state!(RmspropState {
+    step: step,
+    square_avg: tensor,
+    momentum_buffer: optional_tensor,
+    grad_avg: optional_tensor,
+});
 
-    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
-        let state = RmspropState {
-            step: entries.step("step")?,
-            square_avg: entries.tensor("square_avg")?,
-            momentum_buffer: entries.optional_tensor("momentum_buffer")?,
-            grad_avg: entries.optional_tensor("grad_avg")?,
-        };
-        entries.finish()?;
-        Ok(state)
-    }
-}
-
-impl Hyperparameters for RmspropConfig {
-    const NAME: &'static str = "RMSprop";
-    const TORCH_FLAGS: &'static [&'static str] = &["capturable", "foreach", "differentiable"];
-    const OPTIONAL_KEYS: &'static [&'static str] = &["momentum", "centered", "maximize"];
+crate::hyperparameters!(RmspropConfig {
+    name: "RMSprop",
+    torch_flags: &["capturable", "foreach", "differentiable"],
+    optional_keys: &["momentum", "centered", "maximize"],
 
     fn validate(&self) -> Result<()> {
         check_non_negative("lr", "Invalid learning rate", self.lr)?;
@@ -126,15 +104,7 @@ impl Hyperparameters for RmspropConfig {
         )?;
         check_non_negative("alpha", "Invalid alpha value", self.alpha)
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-}
+});
 
 impl Algorithm for RmspropConfig {
     type State = RmspropState;

@@ -15,12 +15,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_non_negative, py_float, Error, Result};
+use crate::algorithm::Algorithm;
+use crate::error::{Error, Result};
 use crate::kernels::{self, RpropScalars};
-use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::state::{step_value, ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor, TensorDataMut};
+use crate::validate::{check_non_negative, py_float};
 
 /// Rprop over param groups.
 pub type Rprop = Optim<RpropConfig>;
@@ -74,33 +75,16 @@ pub struct RpropState {
     pub step_size: Tensor,
 }
 
-impl ParamState for RpropState {
-    fn to_entries(&self) -> ParamStateDict {
-        ParamStateDict::from([
-            ("step".into(), step_value(self.step)),
-            ("prev".into(), StateValue::Tensor(self.prev.clone())),
-            (
-                "step_size".into(),
-                StateValue::Tensor(self.step_size.clone()),
-            ),
-        ])
-    }
+crate::param_state!(RpropState {
+    step: step,
+    prev: tensor,
+    step_size: tensor,
+});
 
-    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
-        let state = RpropState {
-            step: entries.step("step")?,
-            prev: entries.tensor("prev")?,
-            step_size: entries.tensor("step_size")?,
-        };
-        entries.finish()?;
-        Ok(state)
-    }
-}
-
-impl Hyperparameters for RpropConfig {
-    const NAME: &'static str = "Rprop";
-    const TORCH_FLAGS: &'static [&'static str] = &["foreach", "differentiable", "capturable"];
-    const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
+crate::hyperparameters!(RpropConfig {
+    name: "Rprop",
+    torch_flags: &["foreach", "differentiable", "capturable"],
+    optional_keys: &["maximize"],
 
     fn validate(&self) -> Result<()> {
         check_non_negative("lr", "Invalid learning rate", self.lr)?;
@@ -117,15 +101,7 @@ impl Hyperparameters for RpropConfig {
         }
         Ok(())
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-}
+});
 
 impl Algorithm for RpropConfig {
     type State = RpropState;

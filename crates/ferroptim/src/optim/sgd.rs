@@ -13,15 +13,27 @@
 //!
 //! As torch, the state (`momentum_buffer`) exists only when `momentum != 0`,
 //! and the buffer starts as a copy of the first gradient.
+//!
+//! Sparse gradients (embedding rows) are taken as torch 2.15 takes them:
+//! with any momentum, dampening, nesterov and maximize, but not with weight
+//! decay (torch fails inside the step, `add(sparse, dense) is not
+//! supported`; here it is a typed error before anything changes). Without
+//! momentum only the gradient's rows change, added entry by entry as torch
+//! adds a sparse tensor to a dense one, so the bits are torch's. With
+//! momentum the buffer is kept dense: torch keeps it as an uncoalesced
+//! sparse tensor whose entries it scales and adds one by one, so the same
+//! sums are rounded in another order (differences of an ulp or so).
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_non_negative, py_float, Error, Result};
+use crate::algorithm::{Algorithm, Hyperparameters};
+use crate::error::{Error, Result};
 use crate::kernels::{self, SgdScalars};
-use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::optimizer::Optim;
+use crate::param::SparseGrad;
 use crate::slot::ParamMeta;
-use crate::state::{ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
+use crate::validate::{check_non_negative, py_float};
 
 /// SGD over param groups: `Sgd::new(params, SgdConfig { .. })`.
 #[doc(alias = "SGD")]
@@ -75,26 +87,14 @@ pub struct SgdState {
     pub momentum_buffer: Option<Tensor>,
 }
 
-impl ParamState for SgdState {
-    fn to_entries(&self) -> ParamStateDict {
-        let mut entries = ParamStateDict::new();
-        if let Some(buf) = &self.momentum_buffer {
-            entries.insert("momentum_buffer".into(), StateValue::Tensor(buf.clone()));
-        }
-        entries
-    }
+crate::param_state!(SgdState {
+    momentum_buffer: optional_tensor,
+});
 
-    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
-        let momentum_buffer = entries.optional_tensor("momentum_buffer")?;
-        entries.finish()?;
-        Ok(SgdState { momentum_buffer })
-    }
-}
-
-impl Hyperparameters for SgdConfig {
-    const NAME: &'static str = "SGD";
-    const TORCH_FLAGS: &'static [&'static str] = &["foreach", "differentiable", "fused"];
-    const OPTIONAL_KEYS: &'static [&'static str] = &["nesterov", "maximize"];
+crate::hyperparameters!(SgdConfig {
+    name: "SGD",
+    torch_flags: &["foreach", "differentiable", "fused"],
+    optional_keys: &["nesterov", "maximize"],
 
     fn validate(&self) -> Result<()> {
         // torch's checks, in torch's order. torch lets a NaN through `lr < 0.0`; we don't.
@@ -117,15 +117,7 @@ impl Hyperparameters for SgdConfig {
         }
         Ok(())
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-}
+});
 
 impl Algorithm for SgdConfig {
     type State = SgdState;
@@ -161,6 +153,51 @@ impl Algorithm for SgdConfig {
                 Ok(())
             }
         }
+    }
+
+    fn check_grad(&self, sparse: bool, param: usize) -> Result<()> {
+        if sparse && self.weight_decay != 0.0 {
+            return Err(Error::SparseGradIncompatible {
+                optimizer: Self::NAME,
+                option: "weight_decay",
+                param,
+            });
+        }
+        Ok(())
+    }
+
+    fn update_sparse<T: Element>(
+        &self,
+        param: &mut [T],
+        shape: &[usize],
+        grad: &SparseGrad,
+        state: &mut SgdState,
+        index: usize,
+    ) -> Result<()> {
+        self.check_grad(true, index)?;
+        let width = shape.get(1..).map_or(1, |s| s.iter().product());
+        if self.momentum == 0.0 {
+            let values = grad.values().as_slice::<T>()?;
+            let neg_lr = T::from_f64(-self.lr);
+            let rows = grad.indices();
+            return kernels::sgd_sparse(param, rows, values, width, neg_lr, self.maximize);
+        }
+        // The momentum buffer is dense: run the dense update on the
+        // coalesced gradient, zero outside its rows.
+        let (rows, values) = grad.coalesced::<T>()?;
+        let mut dense = vec![T::ZERO; param.len()];
+        for (k, &r) in rows.iter().enumerate() {
+            let row = dense
+                .get_mut(r * width..(r + 1) * width)
+                .ok_or(Error::LengthMismatch {
+                    kernel: "sgd_sparse",
+                    name: "row index",
+                    expected: param.len() / width.max(1),
+                    found: r + 1,
+                })?;
+            row.copy_from_slice(&values[k * width..(k + 1) * width]);
+        }
+        self.update(param, &dense, shape, state)
     }
 }
 

@@ -17,12 +17,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_positive, check_unit_interval, Error, Result};
+use crate::algorithm::{Algorithm, Hyperparameters};
+use crate::error::{Error, Result};
 use crate::kernels::{self, SparseAdamScalars};
-use crate::optimizer::{Algorithm, Hyperparameters, Optim, ParamState};
+use crate::optimizer::Optim;
+use crate::param::SparseGrad;
 use crate::slot::ParamMeta;
-use crate::state::{ParamStateDict, StateEntries, StateValue};
 use crate::tensor::{Element, Tensor};
+use crate::validate::{check_positive, check_unit_interval};
 
 /// SparseAdam over param groups.
 pub type SparseAdam = Optim<SparseAdamConfig>;
@@ -76,33 +78,16 @@ pub struct SparseAdamState {
     pub exp_avg_sq: Tensor,
 }
 
-impl ParamState for SparseAdamState {
-    fn to_entries(&self) -> ParamStateDict {
-        ParamStateDict::from([
-            ("step".into(), StateValue::Int(self.step as i64)),
-            ("exp_avg".into(), StateValue::Tensor(self.exp_avg.clone())),
-            (
-                "exp_avg_sq".into(),
-                StateValue::Tensor(self.exp_avg_sq.clone()),
-            ),
-        ])
-    }
+crate::param_state!(SparseAdamState {
+    step: int_step,
+    exp_avg: tensor,
+    exp_avg_sq: tensor,
+});
 
-    fn from_entries(mut entries: StateEntries<'_>) -> Result<Self> {
-        let state = SparseAdamState {
-            step: entries.step("step")?,
-            exp_avg: entries.tensor("exp_avg")?,
-            exp_avg_sq: entries.tensor("exp_avg_sq")?,
-        };
-        entries.finish()?;
-        Ok(state)
-    }
-}
-
-impl Hyperparameters for SparseAdamConfig {
-    const NAME: &'static str = "SparseAdam";
-    const TORCH_FLAGS: &'static [&'static str] = &[];
-    const OPTIONAL_KEYS: &'static [&'static str] = &["maximize"];
+crate::hyperparameters!(SparseAdamConfig {
+    name: "SparseAdam",
+    torch_flags: &[],
+    optional_keys: &["maximize"],
 
     fn validate(&self) -> Result<()> {
         check_positive("lr", "Invalid learning rate", self.lr)?;
@@ -110,15 +95,7 @@ impl Hyperparameters for SparseAdamConfig {
         check_unit_interval("betas", "Invalid beta parameter at index 0", self.betas.0)?;
         check_unit_interval("betas", "Invalid beta parameter at index 1", self.betas.1)
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-}
+});
 
 impl Algorithm for SparseAdamConfig {
     type State = SparseAdamState;
@@ -160,10 +137,12 @@ impl Algorithm for SparseAdamConfig {
         &self,
         param: &mut [T],
         shape: &[usize],
-        rows: &[usize],
-        values: &[T],
+        grad: &SparseGrad,
         state: &mut SparseAdamState,
+        _index: usize,
     ) -> Result<()> {
+        let (rows, values) = grad.coalesced::<T>()?;
+        let (rows, values) = (&rows[..], &values[..]);
         state.step += 1.0;
         if values.is_empty() {
             return Ok(()); // torch: "Skip update for empty grad", after counting the step

@@ -307,6 +307,15 @@ pub fn json_equal(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Whether `case` is SGD with sparse gradients and momentum: torch keeps
+/// that buffer as an uncoalesced sparse tensor and adds its entries one by
+/// one, ferroptim keeps it dense, so the same sums round in another order
+/// (within the tolerance, not to the bit; see `optim/sgd.rs`).
+pub fn sparse_sgd_with_momentum(name: &str, case: &Case) -> bool {
+    let momentum = case.kwargs.get("momentum").and_then(Value::as_f64);
+    name == "sgd" && case.desc.starts_with("sparse grads: ") && momentum > Some(0.0)
+}
+
 /// The tolerance the issue sets for a dtype.
 /// Muon's tolerance per tensor, whatever the dtype: its update is rounded to
 /// bfloat16 by matrix products whose float32 summation order is oneDNN's (see

@@ -3,11 +3,11 @@
 use std::collections::VecDeque;
 
 use super::strong_wolfe::strong_wolfe;
-use super::{grad_of, Lbfgs, LbfgsState, LineSearch};
+use super::{Lbfgs, LbfgsState, LineSearch};
 use crate::error::{Error, Result};
 use crate::kernels::flat::{abs_max, abs_sum, axpy, dot};
-use crate::param::Param;
-use crate::tensor::{Element, Tensor};
+use crate::slot::{GradRef, ParamSlot, SlotElement};
+use crate::tensor::{numel, Element, Tensor};
 
 /// The state as vectors of `T` while a step runs.
 struct Work<T> {
@@ -66,10 +66,28 @@ impl<T: Element> Work<T> {
 
 /// torch's `_gather_flat_grad`: every gradient in one vector (zeros for a
 /// parameter without one), negated when maximizing.
-fn gather<T: Element>(params: &[Param], maximize: bool) -> Result<Vec<T>> {
-    let mut flat: Vec<T> = Vec::new();
-    for p in params {
-        grad_of(p, &mut flat)?;
+fn gather<T: SlotElement, P: ParamSlot>(params: &[P], maximize: bool) -> Result<Vec<T>> {
+    let total = params.iter().map(|p| numel(&p.shape())).sum();
+    let mut flat = vec![T::ZERO; total];
+    let mut offset = 0;
+    for (index, p) in params.iter().enumerate() {
+        let out = &mut flat[offset..offset + numel(&p.shape())];
+        offset += out.len();
+        // Runs only if the parameter has a gradient; its values are not changed.
+        p.update_in_place(index, &mut |_, data| {
+            match data.typed::<T>()?.1 {
+                GradRef::Dense(g) => out.copy_from_slice(g),
+                GradRef::Sparse(g) => {
+                    let (rows, values) = g.coalesced::<T>()?;
+                    let width = values.len().checked_div(rows.len()).unwrap_or(0);
+                    for (k, &r) in rows.iter().enumerate() {
+                        let src = &values[k * width..(k + 1) * width];
+                        out[r * width..(r + 1) * width].copy_from_slice(src);
+                    }
+                }
+            }
+            Ok(())
+        })?;
     }
     if maximize {
         flat.iter_mut().for_each(|g| *g = -*g);
@@ -77,46 +95,62 @@ fn gather<T: Element>(params: &[Param], maximize: bool) -> Result<Vec<T>> {
     Ok(flat)
 }
 
-/// torch's `_add_grad`: `x ← x + t·d` (`add_(alpha=t)`, a fused multiply-add).
-fn add_grad<T: Element>(params: &[Param], t: f64, d: &[T]) -> Result<()> {
-    let t = T::from_f64(t);
+/// Runs `f` on each parameter's values with its slice of a flat vector.
+fn zip_values<T: Element, P: ParamSlot>(
+    params: &[P],
+    mut f: impl FnMut(&mut [T], std::ops::Range<usize>),
+) -> Result<()> {
     let mut offset = 0;
-    for p in params {
-        p.with_value_mut(|data| -> Result<()> {
+    for (index, p) in params.iter().enumerate() {
+        p.with_value_mut(index, &mut |data| {
             let x = data.into_slice::<T>()?;
-            let n = x.len();
-            axpy(x, t, &d[offset..offset + n]);
-            offset += n;
+            f(x, offset..offset + x.len());
+            offset += x.len();
             Ok(())
         })?;
     }
     Ok(())
 }
 
-fn set_values(params: &[Param], values: &[Tensor]) {
-    for (p, v) in params.iter().zip(values) {
-        // Same parameter, same shape and dtype: cannot fail.
-        let _ = p.set_value(v.clone());
-    }
+/// torch's `_add_grad`: `x ← x + t·d` (`add_(alpha=t)`, a fused multiply-add).
+fn add_grad<T: Element, P: ParamSlot>(params: &[P], t: f64, d: &[T]) -> Result<()> {
+    let t = T::from_f64(t);
+    zip_values(params, |x, at| axpy(x, t, &d[at]))
+}
+
+/// Every parameter's values, one after another (torch's `_clone_param`).
+fn values<T: Element, P: ParamSlot>(params: &[P]) -> Result<Vec<T>> {
+    let mut flat = Vec::new();
+    zip_values(params, |x: &mut [T], _| flat.extend_from_slice(x))?;
+    Ok(flat)
+}
+
+/// Puts back values taken by [`values`] (torch's `_set_param`).
+fn set_values<T: Element, P: ParamSlot>(params: &[P], flat: &[T]) -> Result<()> {
+    zip_values(params, |x, at| x.copy_from_slice(&flat[at]))
 }
 
 /// Runs one step; if the closure fails, the parameters and the state are
 /// left as they were before the step.
-pub(super) fn step<T: Element>(
-    opt: &mut Lbfgs,
+pub(super) fn step<T: SlotElement, P: ParamSlot>(
+    opt: &mut Lbfgs<P>,
     closure: &mut dyn FnMut() -> Result<f64>,
 ) -> Result<f64> {
-    let start: Vec<Tensor> = opt.params.iter().map(Param::value).collect();
-    let result = iterate::<T>(opt, closure);
+    let params = opt.params();
+    let start = values::<T, P>(&params)?;
+    let result = iterate::<T, P>(opt, &params, closure);
     if result.is_err() {
-        set_values(&opt.params, &start);
+        set_values(&params, &start)?;
     }
     result
 }
 
-fn iterate<T: Element>(opt: &mut Lbfgs, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64> {
-    let o = opt.options.clone();
-    let params = opt.params.clone();
+fn iterate<T: SlotElement, P: ParamSlot>(
+    opt: &mut Lbfgs<P>,
+    params: &[P],
+    closure: &mut dyn FnMut() -> Result<f64>,
+) -> Result<f64> {
+    let o = opt.options().clone();
     let max_eval = o.max_eval.unwrap_or(super::default_max_eval(o.max_iter));
     let sign = if o.maximize { -1.0 } else { 1.0 };
     let tolerance_grad = T::from_f64(o.tolerance_grad);
@@ -127,7 +161,7 @@ fn iterate<T: Element>(opt: &mut Lbfgs, closure: &mut dyn FnMut() -> Result<f64>
     let mut loss = sign * orig_loss;
     let mut current_evals = 1;
     state.func_evals += 1;
-    let mut flat_grad = gather::<T>(&params, o.maximize)?;
+    let mut flat_grad = gather::<T, P>(params, o.maximize)?;
     if abs_max(&flat_grad) <= tolerance_grad {
         opt.state = Some(state);
         return Ok(orig_loss);
@@ -213,12 +247,12 @@ fn iterate<T: Element>(opt: &mut Lbfgs, closure: &mut dyn FnMut() -> Result<f64>
         let mut ls_func_evals = 0;
         let mut opt_cond = false;
         if o.line_search_fn == Some(LineSearch::StrongWolfe) {
-            let x_init: Vec<Tensor> = params.iter().map(Param::value).collect();
+            let x_init = values::<T, P>(params)?;
             let mut evaluate = |t: f64| -> Result<(f64, Vec<T>)> {
-                add_grad(&params, t, d)?;
+                add_grad(params, t, d)?;
                 let result =
-                    closure().and_then(|f| Ok((sign * f, gather::<T>(&params, o.maximize)?)));
-                set_values(&params, &x_init);
+                    closure().and_then(|f| Ok((sign * f, gather::<T, P>(params, o.maximize)?)));
+                set_values(params, &x_init)?;
                 result
             };
             let found = strong_wolfe(
@@ -232,13 +266,13 @@ fn iterate<T: Element>(opt: &mut Lbfgs, closure: &mut dyn FnMut() -> Result<f64>
                 max_eval.saturating_sub(current_evals),
             )?;
             (loss, flat_grad, w.t, ls_func_evals) = (found.loss, found.grad, found.t, found.evals);
-            add_grad(&params, w.t, d)?;
+            add_grad(params, w.t, d)?;
             opt_cond = abs_max(&flat_grad) <= tolerance_grad;
         } else {
-            add_grad(&params, w.t, d)?;
+            add_grad(params, w.t, d)?;
             if n_iter != o.max_iter {
                 loss = sign * closure()?;
-                flat_grad = gather::<T>(&params, o.maximize)?;
+                flat_grad = gather::<T, P>(params, o.maximize)?;
                 opt_cond = abs_max(&flat_grad) <= tolerance_grad;
                 ls_func_evals = 1;
             }

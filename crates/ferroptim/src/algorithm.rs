@@ -1,0 +1,143 @@
+//! What an algorithm module supplies: its hyperparameters and its update.
+//!
+//! [`Hyperparameters`] is a param group's settings (torch's arguments,
+//! defaults, checks and learning rate); every optimizer has one, LBFGS
+//! included. [`Algorithm`] adds a per-parameter state and the update of one
+//! parameter: what [`Optim`](crate::Optim) needs to run the algorithm over
+//! param groups. The state's saved form is a [`ParamState`].
+
+use std::fmt::Debug;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::param::SparseGrad;
+use crate::slot::ParamMeta;
+use crate::state::ParamState;
+use crate::tensor::Element;
+
+/// A param group's hyperparameters: torch's argument names and defaults (via
+/// serde), torch's checks, and the learning rate that schedulers move.
+pub trait Hyperparameters:
+    Clone + Debug + Default + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// torch's class name.
+    const NAME: &'static str;
+    /// The implementation flags torch keeps in this optimizer's groups.
+    const TORCH_FLAGS: &'static [&'static str];
+    /// Hyperparameters that torch's `__setstate__` fills in when an older
+    /// checkpoint lacks them; any other missing one fails `load_state_dict`.
+    const OPTIONAL_KEYS: &'static [&'static str];
+
+    /// torch's constructor checks, with torch's messages.
+    fn validate(&self) -> Result<()>;
+    /// The learning rate.
+    fn lr(&self) -> f64;
+    /// Sets the learning rate.
+    fn set_lr(&mut self, lr: f64);
+    /// Fills in what torch's constructor derives from other arguments
+    /// (LBFGS's `max_eval`), after a group is merged or loaded. By default nothing.
+    fn resolve(&mut self) {}
+}
+
+/// Implements [`Hyperparameters`] for a config struct with an `lr: f64`
+/// field: torch's class name, flags and optional keys, and the checks;
+/// `lr` and `set_lr` are written here once for every algorithm.
+///
+/// ```ignore
+/// hyperparameters!(AdamConfig {
+///     name: "Adam",
+///     torch_flags: &["foreach", "capturable", "differentiable", "fused"],
+///     optional_keys: &["amsgrad", "maximize", "decoupled_weight_decay"],
+///     fn validate(&self) -> Result<()> { check_adam_like(self.lr, self.eps, self.betas, self.weight_decay) }
+/// });
+/// ```
+#[macro_export]
+#[doc(hidden)]
+macro_rules! hyperparameters {
+    ($ty:ident {
+        name: $name:literal,
+        torch_flags: $flags:expr,
+        optional_keys: $keys:expr,
+        $($rest:tt)*
+    }) => {
+        impl $crate::Hyperparameters for $ty {
+            const NAME: &'static str = $name;
+            const TORCH_FLAGS: &'static [&'static str] = $flags;
+            const OPTIONAL_KEYS: &'static [&'static str] = $keys;
+
+            $($rest)*
+
+            fn lr(&self) -> f64 {
+                self.lr
+            }
+
+            fn set_lr(&mut self, lr: f64) {
+                self.lr = lr;
+            }
+        }
+    };
+}
+
+/// An optimization algorithm whose update is per parameter: its value is a
+/// param group's hyperparameters.
+pub trait Algorithm: Hyperparameters {
+    /// Whether the constructor creates every parameter's state at once, as
+    /// torch's Adagrad does (groups added later still get it lazily, as in torch).
+    const EAGER_STATE: bool = false;
+    /// Per-parameter state.
+    type State: ParamState;
+
+    /// The state of a parameter on its first step.
+    fn init_state(&self, param: &ParamMeta<'_>) -> Self::State;
+    /// One update of one parameter of `shape` with a dense gradient. The
+    /// state's tensors have the parameter's dtype `T` and shape.
+    fn update<T: Element>(
+        &self,
+        param: &mut [T],
+        grad: &[T],
+        shape: &[usize],
+        state: &mut Self::State,
+    ) -> Result<()>;
+
+    /// Whether a parameter of `shape` can be optimized at all (Muon takes
+    /// only matrices). Checked when a group is added, so a bad parameter
+    /// never reaches a step. By default every shape is.
+    fn check_param(&self, shape: &[usize], param: usize) -> Result<()> {
+        let _ = (shape, param);
+        Ok(())
+    }
+
+    /// Whether a gradient of this kind (sparse or dense) is usable for
+    /// parameter number `param` with these hyperparameters. Checked for every
+    /// parameter before a step changes anything. By default only dense
+    /// gradients are, as in most of torch's optimizers.
+    fn check_grad(&self, sparse: bool, param: usize) -> Result<()> {
+        if sparse {
+            Err(Error::SparseGradUnsupported {
+                optimizer: Self::NAME,
+                param,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// One update from a sparse gradient, as handed in (rows unsorted and
+    /// repeated; [`SparseGrad::coalesced`] gives torch's `coalesce()`, which
+    /// most of torch's sparse paths start with). Only its rows may change.
+    /// Called only when [`Algorithm::check_grad`] accepts sparse gradients;
+    /// `index` is the parameter's state_dict number, for errors.
+    fn update_sparse<T: Element>(
+        &self,
+        param: &mut [T],
+        shape: &[usize],
+        grad: &SparseGrad,
+        state: &mut Self::State,
+        index: usize,
+    ) -> Result<()> {
+        let _ = (param, shape, grad, state);
+        self.check_grad(true, index)
+    }
+}

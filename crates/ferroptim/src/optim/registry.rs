@@ -1,0 +1,256 @@
+//! Every optimizer, one row each: the one place that lists them.
+//!
+//! [`for_each_optimizer!`](crate::for_each_optimizer) holds the rows and
+//! hands them to a macro; from them come [`NAMES`](super::NAMES),
+//! [`REGISTRY`](super::REGISTRY), [`build`](super::build), and, in other
+//! crates, `ferroptim-candle`'s type aliases and the CLI's demo, trajectory
+//! and benchmark settings. Adding an optimizer is its module and one row.
+
+use serde_json::Value;
+
+/// How a tool drives an optimizer's step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drive {
+    /// `step()` after dense gradients are set.
+    Dense,
+    /// `step()` after sparse gradients are set (SparseAdam refuses dense ones).
+    Sparse,
+    /// `step_with_closure`, which recomputes the loss and gradients (LBFGS).
+    Closure,
+}
+
+/// The bytes a step must move per element, as arrays of the parameter's
+/// dtype: `passes` passes that each read `reads` arrays (parameter,
+/// gradient, state) and write `writes` of them back. What `ferroptim bench`
+/// measures a step against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Floor {
+    /// Arrays read per pass.
+    pub reads: usize,
+    /// Arrays written per pass.
+    pub writes: usize,
+    /// Passes over memory.
+    pub passes: usize,
+}
+
+impl Floor {
+    /// One pass reading `reads` arrays and writing `writes`.
+    pub const fn one_pass(reads: usize, writes: usize) -> Floor {
+        Floor {
+            reads,
+            writes,
+            passes: 1,
+        }
+    }
+
+    /// Bytes moved per element for elements of `element_bytes`.
+    pub fn bytes_per_element(&self, element_bytes: usize) -> usize {
+        (self.reads + self.writes) * element_bytes * self.passes
+    }
+}
+
+/// One optimizer's row.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    /// The name [`build`](super::build) takes: torch's class name in lower case.
+    pub name: &'static str,
+    /// torch's class name.
+    pub torch_name: &'static str,
+    /// How its step is driven.
+    pub drive: Drive,
+    /// Whether it takes only matrices (Muon).
+    pub matrices_only: bool,
+    /// The bytes its step moves (`None`: not an element-wise step, or not dense).
+    pub floor: Option<Floor>,
+    /// The arguments `ferroptim bench` runs it with (JSON).
+    pub bench: &'static str,
+    /// The arguments of the CLI's demo (an MLP on real data), or `None`
+    /// where the demo cannot run it.
+    pub demo: Option<&'static str>,
+    /// How many full-batch steps per epoch the demo takes instead of
+    /// minibatches (Rprop follows the sign of the whole gradient; LBFGS).
+    pub demo_full_batch: Option<usize>,
+    /// The arguments of the CLI's trajectory plots (2-D test functions).
+    pub trajectories: &'static str,
+}
+
+impl Entry {
+    /// The demo's arguments as JSON (`None` if the demo cannot run it).
+    pub fn demo_config(&self) -> Option<Value> {
+        serde_json::from_str(self.demo?).ok()
+    }
+}
+
+/// Calls `$callback!` with every optimizer's row, in the order of
+/// [`NAMES`](crate::optim::NAMES):
+///
+/// ```text
+/// name: config type, candle alias (if it runs through candle's per-parameter
+/// adapter), drive, matrices_only, floor, bench, demo, demo_full_batch, trajectories;
+/// ```
+#[macro_export]
+#[doc(hidden)]
+macro_rules! for_each_optimizer {
+    ($($callback:tt)+) => {
+        $($callback)+! {
+            //  name         config            candle alias  drive    matrices floor               bench                                demo                                                              full batch  trajectories
+            sgd:        SgdConfig,        [Sgd],       Dense,   false, (3, 2, 1), r#"{"lr": 0.01, "momentum": 0.9}"#, Some(r#"{"lr": 0.05, "momentum": 0.9}"#),                          None,    r#"{"lr": 0.001, "momentum": 0.9}"#;
+            adam:       AdamConfig,       [Adam],      Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 0.005}"#),                                         None,    r#"{"lr": 0.05}"#;
+            adamax:     AdamaxConfig,     [Adamax],    Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 0.01}"#),                                          None,    r#"{"lr": 0.05}"#;
+            adadelta:   AdadeltaConfig,   [Adadelta],  Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 1.0}"#),                                           None,    r#"{"lr": 20.0}"#;
+            adagrad:    AdagradConfig,    [Adagrad],   Dense,   false, (3, 2, 1), "{}",                               Some(r#"{"lr": 0.05}"#),                                          None,    r#"{"lr": 0.5}"#;
+            rmsprop:    RmspropConfig,    [Rmsprop],   Dense,   false, (3, 2, 1), "{}",                               Some(r#"{"lr": 0.002}"#),                                         None,    r#"{"lr": 0.01}"#;
+            asgd:       AsgdConfig,       [Asgd],      Dense,   false, (3, 2, 1), "{}",                               Some(r#"{"lr": 0.1}"#),                                           None,    r#"{"lr": 0.002}"#;
+            rprop:      RpropConfig,      [Rprop],     Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 0.01}"#),                                          Some(5), r#"{"lr": 0.01}"#;
+            sparseadam: SparseAdamConfig, [SparseAdam], Sparse, false, (),        "{}",                               None,                                                             None,    r#"{"lr": 0.05}"#;
+            adamw:      AdamWConfig,      [AdamW],     Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 0.005, "weight_decay": 0.01}"#),                   None,    r#"{"lr": 0.05, "weight_decay": 0.0}"#;
+            nadam:      NAdamConfig,      [NAdam],     Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 0.005}"#),                                         None,    r#"{"lr": 0.05}"#;
+            radam:      RAdamConfig,      [RAdam],     Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 0.01}"#),                                          None,    r#"{"lr": 0.002}"#;
+            // The bench's parameters are vectors, so Adafactor keeps a full second
+            // moment; its update is scaled by its own norm: two passes, one
+            // reading θ, g, v and writing v (both norms), one writing θ.
+            adafactor:  AdafactorConfig,  [Adafactor], Dense,   false, (3, 1, 2), "{}",                               Some(r#"{"lr": 0.02}"#),                                          None,    r#"{"lr": 0.05}"#;
+            // Newton–Schulz is matrix products, not an element-wise pass: no floor.
+            muon:       MuonConfig,       [Muon],      Dense,   true,  (),        r#"{"weight_decay": 0.0}"#,         Some(r#"{"lr": 0.05}"#),                                          None,    r#"{"lr": 0.02, "weight_decay": 0.0}"#;
+            // One step of up to 5 iterations per demo epoch; one iteration per
+            // trajectory step, so that every iterate is drawn.
+            lbfgs:      LbfgsConfig,      [],          Closure, false, (),        "{}",                               Some(r#"{"lr": 1.0, "line_search_fn": "strong_wolfe", "max_iter": 5}"#), Some(1), r#"{"lr": 1.0, "max_iter": 1, "max_eval": 25, "line_search_fn": "strong_wolfe"}"#;
+        }
+    };
+}
+
+/// Builds [`NAMES`](super::NAMES), [`REGISTRY`](super::REGISTRY) and
+/// [`build`](super::build) from the rows.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __ferroptim_registry {
+    ($($name:ident: $config:ident, [$($alias:ident)?], $drive:ident, $matrices:literal, ($($floor:literal),*), $bench:literal, $demo:expr, $full:expr, $traj:literal;)*) => {
+        /// The names [`build`] accepts (case-insensitive), torch's class names in lower case.
+        pub const NAMES: &[&str] = &[$(stringify!($name)),*];
+
+        /// Every optimizer's row (see [`registry`](self::registry)).
+        pub const REGISTRY: &[$crate::optim::registry::Entry] = &[$(
+            $crate::optim::registry::Entry {
+                name: stringify!($name),
+                torch_name: <$config as $crate::Hyperparameters>::NAME,
+                drive: $crate::optim::registry::Drive::$drive,
+                matrices_only: $matrices,
+                floor: $crate::__ferroptim_floor!($($floor),*),
+                bench: $bench,
+                demo: $demo,
+                demo_full_batch: $full,
+                trajectories: $traj,
+            }
+        ),*];
+
+        /// Builds an optimizer by name from a JSON object of torch's
+        /// arguments, over any kind of parameter; arguments left out take
+        /// torch's defaults.
+        ///
+        /// ```
+        /// use ferroptim::{optim, Optimizer, Param};
+        /// let p = Param::zeros::<f32>(&[4]);
+        /// let opt = optim::build("adam", r#"{"lr": 0.01, "amsgrad": true}"#, [p])?;
+        /// assert_eq!((opt.name(), opt.lr(0)), ("Adam", Some(0.01)));
+        /// assert!(optim::build("adam", r#"{"lr": 0.01, "amsgard": true}"#, [Param::zeros::<f32>(&[1])]).is_err());
+        /// assert!(optim::build("adamz", "{}", [Param::zeros::<f32>(&[1])]).is_err());
+        /// # Ok::<(), ferroptim::Error>(())
+        /// ```
+        pub fn build<P: $crate::ParamSlot>(
+            name: &str,
+            config_json: &str,
+            params: impl $crate::IntoParamGroups<P>,
+        ) -> $crate::Result<Box<dyn $crate::Optimizer>> {
+            match name.to_ascii_lowercase().as_str() {
+                $(stringify!($name) => $crate::optim::registry::construct::<$config, P>(config_json, params),)*
+                _ => Err($crate::Error::UnknownOptimizer {
+                    name: name.to_string(),
+                    expected: NAMES.join(", "),
+                }),
+            }
+        }
+    };
+}
+
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __ferroptim_floor {
+    () => {
+        None
+    };
+    ($reads:literal, $writes:literal, $passes:literal) => {
+        Some($crate::optim::registry::Floor {
+            reads: $reads,
+            writes: $writes,
+            passes: $passes,
+        })
+    };
+}
+
+/// A config that makes an optimizer over any kind of parameter: every
+/// per-parameter [`Algorithm`](crate::Algorithm) makes an
+/// [`Optim`](crate::Optim), LBFGS its own.
+pub trait Construct: crate::Hyperparameters {
+    /// The optimizer over `params` with these defaults.
+    fn construct<P: crate::ParamSlot>(
+        self,
+        params: impl crate::IntoParamGroups<P>,
+    ) -> crate::Result<Box<dyn crate::Optimizer>>;
+}
+
+impl<A: crate::Algorithm> Construct for A {
+    fn construct<P: crate::ParamSlot>(
+        self,
+        params: impl crate::IntoParamGroups<P>,
+    ) -> crate::Result<Box<dyn crate::Optimizer>> {
+        Ok(Box::new(crate::Optim::new(params, self)?))
+    }
+}
+
+impl Construct for super::LbfgsConfig {
+    fn construct<P: crate::ParamSlot>(
+        self,
+        params: impl crate::IntoParamGroups<P>,
+    ) -> crate::Result<Box<dyn crate::Optimizer>> {
+        Ok(Box::new(super::Lbfgs::new(params, self)?))
+    }
+}
+
+/// Reads `C` from JSON (empty means `{}`), then builds the optimizer.
+pub(crate) fn construct<C: Construct, P: crate::ParamSlot>(
+    json: &str,
+    params: impl crate::IntoParamGroups<P>,
+) -> crate::Result<Box<dyn crate::Optimizer>> {
+    let json = if json.trim().is_empty() { "{}" } else { json };
+    let config: C = serde_json::from_str(json)
+        .and_then(crate::json::from_value)
+        .map_err(|e| crate::Error::InvalidConfig {
+            optimizer: C::NAME,
+            reason: e.to_string(),
+        })?;
+    config.construct(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{NAMES, REGISTRY};
+
+    #[test]
+    fn every_row_builds_and_names_itself() {
+        assert_eq!(NAMES.len(), REGISTRY.len());
+        for (entry, name) in REGISTRY.iter().zip(NAMES) {
+            assert_eq!(entry.name, *name);
+            let p = crate::Param::zeros::<f32>(&[2, 2]);
+            let opt = super::super::build(name, entry.bench, [p]).unwrap();
+            assert_eq!(opt.name(), entry.torch_name);
+            assert_eq!(entry.torch_name.to_ascii_lowercase(), entry.name);
+            for config in [Some(entry.trajectories), entry.demo].into_iter().flatten() {
+                let p = crate::Param::zeros::<f32>(&[2, 2]);
+                super::super::build(name, config, [p]).unwrap();
+            }
+            if entry.demo.is_some() {
+                assert!(entry.demo_config().is_some(), "{name}");
+            }
+        }
+    }
+}
