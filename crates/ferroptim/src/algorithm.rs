@@ -141,3 +141,21 @@ pub trait Algorithm: Hyperparameters {
         self.check_grad(true, index)
     }
 }
+
+/// The check of the optimizers whose sparse path cannot add a weight decay
+/// (torch fails inside the step: `add(sparse, dense) is not supported`):
+/// any gradient without it, dense ones only with it.
+pub(crate) fn sparse_without_weight_decay<A: Hyperparameters>(
+    sparse: bool,
+    weight_decay: f64,
+    param: usize,
+) -> Result<()> {
+    if sparse && weight_decay != 0.0 {
+        return Err(Error::SparseGradIncompatible {
+            optimizer: A::NAME,
+            option: "weight_decay",
+            param,
+        });
+    }
+    Ok(())
+}

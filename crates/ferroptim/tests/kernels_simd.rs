@@ -5,7 +5,11 @@
 //! which sum in another order, are checked against a scalar reference at the
 //! end.
 
-use ferroptim::kernels::{self, AdamScalars, AdaptiveScalars, RmspropBuffers, SgdScalars};
+use ferroptim::kernels::{
+    self, AdadeltaScalars, AdadeltaSlices, AdagradSlices, AdamScalars, AdamSlices, AdamaxScalars,
+    AdaptiveScalars, AsgdSlices, MomentSlices, Moments, RmspropScalars, RmspropSlices, RpropSlices,
+    SgdMomentumSlices, SgdScalars, SgdSlices,
+};
 use proptest::prelude::*;
 
 /// Runs `kernel` once on whole arrays and once per element on 1-element
@@ -56,11 +60,12 @@ proptest! {
 
     #[test]
     fn sgd_momentum(a in arrays(3), nesterov: bool, maximize: bool, decay: bool, first: bool) {
-        let h = SgdScalars { neg_lr: -0.1f32, weight_decay: wd(decay), momentum: 0.9, one_minus_dampening: 0.9, nesterov, maximize };
+        let mut h = SgdScalars::<f32>::new(-0.1, if decay { 0.01 } else { 0.0 }, 0.9, 0.1, nesterov, maximize);
+        h.first = first;
         whole_equals_elementwise(a, |s| {
             if let [p, g, b] = s {
-                kernels::sgd_momentum(p, g, b, first, &h).unwrap();
-                kernels::sgd(p, g, &h).unwrap();
+                kernels::sgd_momentum(SgdMomentumSlices { param: p, grad: g, momentum_buffer: b }, &h).unwrap();
+                kernels::sgd(SgdSlices { param: p, grad: g }, &h).unwrap();
             }
         })?;
     }
@@ -68,55 +73,57 @@ proptest! {
     #[test]
     fn adam(a in arrays(5), amsgrad: bool, maximize: bool, decoupled: bool) {
         let h = AdamScalars {
-            one_minus_beta1: 0.1f32, beta2: 0.999, one_minus_beta2: 0.001,
-            weight_decay: (!decoupled).then_some(0.01), decay: decoupled.then_some(0.999),
-            bias_correction2_sqrt: 0.0447, eps: 1e-8, neg_step_size: -0.0052, maximize,
+            moments: Moments::<f32>::new(0.01, (0.9, 0.999), 1e-8, 0.1, decoupled, maximize),
+            bias_correction2_sqrt: 0.0447,
+            neg_step_size: -0.0052,
         };
         whole_equals_elementwise(a, |s| {
             if let [p, g, m, v, mx] = s {
-                let mx = amsgrad.then_some(&mut **mx);
-                kernels::adam(p, g, m, v, mx, &h).unwrap();
+                let max_exp_avg_sq = amsgrad.then_some(&mut **mx);
+                kernels::adam(AdamSlices { param: p, grad: g, exp_avg: m, exp_avg_sq: v, max_exp_avg_sq }, &h).unwrap();
             }
         })?;
     }
 
     #[test]
     fn adaptive(a in arrays(5), maximize: bool, decay: bool, centered: bool, momentum: bool) {
-        let h = AdaptiveScalars { neg_lr: -0.01f32, weight_decay: wd(decay), eps: 1e-6, maximize };
+        let wd = if decay { 0.01 } else { 0.0 };
+        let adaptive = AdaptiveScalars::<f32>::new(-0.01, wd, 1e-6, maximize);
+        let adamax = AdamaxScalars { moments: Moments::new(0.01, (0.9, 0.999), 1e-6, wd, false, maximize), neg_lr: -0.01 };
+        let adadelta = AdadeltaScalars { adaptive, rho: 0.9, one_minus_rho: 0.1 };
+        let rmsprop = RmspropScalars { adaptive, alpha: 0.99, one_minus_alpha: 0.01, momentum: 0.5 };
         whole_equals_elementwise(a, |s| {
             if let [p, g, s1, s2, s3] = s {
-                kernels::adamax(p, g, s1, s2, 0.1, 0.999, &h).unwrap();
-                kernels::adadelta(p, g, s1, s2, (0.9, 0.1), &h).unwrap();
-                kernels::adagrad(p, g, s3, &h).unwrap();
-                let buffers = RmspropBuffers {
+                kernels::adamax(MomentSlices { param: p, grad: g, exp_avg: s1, second: s2 }, &adamax).unwrap();
+                kernels::adadelta(AdadeltaSlices { param: p, grad: g, square_avg: s1, acc_delta: s2 }, &adadelta).unwrap();
+                kernels::adagrad(AdagradSlices { param: p, grad: g, sum: s3 }, &adaptive).unwrap();
+                let slices = RmspropSlices {
+                    param: p,
+                    grad: g,
+                    square_avg: s3,
                     grad_avg: centered.then_some(&mut **s1),
-                    momentum: momentum.then_some((&mut **s2, 0.5)),
+                    momentum_buffer: momentum.then_some(&mut **s2),
                 };
-                kernels::rmsprop(p, g, s3, (0.99, 0.01), buffers, &h).unwrap();
+                kernels::rmsprop(slices, &rmsprop).unwrap();
             }
         })?;
     }
 
     #[test]
     fn nadam_radam_asgd_rprop(a in arrays(5), maximize: bool, decoupled: bool, rectified: bool) {
-        let nadam = kernels::NadamScalars {
-            decay: decoupled.then_some(0.999f32), weight_decay: (!decoupled).then_some(0.01),
-            one_minus_beta1: 0.1, beta2: 0.999, one_minus_beta2: 0.001, bias_correction2: 0.002,
-            eps: 1e-8, grad_coef: -0.0004, exp_avg_coef: -0.0051, maximize,
-        };
+        let moments = Moments::<f32>::new(0.001, (0.9, 0.999), 1e-8, 0.01, decoupled, maximize);
+        let nadam = kernels::NadamScalars { moments, bias_correction2: 0.002, grad_coef: -0.0004, exp_avg_coef: -0.0051 };
         let radam = kernels::RadamScalars {
-            decay: decoupled.then_some(0.999f32), weight_decay: (!decoupled).then_some(0.01),
-            one_minus_beta1: 0.1, beta2: 0.999, one_minus_beta2: 0.001, bias_correction1: 0.27,
-            lr: 0.001, rectification: rectified.then_some((0.08, 0.6)), eps: 1e-8, maximize,
+            moments, bias_correction1: 0.27, lr: 0.001, rectification: rectified.then_some((0.08, 0.6)),
         };
         let asgd = kernels::AsgdScalars { decay: 0.9999f32, neg_eta: -0.01, mu: rectified.then_some(0.5), weight_decay: wd(decoupled), maximize };
         let rprop = kernels::RpropScalars { etaminus: 0.5f32, etaplus: 1.2, step_size_min: 1e-6, step_size_max: 50.0, maximize };
         whole_equals_elementwise(a, |s| {
             if let [p, g, s1, s2, s3] = s {
-                kernels::nadam(p, g, s1, s2, &nadam).unwrap();
-                kernels::radam(p, g, s1, s2, &radam).unwrap();
-                kernels::asgd(p, g, s3, &asgd).unwrap();
-                kernels::rprop(p, g, s1, s3, &rprop).unwrap();
+                kernels::nadam(MomentSlices { param: p, grad: g, exp_avg: s1, second: s2 }, &nadam).unwrap();
+                kernels::radam(MomentSlices { param: p, grad: g, exp_avg: s1, second: s2 }, &radam).unwrap();
+                kernels::asgd(AsgdSlices { param: p, grad: g, ax: s3 }, &asgd).unwrap();
+                kernels::rprop(RpropSlices { param: p, grad: g, prev: s1, step_size: s3 }, &rprop).unwrap();
             }
         })?;
     }

@@ -1,151 +1,255 @@
-//! The kernels of Adam's relatives, NAdam and RAdam.
+//! The kernels of Adam and its relatives: Adam (AMSGrad, AdamW), Adamax,
+//! NAdam and RAdam. They share their moment updates and the scalars those
+//! take ([`Moments`], one constructor for all four).
 
-use super::{adam_inputs, adam_moments, check_len};
+use super::{lerp, run, signed_decayed, slices, Loop};
 use crate::error::Result;
-use crate::parallel::for_chunks;
 use crate::tensor::Element;
 
-/// The scalars of one NAdam step, rounded to the parameter's dtype.
+/// The scalars every Adam-family step shares, rounded to the parameter's dtype.
 #[derive(Clone, Copy, Debug)]
-pub struct NadamScalars<T> {
-    /// `1 − lr·λ`, the decoupled decay factor, `None` when off or coupled.
-    pub decay: Option<T>,
-    /// The L2 penalty added to the gradient, `None` when off or decoupled.
-    pub weight_decay: Option<T>,
-    /// `1 − β₁`.
+pub struct Moments<T> {
+    /// `1 − β₁`, the weight of `exp_avg.lerp_(grad, 1 − β₁)`.
     pub one_minus_beta1: T,
     /// `β₂`.
     pub beta2: T,
     /// `1 − β₂`.
     pub one_minus_beta2: T,
-    /// `1 − β₂ᵗ`.
-    pub bias_correction2: T,
+    /// The L2 penalty added to the gradient, `None` when off or decoupled.
+    pub weight_decay: Option<T>,
+    /// `1 − lr·λ`, the decoupled (AdamW) decay factor, `None` when off or coupled.
+    pub decay: Option<T>,
     /// `ε`.
     pub eps: T,
-    /// `−lr·(1 − μ_t)/(1 − Π_t)`, the weight of `g/d`.
-    pub grad_coef: T,
-    /// `−lr·μ_{t+1}/(1 − Π_t·μ_{t+1})`, the weight of `m/d`.
-    pub exp_avg_coef: T,
     /// Ascend instead of descend.
     pub maximize: bool,
 }
 
-/// One NAdam step, in torch's order: Adam's moment updates, then
-/// `d = √(v/(1−β₂ᵗ)) + ε` and two `addcdiv`s (not fused), `g/d` then `m/d`.
-pub fn nadam<T: Element>(
-    param: &mut [T],
-    grad: &[T],
-    exp_avg: &mut [T],
-    exp_avg_sq: &mut [T],
-    h: &NadamScalars<T>,
-) -> Result<()> {
-    check_len("nadam", "grad", param.len(), grad.len())?;
-    check_len("nadam", "exp_avg", param.len(), exp_avg.len())?;
-    check_len("nadam", "exp_avg_sq", param.len(), exp_avg_sq.len())?;
-    for_chunks(
-        (param, grad, exp_avg, exp_avg_sq),
-        |(param, grad, exp_avg, exp_avg_sq)| nadam_serial(param, grad, exp_avg, exp_avg_sq, h),
-    );
-    Ok(())
-}
+impl<T: Element> Moments<T> {
+    /// torch's Python floats rounded to `T`. Weight decay `λ` is applied as
+    /// torch's Adam family applies it: decoupled, `θ ← θ·(1 − lr·λ)`
+    /// (AdamW's `param.mul_(1 − lr·λ)`); else an L2 penalty added to the
+    /// gradient; neither when `λ = 0`.
+    pub fn new(
+        lr: f64,
+        (beta1, beta2): (f64, f64),
+        eps: f64,
+        weight_decay: f64,
+        decoupled: bool,
+        maximize: bool,
+    ) -> Self {
+        let (decay, weight_decay) = match (weight_decay != 0.0, decoupled) {
+            (false, _) => (None, None),
+            (true, true) => (Some(T::from_f64(1.0 - lr * weight_decay)), None),
+            (true, false) => (None, Some(T::from_f64(weight_decay))),
+        };
+        Moments {
+            one_minus_beta1: T::from_f64(1.0 - beta1),
+            beta2: T::from_f64(beta2),
+            one_minus_beta2: T::from_f64(1.0 - beta2),
+            weight_decay,
+            decay,
+            eps: T::from_f64(eps),
+            maximize,
+        }
+    }
 
-#[cfg_attr(
-    not(feature = "portable"),
-    multiversion::multiversion(targets("x86_64+avx2+fma"))
-)]
-fn nadam_serial<T: Element>(
-    param: &mut [T],
-    grad: &[T],
-    exp_avg: &mut [T],
-    exp_avg_sq: &mut [T],
-    h: &NadamScalars<T>,
-) {
-    for (((p, &g), m), v) in param
-        .iter_mut()
-        .zip(grad)
-        .zip(exp_avg.iter_mut())
-        .zip(exp_avg_sq.iter_mut())
-    {
-        let (x, g) = adam_inputs(*p, g, h.decay, h.weight_decay, h.maximize);
-        adam_moments(m, v, g, (h.one_minus_beta1, h.beta2, h.one_minus_beta2));
-        let denom = (*v / h.bias_correction2).sqrt() + h.eps;
-        let x = x + (h.grad_coef * g) / denom;
-        *p = x + (h.exp_avg_coef * *m) / denom;
+    /// The start of every update of one element: the parameter after any
+    /// decoupled decay, and the gradient after sign and L2 penalty.
+    #[inline(always)]
+    fn inputs(&self, p: T, g: T) -> (T, T) {
+        let p = self.decay.map_or(p, |decay| p * decay);
+        (p, signed_decayed(g, p, self.maximize, self.weight_decay))
+    }
+
+    /// Every element of `s` through Adam's inputs and moment updates, then
+    /// `finish(θ, g, m, v)` for the new parameter (NAdam's and RAdam's updates).
+    #[inline(always)]
+    fn each(&self, s: MomentSlices<'_, T>, finish: impl Fn(T, T, T, T) -> T) {
+        let moments = s.exp_avg.iter_mut().zip(s.second.iter_mut());
+        for ((p, &g), (m, v)) in s.param.iter_mut().zip(s.grad).zip(moments) {
+            let (x, g) = self.inputs(*p, g);
+            self.update(m, v, g);
+            *p = finish(x, g, *m, *v);
+        }
+    }
+
+    /// Adam's moment updates of one element, in torch's order:
+    /// `m ← lerp(m, g, 1−β₁)`, then `v ← β₂·v + (1−β₂)·g²`
+    /// (`exp_avg_sq.mul_(β₂).addcmul_(g, g, 1−β₂)`: torch's addcmul fuses the last multiply-add).
+    #[inline(always)]
+    fn update(&self, m: &mut T, v: &mut T, g: T) {
+        *m = lerp(*m, g, self.one_minus_beta1);
+        *v = (self.one_minus_beta2 * g).mul_add(g, *v * self.beta2);
     }
 }
 
-/// The scalars of one RAdam step, rounded to the parameter's dtype.
+slices!(
+    /// Adam's slices.
+    AdamSlices, "adam" {
+        /// The gradient.
+        grad: read,
+        /// The first moment.
+        exp_avg: write,
+        /// The second moment.
+        exp_avg_sq: write,
+        /// The running maximum of the second moment (AMSGrad).
+        max_exp_avg_sq: optional,
+    }
+);
+
+/// The scalars of one Adam step.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamScalars<T> {
+    /// The shared ones.
+    pub moments: Moments<T>,
+    /// `√(1 − β₂ᵗ)`.
+    pub bias_correction2_sqrt: T,
+    /// `−lr / (1 − β₁ᵗ)`.
+    pub neg_step_size: T,
+}
+
+/// One Adam step:
+/// `m ← lerp(m, g, 1−β₁)`, `v ← β₂·v + (1−β₂)·g²`, `v̂ ← max(v̂, v)` (AMSGrad),
+/// `p ← p − (lr/(1−β₁ᵗ))·m / (√v / √(1−β₂ᵗ) + ε)`.
+pub fn adam<T: Element>(slices: AdamSlices<'_, T>, h: &AdamScalars<T>) -> Result<()> {
+    run(slices, h)
+}
+
+impl<T: Element> Loop<AdamSlices<'_, T>> for AdamScalars<T> {
+    #[inline(always)]
+    fn run(&self, s: AdamSlices<'_, T>) {
+        let (param, grad, exp_avg, exp_avg_sq) = (s.param, s.grad, s.exp_avg, s.exp_avg_sq);
+        let mut max_exp_avg_sq = s.max_exp_avg_sq;
+        let h = &self.moments;
+        for i in 0..param.len() {
+            let (p, g) = h.inputs(param[i], grad[i]);
+            h.update(&mut exp_avg[i], &mut exp_avg_sq[i], g);
+            let (m, v) = (exp_avg[i], exp_avg_sq[i]);
+            let v = match max_exp_avg_sq.as_deref_mut() {
+                Some(max) => {
+                    max[i] = max[i].nan_max(v);
+                    max[i]
+                }
+                None => v,
+            };
+            let denom = v.sqrt() / self.bias_correction2_sqrt + h.eps;
+            param[i] = p + (self.neg_step_size * m) / denom;
+        }
+    }
+}
+
+slices!(
+    /// The slices of Adamax, NAdam and RAdam: two moments.
+    MomentSlices, "moments" {
+        /// The gradient.
+        grad: read,
+        /// The first moment (`exp_avg`).
+        exp_avg: write,
+        /// The second moment (`exp_avg_sq`; Adamax's `exp_inf`).
+        second: write,
+    }
+);
+
+/// The scalars of one Adamax step.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamaxScalars<T> {
+    /// The shared ones (Adamax's weight decay is an L2 penalty).
+    pub moments: Moments<T>,
+    /// `−lr / (1 − β₁ᵗ)`.
+    pub neg_lr: T,
+}
+
+/// One Adamax step: `m ← lerp(m, g, 1−β₁)`, `u ← max(β₂·u, |g| + ε)`,
+/// `θ ← θ − (lr/(1−β₁ᵗ))·m/u`.
+pub fn adamax<T: Element>(slices: MomentSlices<'_, T>, h: &AdamaxScalars<T>) -> Result<()> {
+    run(slices, h)
+}
+
+impl<T: Element> Loop<MomentSlices<'_, T>> for AdamaxScalars<T> {
+    #[inline(always)]
+    fn run(&self, s: MomentSlices<'_, T>) {
+        let h = &self.moments;
+        for (((p, &g), m), u) in s
+            .param
+            .iter_mut()
+            .zip(s.grad)
+            .zip(s.exp_avg.iter_mut())
+            .zip(s.second.iter_mut())
+        {
+            let (x, g) = h.inputs(*p, g);
+            *m = lerp(*m, g, h.one_minus_beta1);
+            *u = (*u * h.beta2).nan_max(g.abs() + h.eps);
+            *p = x + (self.neg_lr * *m) / *u;
+        }
+    }
+}
+
+/// The scalars of one NAdam step.
+#[derive(Clone, Copy, Debug)]
+pub struct NadamScalars<T> {
+    /// The shared ones.
+    pub moments: Moments<T>,
+    /// `1 − β₂ᵗ`.
+    pub bias_correction2: T,
+    /// `−lr·(1 − μ_t)/(1 − Π_t)`, the weight of `g/d`.
+    pub grad_coef: T,
+    /// `−lr·μ_{t+1}/(1 − Π_t·μ_{t+1})`, the weight of `m/d`.
+    pub exp_avg_coef: T,
+}
+
+/// One NAdam step, in torch's order: Adam's moment updates, then
+/// `d = √(v/(1−β₂ᵗ)) + ε` and two `addcdiv`s (not fused), `g/d` then `m/d`.
+pub fn nadam<T: Element>(slices: MomentSlices<'_, T>, h: &NadamScalars<T>) -> Result<()> {
+    run(slices, h)
+}
+
+impl<T: Element> Loop<MomentSlices<'_, T>> for NadamScalars<T> {
+    #[inline(always)]
+    fn run(&self, s: MomentSlices<'_, T>) {
+        let eps = self.moments.eps;
+        self.moments.each(s, |x, g, m, v| {
+            let denom = (v / self.bias_correction2).sqrt() + eps;
+            let x = x + (self.grad_coef * g) / denom;
+            x + (self.exp_avg_coef * m) / denom
+        });
+    }
+}
+
+/// The scalars of one RAdam step.
 #[derive(Clone, Copy, Debug)]
 pub struct RadamScalars<T> {
-    /// `1 − lr·λ`, the decoupled decay factor, `None` when off or coupled.
-    pub decay: Option<T>,
-    /// The L2 penalty added to the gradient, `None` when off or decoupled.
-    pub weight_decay: Option<T>,
-    /// `1 − β₁`.
-    pub one_minus_beta1: T,
-    /// `β₂`.
-    pub beta2: T,
-    /// `1 − β₂`.
-    pub one_minus_beta2: T,
+    /// The shared ones.
+    pub moments: Moments<T>,
     /// `1 − β₁ᵗ`.
     pub bias_correction1: T,
     /// `lr`.
     pub lr: T,
     /// `(√(1 − β₂ᵗ), r_t)` when the variance is tractable (ρ_t > 5), else `None`.
     pub rectification: Option<(T, T)>,
-    /// `ε`.
-    pub eps: T,
-    /// Ascend instead of descend.
-    pub maximize: bool,
 }
 
 /// One RAdam step, in torch's order: Adam's moment updates, `m̂ = m/(1−β₁ᵗ)`,
 /// then `θ ← θ − ((m̂·lr)·((1/(√v + ε))·√(1−β₂ᵗ)))·r_t` when rectified
 /// (`bc2**0.5 / denom` is a reciprocal times a scalar in torch) and
 /// `θ ← θ − m̂·lr` otherwise.
-pub fn radam<T: Element>(
-    param: &mut [T],
-    grad: &[T],
-    exp_avg: &mut [T],
-    exp_avg_sq: &mut [T],
-    h: &RadamScalars<T>,
-) -> Result<()> {
-    check_len("radam", "grad", param.len(), grad.len())?;
-    check_len("radam", "exp_avg", param.len(), exp_avg.len())?;
-    check_len("radam", "exp_avg_sq", param.len(), exp_avg_sq.len())?;
-    for_chunks(
-        (param, grad, exp_avg, exp_avg_sq),
-        |(param, grad, exp_avg, exp_avg_sq)| radam_serial(param, grad, exp_avg, exp_avg_sq, h),
-    );
-    Ok(())
+pub fn radam<T: Element>(slices: MomentSlices<'_, T>, h: &RadamScalars<T>) -> Result<()> {
+    run(slices, h)
 }
 
-#[cfg_attr(
-    not(feature = "portable"),
-    multiversion::multiversion(targets("x86_64+avx2+fma"))
-)]
-fn radam_serial<T: Element>(
-    param: &mut [T],
-    grad: &[T],
-    exp_avg: &mut [T],
-    exp_avg_sq: &mut [T],
-    h: &RadamScalars<T>,
-) {
-    for (((p, &g), m), v) in param
-        .iter_mut()
-        .zip(grad)
-        .zip(exp_avg.iter_mut())
-        .zip(exp_avg_sq.iter_mut())
-    {
-        let (x, g) = adam_inputs(*p, g, h.decay, h.weight_decay, h.maximize);
-        adam_moments(m, v, g, (h.one_minus_beta1, h.beta2, h.one_minus_beta2));
-        let corrected = (*m / h.bias_correction1) * h.lr;
-        *p = match h.rectification {
-            Some((sqrt_bc2, rect)) => {
-                let adaptive = (T::ONE / (v.sqrt() + h.eps)) * sqrt_bc2;
-                x - (corrected * adaptive) * rect
+impl<T: Element> Loop<MomentSlices<'_, T>> for RadamScalars<T> {
+    #[inline(always)]
+    fn run(&self, s: MomentSlices<'_, T>) {
+        let eps = self.moments.eps;
+        self.moments.each(s, |x, _, m, v| {
+            let corrected = (m / self.bias_correction1) * self.lr;
+            match self.rectification {
+                Some((sqrt_bc2, rect)) => {
+                    let adaptive = (T::ONE / (v.sqrt() + eps)) * sqrt_bc2;
+                    x - (corrected * adaptive) * rect
+                }
+                None => x - corrected,
             }
-            None => x - corrected,
-        };
+        });
     }
 }

@@ -1,9 +1,8 @@
 //! The kernels of ASGD and Rprop, which keep per-element state of their own
 //! kind (an average of the iterates; per-element step sizes).
 
-use super::{check_len, signed_decayed};
+use super::{run, signed_decayed, slices, Loop};
 use crate::error::Result;
-use crate::parallel::for_chunks;
 use crate::tensor::Element;
 
 /// The scalars of one ASGD step, rounded to the parameter's dtype.
@@ -21,35 +20,34 @@ pub struct AsgdScalars<T> {
     pub maximize: bool,
 }
 
+slices!(
+    /// ASGD's slices.
+    AsgdSlices, "asgd" {
+        /// The gradient.
+        grad: read,
+        /// The averaged parameters.
+        ax: write,
+    }
+);
+
 /// One ASGD step: `θ ← (1 − λη)·θ − η·g`, then `ā ← ā + μ·(θ − ā)`
 /// (`ā ← θ` when `μ = 1`), in torch's order: `param.mul_(1 − λη)`,
 /// `param.add_(grad, alpha=−η)` (a fused multiply-add), `ax.add_(param.sub(ax).mul_(mu))`.
-pub fn asgd<T: Element>(
-    param: &mut [T],
-    grad: &[T],
-    ax: &mut [T],
-    h: &AsgdScalars<T>,
-) -> Result<()> {
-    check_len("asgd", "grad", param.len(), grad.len())?;
-    check_len("asgd", "ax", param.len(), ax.len())?;
-    for_chunks((param, grad, ax), |(param, grad, ax)| {
-        asgd_serial(param, grad, ax, h)
-    });
-    Ok(())
+pub fn asgd<T: Element>(slices: AsgdSlices<'_, T>, h: &AsgdScalars<T>) -> Result<()> {
+    run(slices, h)
 }
 
-#[cfg_attr(
-    not(feature = "portable"),
-    multiversion::multiversion(targets("x86_64+avx2+fma"))
-)]
-fn asgd_serial<T: Element>(param: &mut [T], grad: &[T], ax: &mut [T], h: &AsgdScalars<T>) {
-    for ((p, &g), a) in param.iter_mut().zip(grad).zip(ax.iter_mut()) {
-        let g = signed_decayed(g, *p, h.maximize, h.weight_decay);
-        *p = g.mul_add(h.neg_eta, *p * h.decay);
-        *a = match h.mu {
-            Some(mu) => *a + (*p - *a) * mu,
-            None => *p,
-        };
+impl<T: Element> Loop<AsgdSlices<'_, T>> for AsgdScalars<T> {
+    #[inline(always)]
+    fn run(&self, s: AsgdSlices<'_, T>) {
+        for ((p, &g), a) in s.param.iter_mut().zip(s.grad).zip(s.ax.iter_mut()) {
+            let g = signed_decayed(g, *p, self.maximize, self.weight_decay);
+            *p = g.mul_add(self.neg_eta, *p * self.decay);
+            *a = match self.mu {
+                Some(mu) => *a + (*p - *a) * mu,
+                None => *p,
+            };
+        }
     }
 }
 
@@ -96,66 +94,73 @@ fn sign<T: Element>(x: T) -> T {
     }
 }
 
+slices!(
+    /// Rprop's slices.
+    RpropSlices, "rprop" {
+        /// The gradient.
+        grad: read,
+        /// The previous step's gradient.
+        prev: write,
+        /// The per-element step sizes.
+        step_size: write,
+    }
+);
+
 /// One Rprop step, per element: with `s = sign(g·g_prev)`, the step size is
 /// multiplied by `η⁺` (s > 0), `η⁻` (s < 0) or 1 and clamped; where the sign
 /// flipped the gradient is taken as 0 (no move, and no flip next time);
 /// `θ ← θ − sign(g)·step_size`; `g_prev ← g`.
-pub fn rprop<T: Element>(
-    param: &mut [T],
-    grad: &[T],
-    prev: &mut [T],
-    step_size: &mut [T],
-    h: &RpropScalars<T>,
-) -> Result<()> {
-    check_len("rprop", "grad", param.len(), grad.len())?;
-    check_len("rprop", "prev", param.len(), prev.len())?;
-    check_len("rprop", "step_size", param.len(), step_size.len())?;
-    for_chunks(
-        (param, grad, prev, step_size),
-        |(param, grad, prev, step_size)| rprop_serial(param, grad, prev, step_size, h),
-    );
-    Ok(())
+pub fn rprop<T: Element>(slices: RpropSlices<'_, T>, h: &RpropScalars<T>) -> Result<()> {
+    run(slices, h)
 }
 
-#[cfg_attr(
-    not(feature = "portable"),
-    multiversion::multiversion(targets("x86_64+avx2+fma"))
-)]
-fn rprop_serial<T: Element>(
-    param: &mut [T],
-    grad: &[T],
-    prev: &mut [T],
-    step_size: &mut [T],
-    h: &RpropScalars<T>,
-) {
-    for (((p, &g), gp), ss) in param
-        .iter_mut()
-        .zip(grad)
-        .zip(prev.iter_mut())
-        .zip(step_size.iter_mut())
-    {
-        let g = if h.maximize { -g } else { g };
-        let s = g * *gp;
-        let factor = if s > T::ZERO {
-            h.etaplus
-        } else if s < T::ZERO {
-            h.etaminus
-        } else if s == T::ZERO {
-            T::ONE
-        } else {
-            s
-        };
-        *ss = clamp(*ss * factor, h.step_size_min, h.step_size_max);
-        // torch: grad[sign.eq(etaminus)] = 0
-        let g = if factor == h.etaminus { T::ZERO } else { g };
-        *p = (-sign(g)).mul_add(*ss, *p);
-        *gp = g;
+impl<T: Element> Loop<RpropSlices<'_, T>> for RpropScalars<T> {
+    #[inline(always)]
+    fn run(&self, s: RpropSlices<'_, T>) {
+        for (((p, &g), gp), ss) in s
+            .param
+            .iter_mut()
+            .zip(s.grad)
+            .zip(s.prev.iter_mut())
+            .zip(s.step_size.iter_mut())
+        {
+            let g = if self.maximize { -g } else { g };
+            let s = g * *gp;
+            let factor = if s > T::ZERO {
+                self.etaplus
+            } else if s < T::ZERO {
+                self.etaminus
+            } else if s == T::ZERO {
+                T::ONE
+            } else {
+                s
+            };
+            *ss = clamp(*ss * factor, self.step_size_min, self.step_size_max);
+            // torch: grad[sign.eq(etaminus)] = 0
+            let g = if factor == self.etaminus { T::ZERO } else { g };
+            *p = (-sign(g)).mul_add(*ss, *p);
+            *gp = g;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn step(p: &mut [f64], g: f64, prev: &mut [f64], step_size: &mut [f64], h: &RpropScalars<f64>) {
+        let grad = &[g];
+        rprop(
+            RpropSlices {
+                param: p,
+                grad,
+                prev,
+                step_size,
+            },
+            h,
+        )
+        .unwrap();
+    }
 
     #[test]
     fn rprop_grows_the_step_while_the_sign_holds_and_backs_off_after_a_flip() {
@@ -167,22 +172,22 @@ mod tests {
             maximize: false,
         };
         let (mut p, mut prev, mut ss) = ([0.0f64], [0.0f64], [0.1f64]);
-        rprop(&mut p, &[3.0], &mut prev, &mut ss, &h).unwrap();
+        step(&mut p, 3.0, &mut prev, &mut ss, &h);
         assert_eq!(
             (p, prev, ss),
             ([-0.1], [3.0], [0.1]),
             "first step: factor 1"
         );
-        rprop(&mut p, &[1.0], &mut prev, &mut ss, &h).unwrap();
+        step(&mut p, 1.0, &mut prev, &mut ss, &h);
         assert_eq!((p[0], ss[0]), (-0.1 - 0.2, 0.2), "same sign: grow");
-        rprop(&mut p, &[-1.0], &mut prev, &mut ss, &h).unwrap();
+        step(&mut p, -1.0, &mut prev, &mut ss, &h);
         assert_eq!(
             (p[0], prev[0], ss[0]),
             (-0.1 - 0.2, 0.0, 0.1),
             "flip: no move"
         );
         for _ in 0..10 {
-            rprop(&mut p, &[1.0], &mut prev, &mut ss, &h).unwrap();
+            step(&mut p, 1.0, &mut prev, &mut ss, &h);
         }
         assert_eq!(ss[0], 1.0, "clamped to step_size_max");
     }
@@ -197,10 +202,26 @@ mod tests {
             maximize: false,
         };
         let (mut p, mut ax) = ([1.0f64], [0.0f64]);
-        asgd(&mut p, &[2.0], &mut ax, &h).unwrap();
+        asgd(
+            AsgdSlices {
+                param: &mut p,
+                grad: &[2.0],
+                ax: &mut ax,
+            },
+            &h,
+        )
+        .unwrap();
         assert_eq!((p, ax), ([0.0], [0.0]));
         h.mu = Some(0.25);
-        asgd(&mut p, &[-4.0], &mut ax, &h).unwrap();
+        asgd(
+            AsgdSlices {
+                param: &mut p,
+                grad: &[-4.0],
+                ax: &mut ax,
+            },
+            &h,
+        )
+        .unwrap();
         assert_eq!((p, ax), ([2.0], [0.5]));
     }
 }

@@ -25,6 +25,7 @@
 
 use half::bf16;
 
+use super::simd;
 use crate::parallel::for_rows;
 
 /// Rounds to bfloat16 (to nearest, ties to even) and widens back.
@@ -80,10 +81,6 @@ fn products(lhs: &[f32], rhs: &[f32], k: usize, out: &mut [f32], n: usize, epilo
     });
 }
 
-#[cfg_attr(
-    not(feature = "portable"),
-    multiversion::multiversion(targets("x86_64+avx2+fma"))
-)]
 fn products_serial(
     lhs: &[f32],
     rhs: &[f32],
@@ -93,20 +90,22 @@ fn products_serial(
     n: usize,
     epilogue: Epilogue,
 ) {
-    let rows = out
-        .chunks_exact_mut(n)
-        .zip(lhs.chunks_exact(k).skip(first_row));
-    for (i, (out, lhs)) in rows.enumerate() {
-        let i = first_row + i;
-        for (j, (o, rhs)) in out.iter_mut().zip(rhs.chunks_exact(k)).enumerate() {
-            let d = dot(lhs, rhs);
-            *o = bf(match epilogue {
-                Epilogue::Round => d,
-                Epilogue::Poly { b, c, gram } => b * gram[i * n + j] + c * d,
-                Epilogue::Axpy { a } => a * *o + d,
-            });
+    simd(|| {
+        let rows = out
+            .chunks_exact_mut(n)
+            .zip(lhs.chunks_exact(k).skip(first_row));
+        for (i, (out, lhs)) in rows.enumerate() {
+            let i = first_row + i;
+            for (j, (o, rhs)) in out.iter_mut().zip(rhs.chunks_exact(k)).enumerate() {
+                let d = dot(lhs, rhs);
+                *o = bf(match epilogue {
+                    Epilogue::Round => d,
+                    Epilogue::Poly { b, c, gram } => b * gram[i * n + j] + c * d,
+                    Epilogue::Axpy { a } => a * *o + d,
+                });
+            }
         }
-    }
+    })
 }
 
 /// Newton–Schulz's matrices, kept between steps so a step allocates nothing.

@@ -1,7 +1,7 @@
 //! Kernels for sparse gradients: only the rows named by a coalesced gradient
 //! are read and written, one row at a time.
 
-use super::{check_len, AdaptiveScalars};
+use super::{check_len, simd, AdaptiveScalars};
 use crate::error::{Error, Result};
 use crate::tensor::Element;
 
@@ -34,10 +34,6 @@ fn row_spans<'a>(
 /// `param.add_(g/std, alpha=−clr)`). torch adds a sparse tensor into a dense
 /// one with BLAS `axpy` (a fused multiply-add) when rows have more than one
 /// element (`fused`), and with a multiply then an add for 1-D parameters.
-#[cfg_attr(
-    not(feature = "portable"),
-    multiversion::multiversion(targets("x86_64+avx2+fma"))
-)]
 pub fn adagrad_sparse<T: Element>(
     param: &mut [T],
     sum: &mut [T],
@@ -47,25 +43,27 @@ pub fn adagrad_sparse<T: Element>(
     fused: bool,
     h: &AdaptiveScalars<T>,
 ) -> Result<()> {
-    check_len("adagrad_sparse", "sum", param.len(), sum.len())?;
-    for (at, start) in row_spans("adagrad_sparse", param.len(), rows, values.len(), width)? {
-        let span = start..start + width;
-        for ((p, s), &g) in param[span.clone()]
-            .iter_mut()
-            .zip(&mut sum[span])
-            .zip(&values[at..at + width])
-        {
-            let g = if h.maximize { -g } else { g };
-            *s = *s + g * g;
-            let u = g / (s.sqrt() + h.eps);
-            *p = if fused {
-                u.mul_add(h.neg_lr, *p)
-            } else {
-                *p + h.neg_lr * u
-            };
+    simd(|| {
+        check_len("adagrad_sparse", "sum", param.len(), sum.len())?;
+        for (at, start) in row_spans("adagrad_sparse", param.len(), rows, values.len(), width)? {
+            let span = start..start + width;
+            for ((p, s), &g) in param[span.clone()]
+                .iter_mut()
+                .zip(&mut sum[span])
+                .zip(&values[at..at + width])
+            {
+                let g = if h.maximize { -g } else { g };
+                *s = *s + g * g;
+                let u = g / (s.sqrt() + h.eps);
+                *p = if fused {
+                    u.mul_add(h.neg_lr, *p)
+                } else {
+                    *p + h.neg_lr * u
+                };
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// The scalars of one SparseAdam step, rounded to the parameter's dtype.
@@ -86,10 +84,6 @@ pub struct SparseAdamScalars<T> {
 /// SparseAdam on the rows of a sparse gradient, in torch's order:
 /// `Δm = (g − m)(1−β₁)`, `m ← m + Δm`, `Δv = (g² − v)(1−β₂)`, `v ← v + Δv`,
 /// `θ ← θ + (−step_size)·(Δm + m_old)/(√(Δv + v_old) + ε)`.
-#[cfg_attr(
-    not(feature = "portable"),
-    multiversion::multiversion(targets("x86_64+avx2+fma"))
-)]
 pub fn sparse_adam<T: Element>(
     param: &mut [T],
     exp_avg: &mut [T],
@@ -99,27 +93,29 @@ pub fn sparse_adam<T: Element>(
     width: usize,
     h: &SparseAdamScalars<T>,
 ) -> Result<()> {
-    check_len("sparse_adam", "exp_avg", param.len(), exp_avg.len())?;
-    check_len("sparse_adam", "exp_avg_sq", param.len(), exp_avg_sq.len())?;
-    for (at, start) in row_spans("sparse_adam", param.len(), rows, values.len(), width)? {
-        let span = start..start + width;
-        for (((p, m), v), &g) in param[span.clone()]
-            .iter_mut()
-            .zip(&mut exp_avg[span.clone()])
-            .zip(&mut exp_avg_sq[span])
-            .zip(&values[at..at + width])
-        {
-            let g = if h.maximize { -g } else { g };
-            let (m_old, v_old) = (*m, *v);
-            let dm = (g - m_old) * h.one_minus_beta1;
-            *m = m_old + dm;
-            let dv = (g * g - v_old) * h.one_minus_beta2;
-            *v = v_old + dv;
-            let denom = (dv + v_old).sqrt() + h.eps;
-            *p = *p + ((dm + m_old) / denom) * h.neg_step_size;
+    simd(|| {
+        check_len("sparse_adam", "exp_avg", param.len(), exp_avg.len())?;
+        check_len("sparse_adam", "exp_avg_sq", param.len(), exp_avg_sq.len())?;
+        for (at, start) in row_spans("sparse_adam", param.len(), rows, values.len(), width)? {
+            let span = start..start + width;
+            for (((p, m), v), &g) in param[span.clone()]
+                .iter_mut()
+                .zip(&mut exp_avg[span.clone()])
+                .zip(&mut exp_avg_sq[span])
+                .zip(&values[at..at + width])
+            {
+                let g = if h.maximize { -g } else { g };
+                let (m_old, v_old) = (*m, *v);
+                let dm = (g - m_old) * h.one_minus_beta1;
+                *m = m_old + dm;
+                let dv = (g * g - v_old) * h.one_minus_beta2;
+                *v = v_old + dv;
+                let denom = (dv + v_old).sqrt() + h.eps;
+                *p = *p + ((dm + m_old) / denom) * h.neg_step_size;
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// SGD's `θ.add_(g, alpha=−lr)` with a sparse gradient as handed in

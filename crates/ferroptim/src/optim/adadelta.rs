@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::algorithm::Algorithm;
 use crate::error::{Error, Result};
-use crate::kernels::{self, AdaptiveScalars};
+use crate::kernels::{self, AdadeltaScalars, AdadeltaSlices, AdaptiveScalars};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
 use crate::tensor::{Element, Tensor};
@@ -118,13 +118,18 @@ impl Algorithm for AdadeltaConfig {
         _: &[usize],
         state: &mut AdadeltaState,
     ) -> Result<()> {
-        let h = AdaptiveScalars::<T>::new(-self.lr, self.weight_decay, self.eps, self.maximize);
-        let rho = (T::from_f64(self.rho), T::from_f64(1.0 - self.rho));
-        let (v, a) = (
-            state.square_avg.as_slice_mut::<T>()?,
-            state.acc_delta.as_slice_mut::<T>()?,
-        );
-        kernels::adadelta(param, grad, v, a, rho, &h)?;
+        let h = AdadeltaScalars {
+            adaptive: AdaptiveScalars::new(-self.lr, self.weight_decay, self.eps, self.maximize),
+            rho: T::from_f64(self.rho),
+            one_minus_rho: T::from_f64(1.0 - self.rho),
+        };
+        let slices = AdadeltaSlices {
+            param,
+            grad,
+            square_avg: state.square_avg.as_slice_mut::<T>()?,
+            acc_delta: state.acc_delta.as_slice_mut::<T>()?,
+        };
+        kernels::adadelta(slices, &h)?;
         state.step += 1.0;
         Ok(())
     }

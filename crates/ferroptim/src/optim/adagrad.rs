@@ -17,9 +17,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::algorithm::{Algorithm, Hyperparameters};
-use crate::error::{Error, Result};
-use crate::kernels::{self, AdaptiveScalars};
+use crate::algorithm::Algorithm;
+use crate::error::Result;
+use crate::kernels::{self, AdagradSlices, AdaptiveScalars};
 use crate::optimizer::Optim;
 use crate::param::SparseGrad;
 use crate::slot::ParamMeta;
@@ -131,20 +131,14 @@ impl Algorithm for AdagradConfig {
         let step = state.step + 1.0;
         let clr = self.lr / (1.0 + (step - 1.0) * self.lr_decay);
         let h = AdaptiveScalars::<T>::new(-clr, self.weight_decay, self.eps, self.maximize);
-        kernels::adagrad(param, grad, state.sum.as_slice_mut::<T>()?, &h)?;
+        let sum = state.sum.as_slice_mut::<T>()?;
+        kernels::adagrad(AdagradSlices { param, grad, sum }, &h)?;
         state.step = step;
         Ok(())
     }
 
     fn check_grad(&self, sparse: bool, param: usize) -> Result<()> {
-        if sparse && self.weight_decay != 0.0 {
-            return Err(Error::SparseGradIncompatible {
-                optimizer: Self::NAME,
-                option: "weight_decay",
-                param,
-            });
-        }
-        Ok(())
+        crate::algorithm::sparse_without_weight_decay::<Self>(sparse, self.weight_decay, param)
     }
 
     fn update_sparse<T: Element>(

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::algorithm::Algorithm;
 use crate::error::Result;
-use crate::kernels::{self, AdamScalars};
+use crate::kernels::{self, AdamScalars, AdamSlices, Moments};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
 use crate::tensor::{Element, Tensor};
@@ -130,18 +130,17 @@ impl Algorithm for AdamConfig {
         let bias_correction1 = 1.0 - beta1.powf(step);
         let bias_correction2 = 1.0 - beta2.powf(step);
         let step_size = self.lr / bias_correction1;
-        let (decay, weight_decay) =
-            kernels::adam_weight_decay(self.lr, self.weight_decay, self.decoupled_weight_decay);
         let h = AdamScalars {
-            one_minus_beta1: T::from_f64(1.0 - beta1),
-            beta2: T::from_f64(beta2),
-            one_minus_beta2: T::from_f64(1.0 - beta2),
-            weight_decay,
-            decay,
+            moments: Moments::new(
+                self.lr,
+                self.betas,
+                self.eps,
+                self.weight_decay,
+                self.decoupled_weight_decay,
+                self.maximize,
+            ),
             bias_correction2_sqrt: T::from_f64(bias_correction2.powf(0.5)),
-            eps: T::from_f64(self.eps),
             neg_step_size: T::from_f64(-step_size),
-            maximize: self.maximize,
         };
         if self.amsgrad && state.max_exp_avg_sq.is_none() {
             // amsgrad switched on after the first step: start the maximum from zero.
@@ -151,9 +150,14 @@ impl Algorithm for AdamConfig {
             (Some(max), true) => Some(max.as_slice_mut::<T>()?),
             _ => None,
         };
-        let m = state.exp_avg.as_slice_mut::<T>()?;
-        let v = state.exp_avg_sq.as_slice_mut::<T>()?;
-        kernels::adam(param, grad, m, v, max, &h)?;
+        let slices = AdamSlices {
+            param,
+            grad,
+            exp_avg: state.exp_avg.as_slice_mut::<T>()?,
+            exp_avg_sq: state.exp_avg_sq.as_slice_mut::<T>()?,
+            max_exp_avg_sq: max,
+        };
+        kernels::adam(slices, &h)?;
         state.step = step;
         Ok(())
     }

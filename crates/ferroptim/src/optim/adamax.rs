@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::algorithm::Algorithm;
 use crate::error::Result;
-use crate::kernels::{self, AdaptiveScalars};
+use crate::kernels::{self, AdamaxScalars, MomentSlices, Moments};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
 use crate::tensor::{Element, Tensor};
@@ -105,23 +105,27 @@ impl Algorithm for AdamaxConfig {
         _: &[usize],
         state: &mut AdamaxState,
     ) -> Result<()> {
-        let (beta1, beta2) = self.betas;
+        let beta1 = self.betas.0;
         let step = state.step + 1.0;
         let clr = self.lr / (1.0 - beta1.powf(step));
-        let h = AdaptiveScalars::<T>::new(-clr, self.weight_decay, self.eps, self.maximize);
-        let (m, u) = (
-            state.exp_avg.as_slice_mut::<T>()?,
-            state.exp_inf.as_slice_mut::<T>()?,
-        );
-        kernels::adamax(
+        let h = AdamaxScalars {
+            moments: Moments::new(
+                self.lr,
+                self.betas,
+                self.eps,
+                self.weight_decay,
+                false,
+                self.maximize,
+            ),
+            neg_lr: T::from_f64(-clr),
+        };
+        let slices = MomentSlices {
             param,
             grad,
-            m,
-            u,
-            T::from_f64(1.0 - beta1),
-            T::from_f64(beta2),
-            &h,
-        )?;
+            exp_avg: state.exp_avg.as_slice_mut::<T>()?,
+            second: state.exp_inf.as_slice_mut::<T>()?,
+        };
+        kernels::adamax(slices, &h)?;
         state.step = step;
         Ok(())
     }

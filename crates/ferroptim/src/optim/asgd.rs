@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::algorithm::Algorithm;
 use crate::error::Result;
-use crate::kernels::{self, AsgdScalars};
+use crate::kernels::{self, AsgdScalars, AsgdSlices};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
 use crate::tensor::{Element, Tensor};
@@ -135,7 +135,8 @@ impl Algorithm for AsgdConfig {
             weight_decay: (self.weight_decay != 0.0).then(|| T::from_f64(self.weight_decay)),
             maximize: self.maximize,
         };
-        kernels::asgd(param, grad, state.ax.as_slice_mut::<T>()?, &h)?;
+        let ax = state.ax.as_slice_mut::<T>()?;
+        kernels::asgd(AsgdSlices { param, grad, ax }, &h)?;
         state.step = step;
         state.eta = (self.lr / (1.0 + self.lambd * self.lr * step).powf(self.alpha)) as f32;
         // Python's max(1, step − t0)

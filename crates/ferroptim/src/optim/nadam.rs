@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::algorithm::Algorithm;
 use crate::error::Result;
-use crate::kernels::{self, NadamScalars};
+use crate::kernels::{self, MomentSlices, Moments, NadamScalars};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
 use crate::tensor::{Element, Tensor};
@@ -135,25 +135,26 @@ impl Algorithm for NAdamConfig {
         // torch: `mu_product *= mu` on a float32 scalar tensor.
         let mu_product = state.mu_product * mu as f32;
         let mu_product_next = f64::from(mu_product) * mu_next;
-        let (decay, weight_decay) =
-            kernels::adam_weight_decay(self.lr, self.weight_decay, self.decoupled_weight_decay);
         let h = NadamScalars {
-            decay,
-            weight_decay,
-            one_minus_beta1: T::from_f64(1.0 - beta1),
-            beta2: T::from_f64(beta2),
-            one_minus_beta2: T::from_f64(1.0 - beta2),
+            moments: Moments::new(
+                self.lr,
+                self.betas,
+                self.eps,
+                self.weight_decay,
+                self.decoupled_weight_decay,
+                self.maximize,
+            ),
             bias_correction2: T::from_f64(bias_correction2),
-            eps: T::from_f64(self.eps),
             grad_coef: T::from_f64(-self.lr * (1.0 - mu) / (1.0 - f64::from(mu_product))),
             exp_avg_coef: T::from_f64((-self.lr * mu_next) / (1.0 - mu_product_next)),
-            maximize: self.maximize,
         };
-        let (m, v) = (
-            state.exp_avg.as_slice_mut::<T>()?,
-            state.exp_avg_sq.as_slice_mut::<T>()?,
-        );
-        kernels::nadam(param, grad, m, v, &h)?;
+        let slices = MomentSlices {
+            param,
+            grad,
+            exp_avg: state.exp_avg.as_slice_mut::<T>()?,
+            second: state.exp_avg_sq.as_slice_mut::<T>()?,
+        };
+        kernels::nadam(slices, &h)?;
         state.step = step;
         state.mu_product = mu_product;
         Ok(())

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::algorithm::Algorithm;
 use crate::error::Result;
-use crate::kernels::{self, RadamScalars};
+use crate::kernels::{self, MomentSlices, Moments, RadamScalars};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
 use crate::tensor::{Element, Tensor};
@@ -124,25 +124,26 @@ impl Algorithm for RAdamConfig {
                 .sqrt();
             (T::from_f64(bias_correction2.sqrt()), T::from_f64(rect))
         });
-        let (decay, weight_decay) =
-            kernels::adam_weight_decay(self.lr, self.weight_decay, self.decoupled_weight_decay);
         let h = RadamScalars {
-            decay,
-            weight_decay,
-            one_minus_beta1: T::from_f64(1.0 - beta1),
-            beta2: T::from_f64(beta2),
-            one_minus_beta2: T::from_f64(1.0 - beta2),
+            moments: Moments::new(
+                self.lr,
+                self.betas,
+                self.eps,
+                self.weight_decay,
+                self.decoupled_weight_decay,
+                self.maximize,
+            ),
             bias_correction1: T::from_f64(bias_correction1),
             lr: T::from_f64(self.lr),
             rectification,
-            eps: T::from_f64(self.eps),
-            maximize: self.maximize,
         };
-        let (m, v) = (
-            state.exp_avg.as_slice_mut::<T>()?,
-            state.exp_avg_sq.as_slice_mut::<T>()?,
-        );
-        kernels::radam(param, grad, m, v, &h)?;
+        let slices = MomentSlices {
+            param,
+            grad,
+            exp_avg: state.exp_avg.as_slice_mut::<T>()?,
+            second: state.exp_avg_sq.as_slice_mut::<T>()?,
+        };
+        kernels::radam(slices, &h)?;
         state.step = step;
         Ok(())
     }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::algorithm::Algorithm;
 use crate::error::Result;
-use crate::kernels::{self, AdaptiveScalars, RmspropBuffers};
+use crate::kernels::{self, AdaptiveScalars, RmspropScalars, RmspropSlices};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
 use crate::tensor::{Element, Tensor};
@@ -132,26 +132,26 @@ impl Algorithm for RmspropConfig {
         if self.centered && s.grad_avg.is_none() {
             s.grad_avg = Some(Tensor::zeros(T::DTYPE, shape));
         }
-        let h = AdaptiveScalars::<T>::new(-self.lr, self.weight_decay, self.eps, self.maximize);
-        let buffers = RmspropBuffers {
+        let h = RmspropScalars {
+            adaptive: AdaptiveScalars::new(-self.lr, self.weight_decay, self.eps, self.maximize),
+            alpha: T::from_f64(self.alpha),
+            one_minus_alpha: T::from_f64(1.0 - self.alpha),
+            momentum: T::from_f64(self.momentum),
+        };
+        let slices = RmspropSlices {
+            param,
+            grad,
+            square_avg: s.square_avg.as_slice_mut::<T>()?,
             grad_avg: match (&mut s.grad_avg, self.centered) {
                 (Some(t), true) => Some(t.as_slice_mut::<T>()?),
                 _ => None,
             },
-            momentum: match (&mut s.momentum_buffer, self.momentum > 0.0) {
-                (Some(t), true) => Some((t.as_slice_mut::<T>()?, T::from_f64(self.momentum))),
+            momentum_buffer: match (&mut s.momentum_buffer, self.momentum > 0.0) {
+                (Some(t), true) => Some(t.as_slice_mut::<T>()?),
                 _ => None,
             },
         };
-        let alpha = (T::from_f64(self.alpha), T::from_f64(1.0 - self.alpha));
-        kernels::rmsprop(
-            param,
-            grad,
-            s.square_avg.as_slice_mut::<T>()?,
-            alpha,
-            buffers,
-            &h,
-        )?;
+        kernels::rmsprop(slices, &h)?;
         s.step += 1.0;
         Ok(())
     }

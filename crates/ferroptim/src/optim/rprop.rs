@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::algorithm::Algorithm;
 use crate::error::{Error, Result};
-use crate::kernels::{self, RpropScalars};
+use crate::kernels::{self, RpropScalars, RpropSlices};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
 use crate::tensor::{Element, Tensor, TensorDataMut};
@@ -133,11 +133,13 @@ impl Algorithm for RpropConfig {
             step_size_max: T::from_f64(self.step_sizes.1),
             maximize: self.maximize,
         };
-        let (prev, step_size) = (
-            state.prev.as_slice_mut::<T>()?,
-            state.step_size.as_slice_mut::<T>()?,
-        );
-        kernels::rprop(param, grad, prev, step_size, &h)?;
+        let slices = RpropSlices {
+            param,
+            grad,
+            prev: state.prev.as_slice_mut::<T>()?,
+            step_size: state.step_size.as_slice_mut::<T>()?,
+        };
+        kernels::rprop(slices, &h)?;
         state.step += 1.0;
         Ok(())
     }

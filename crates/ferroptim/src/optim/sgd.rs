@@ -26,9 +26,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::algorithm::{Algorithm, Hyperparameters};
+use crate::algorithm::Algorithm;
 use crate::error::{Error, Result};
-use crate::kernels::{self, SgdScalars};
+use crate::kernels::{self, SgdMomentumSlices, SgdScalars, SgdSlices};
 use crate::optimizer::Optim;
 use crate::param::SparseGrad;
 use crate::slot::ParamMeta;
@@ -133,22 +133,41 @@ impl Algorithm for SgdConfig {
         shape: &[usize],
         state: &mut SgdState,
     ) -> Result<()> {
-        let h = SgdScalars {
-            neg_lr: T::from_f64(-self.lr),
-            weight_decay: (self.weight_decay != 0.0).then(|| T::from_f64(self.weight_decay)),
-            momentum: T::from_f64(self.momentum),
-            one_minus_dampening: T::from_f64(1.0 - self.dampening),
-            nesterov: self.nesterov,
-            maximize: self.maximize,
-        };
+        let mut h = SgdScalars::<T>::new(
+            -self.lr,
+            self.weight_decay,
+            self.momentum,
+            self.dampening,
+            self.nesterov,
+            self.maximize,
+        );
         if self.momentum == 0.0 {
-            return kernels::sgd(param, grad, &h);
+            return kernels::sgd(SgdSlices { param, grad }, &h);
         }
         match &mut state.momentum_buffer {
-            Some(buf) => kernels::sgd_momentum(param, grad, buf.as_slice_mut::<T>()?, false, &h),
+            Some(buf) => {
+                let momentum_buffer = buf.as_slice_mut::<T>()?;
+                kernels::sgd_momentum(
+                    SgdMomentumSlices {
+                        param,
+                        grad,
+                        momentum_buffer,
+                    },
+                    &h,
+                )
+            }
             None => {
                 let mut buf = vec![T::ZERO; param.len()];
-                kernels::sgd_momentum(param, grad, &mut buf, true, &h)?;
+                h.first = true;
+                let momentum_buffer = &mut buf[..];
+                kernels::sgd_momentum(
+                    SgdMomentumSlices {
+                        param,
+                        grad,
+                        momentum_buffer,
+                    },
+                    &h,
+                )?;
                 state.momentum_buffer = Some(Tensor::from_vec(buf, shape)?);
                 Ok(())
             }
@@ -156,14 +175,7 @@ impl Algorithm for SgdConfig {
     }
 
     fn check_grad(&self, sparse: bool, param: usize) -> Result<()> {
-        if sparse && self.weight_decay != 0.0 {
-            return Err(Error::SparseGradIncompatible {
-                optimizer: Self::NAME,
-                option: "weight_decay",
-                param,
-            });
-        }
-        Ok(())
+        crate::algorithm::sparse_without_weight_decay::<Self>(sparse, self.weight_decay, param)
     }
 
     fn update_sparse<T: Element>(
@@ -204,6 +216,7 @@ impl Algorithm for SgdConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Hyperparameters;
     use crate::{Optimizer, Param};
 
     #[test]

@@ -112,6 +112,9 @@ impl LbfgsState {
                 ),
             ));
         }
+        // torch's scratch for the two-loop recursion, recomputed by every
+        // step (torch keeps it only to reuse the memory): read and dropped.
+        entries.ignore("al");
         entries.finish()?;
         Ok(state)
     }
