@@ -40,7 +40,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::state::{ParamStateDict, StateDict, StateValue};
-use crate::tensor::{Tensor, TensorData};
+use crate::tensor::{Element, Tensor, TensorData};
 
 /// The largest header (JSON of tensor names, shapes and metadata) that the
 /// `safetensors` reader accepts: 100 MB, about 230k Adam parameters. A
@@ -99,18 +99,8 @@ fn tensor_bytes(t: &Tensor) -> (StDtype, Vec<u8>) {
 fn tensor_from_view(name: &str, view: &TensorView<'_>) -> Result<Tensor> {
     let bytes = view.data();
     let data = match view.dtype() {
-        StDtype::F32 => TensorData::F32(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        StDtype::F64 => TensorData::F64(
-            bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-        ),
+        StDtype::F32 => TensorData::F32(f32::from_le_slice(bytes)),
+        StDtype::F64 => TensorData::F64(f64::from_le_slice(bytes)),
         other => {
             return Err(format_error(format!(
                 "tensor {name:?} has dtype {other:?}; ferroptim keeps F32 and F64 state"

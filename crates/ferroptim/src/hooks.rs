@@ -13,6 +13,28 @@
 //! before the hooks run, so a hook may register or remove hooks (the change
 //! applies from the next call) and may call the optimizer's `&self` methods.
 //!
+//! A pre-hook that refuses steps while the learning rate is too large:
+//!
+//! ```
+//! use ferroptim::{optim::{Sgd, SgdConfig}, Error, Optimizer, Param, Tensor};
+//! let p = Param::from_vec(vec![1.0f32], &[1])?;
+//! let mut opt = Sgd::new([p.clone()], SgdConfig { lr: 0.5, ..Default::default() })?;
+//! let veto = opt.register_step_pre_hook(
+//!     |opt| match opt.lr(0) {
+//!         Some(lr) if lr > 0.1 => Err(Error::Vetoed(format!("lr {lr} is too large"))),
+//!         _ => Ok(()),
+//!     },
+//!     false,
+//! );
+//! p.set_grad(Tensor::from_vec(vec![1.0f32], &[1])?)?;
+//! assert!(matches!(opt.step(), Err(Error::Vetoed(_))));
+//! assert_eq!(p.to_vec::<f32>()?, [1.0]);
+//! veto.remove();
+//! opt.step()?;
+//! assert_eq!(p.to_vec::<f32>()?, [0.5]);
+//! # Ok::<(), ferroptim::Error>(())
+//! ```
+//!
 //! `Hooks<O>` is generic over what a hook receives only so that this module
 //! does not depend on the [`Optimizer`](crate::Optimizer) trait; optimizers
 //! hold an [`OptimizerHooks`](crate::OptimizerHooks).
@@ -119,6 +141,75 @@ impl<O: ?Sized> Default for Table<O> {
     }
 }
 
+/// Calls `$callback!` with every kind of hook, the hooks receiving `&$o`:
+/// torch's method name, the list it goes in, its type, the closure's bound,
+/// and what it does. [`Hooks`] and the [`Optimizer`](crate::Optimizer)
+/// trait write their `register_*` methods from it.
+macro_rules! for_each_hook {
+    ($callback:ident, $o:ty) => {
+        $crate::hooks::$callback! {
+            register_step_pre_hook, step_pre, StepPreHook, [Fn(&$o) -> Result<()>],
+            "torch's `register_step_pre_hook(hook, prepend)`: `hook` runs before every \
+             step; an error from it stops the step, which changes nothing and returns the error.";
+            register_step_post_hook, step_post, StepPostHook, [Fn(&$o)],
+            "torch's `register_step_post_hook(hook, prepend)`: runs after every step that succeeded.";
+            register_state_dict_pre_hook, state_dict_pre, StateDictPreHook, [Fn(&$o)],
+            "torch's `register_state_dict_pre_hook(hook, prepend)`: runs before `state_dict`.";
+            register_state_dict_post_hook, state_dict_post, StateDictPostHook, [Fn(&$o, &mut StateDict)],
+            "torch's `register_state_dict_post_hook(hook, prepend)`: runs on the dict \
+             `state_dict` returns, which it may change.";
+            register_load_state_dict_pre_hook, load_pre, LoadStateDictPreHook,
+            [Fn(&$o, &mut StateDict) -> Result<()>],
+            "torch's `register_load_state_dict_pre_hook(hook, prepend)`: runs on a copy of the \
+             dict given to `load_state_dict`, before it is checked; it may change the copy, or \
+             refuse the load with an error.";
+            register_load_state_dict_post_hook, load_post, LoadStateDictPostHook, [Fn(&$o)],
+            "torch's `register_load_state_dict_post_hook(hook, prepend)`: runs after \
+             `load_state_dict` succeeded.";
+        }
+    };
+}
+pub(crate) use for_each_hook;
+
+/// The `register_*` methods of [`Hooks`].
+macro_rules! hooks_register {
+    ($($register:ident, $list:ident, $ty:ident, [$($bound:tt)+], $doc:literal;)+) => {
+        $(
+            #[doc = $doc]
+            pub fn $register(
+                &self,
+                hook: impl $($bound)+ + Send + Sync + 'static,
+                prepend: bool,
+            ) -> HookHandle {
+                let hook: Arc<$ty<O>> = Arc::new(hook);
+                self.insert(|t| &mut t.$list, hook, prepend)
+            }
+        )+
+    };
+}
+pub(crate) use hooks_register;
+
+/// The `register_*` methods of the [`Optimizer`](crate::Optimizer) trait,
+/// which register on its [`hooks`](crate::Optimizer::hooks).
+macro_rules! optimizer_register {
+    ($($register:ident, $list:ident, $ty:ident, [$($bound:tt)+], $doc:literal;)+) => {
+        $(
+            #[doc = $doc]
+            fn $register(
+                &self,
+                hook: impl $($bound)+ + Send + Sync + 'static,
+                prepend: bool,
+            ) -> $crate::hooks::HookHandle
+            where
+                Self: Sized,
+            {
+                self.hooks().$register(hook, prepend)
+            }
+        )+
+    };
+}
+pub(crate) use optimizer_register;
+
 /// The hooks registered on one optimizer. A clone of an optimizer starts
 /// with the same hooks, registered anew: removing one from either leaves
 /// the other's.
@@ -204,72 +295,7 @@ impl<O: ?Sized + 'static> Hooks<O> {
         }
     }
 
-    /// Registers `hook` to run before every step (torch's
-    /// `register_step_pre_hook`); an error from it stops the step, which
-    /// then changes nothing and returns the error.
-    pub fn register_step_pre_hook(
-        &self,
-        hook: impl Fn(&O) -> Result<()> + Send + Sync + 'static,
-        prepend: bool,
-    ) -> HookHandle {
-        let hook: Arc<StepPreHook<O>> = Arc::new(hook);
-        self.insert(|t| &mut t.step_pre, hook, prepend)
-    }
-
-    /// Registers `hook` to run after every step that succeeded
-    /// (`register_step_post_hook`).
-    pub fn register_step_post_hook(
-        &self,
-        hook: impl Fn(&O) + Send + Sync + 'static,
-        prepend: bool,
-    ) -> HookHandle {
-        let hook: Arc<StepPostHook<O>> = Arc::new(hook);
-        self.insert(|t| &mut t.step_post, hook, prepend)
-    }
-
-    /// Registers `hook` to run before `state_dict` (`register_state_dict_pre_hook`).
-    pub fn register_state_dict_pre_hook(
-        &self,
-        hook: impl Fn(&O) + Send + Sync + 'static,
-        prepend: bool,
-    ) -> HookHandle {
-        let hook: Arc<StateDictPreHook<O>> = Arc::new(hook);
-        self.insert(|t| &mut t.state_dict_pre, hook, prepend)
-    }
-
-    /// Registers `hook` to run on the dict `state_dict` returns, which it
-    /// may change (`register_state_dict_post_hook`).
-    pub fn register_state_dict_post_hook(
-        &self,
-        hook: impl Fn(&O, &mut StateDict) + Send + Sync + 'static,
-        prepend: bool,
-    ) -> HookHandle {
-        let hook: Arc<StateDictPostHook<O>> = Arc::new(hook);
-        self.insert(|t| &mut t.state_dict_post, hook, prepend)
-    }
-
-    /// Registers `hook` to run on a copy of the dict given to
-    /// `load_state_dict`, before it is checked; it may change the copy, or
-    /// refuse the load with an error (`register_load_state_dict_pre_hook`).
-    pub fn register_load_state_dict_pre_hook(
-        &self,
-        hook: impl Fn(&O, &mut StateDict) -> Result<()> + Send + Sync + 'static,
-        prepend: bool,
-    ) -> HookHandle {
-        let hook: Arc<LoadStateDictPreHook<O>> = Arc::new(hook);
-        self.insert(|t| &mut t.load_pre, hook, prepend)
-    }
-
-    /// Registers `hook` to run after `load_state_dict` succeeded
-    /// (`register_load_state_dict_post_hook`).
-    pub fn register_load_state_dict_post_hook(
-        &self,
-        hook: impl Fn(&O) + Send + Sync + 'static,
-        prepend: bool,
-    ) -> HookHandle {
-        let hook: Arc<LoadStateDictPostHook<O>> = Arc::new(hook);
-        self.insert(|t| &mut t.load_post, hook, prepend)
-    }
+    for_each_hook!(hooks_register, O);
 
     /// Whether any hook is registered on `load_state_dict` (so the dict must be copied).
     pub(crate) fn has_load_pre(&self) -> bool {

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use crate::algorithm::Algorithm;
 use crate::error::Result;
 use crate::group::{GroupSpec, GroupStore, Groups, IntoParamGroups, ParamGroup};
-use crate::hooks::{HookHandle, Hooks};
+use crate::hooks::Hooks;
 use crate::parallel::Exec;
 use crate::param::Param;
 use crate::slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData};
@@ -145,102 +145,7 @@ pub trait Optimizer: Send {
         self.group_store_mut().set_lr(group, lr)
     }
 
-    /// torch's `register_step_pre_hook(hook, prepend)`: `hook` runs before
-    /// every step and may refuse it by returning an error, in which case
-    /// nothing changes. See [`hooks`](crate::hooks).
-    ///
-    /// ```
-    /// use ferroptim::{optim::{Sgd, SgdConfig}, Error, Optimizer, Param, Tensor};
-    /// let p = Param::from_vec(vec![1.0f32], &[1])?;
-    /// let mut opt = Sgd::new([p.clone()], SgdConfig { lr: 0.5, ..Default::default() })?;
-    /// let veto = opt.register_step_pre_hook(
-    ///     |opt| match opt.lr(0) {
-    ///         Some(lr) if lr > 0.1 => Err(Error::Vetoed(format!("lr {lr} is too large"))),
-    ///         _ => Ok(()),
-    ///     },
-    ///     false,
-    /// );
-    /// p.set_grad(Tensor::from_vec(vec![1.0f32], &[1])?)?;
-    /// assert!(matches!(opt.step(), Err(Error::Vetoed(_))));
-    /// assert_eq!(p.to_vec::<f32>()?, [1.0]);
-    /// veto.remove();
-    /// opt.step()?;
-    /// assert_eq!(p.to_vec::<f32>()?, [0.5]);
-    /// # Ok::<(), ferroptim::Error>(())
-    /// ```
-    fn register_step_pre_hook(
-        &self,
-        hook: impl Fn(&(dyn Optimizer + 'static)) -> Result<()> + Send + Sync + 'static,
-        prepend: bool,
-    ) -> HookHandle
-    where
-        Self: Sized,
-    {
-        self.hooks().register_step_pre_hook(hook, prepend)
-    }
-
-    /// torch's `register_step_post_hook(hook, prepend)`: runs after each step that succeeded.
-    fn register_step_post_hook(
-        &self,
-        hook: impl Fn(&(dyn Optimizer + 'static)) + Send + Sync + 'static,
-        prepend: bool,
-    ) -> HookHandle
-    where
-        Self: Sized,
-    {
-        self.hooks().register_step_post_hook(hook, prepend)
-    }
-
-    /// torch's `register_state_dict_pre_hook(hook, prepend)`.
-    fn register_state_dict_pre_hook(
-        &self,
-        hook: impl Fn(&(dyn Optimizer + 'static)) + Send + Sync + 'static,
-        prepend: bool,
-    ) -> HookHandle
-    where
-        Self: Sized,
-    {
-        self.hooks().register_state_dict_pre_hook(hook, prepend)
-    }
-
-    /// torch's `register_state_dict_post_hook(hook, prepend)`: may change the returned dict.
-    fn register_state_dict_post_hook(
-        &self,
-        hook: impl Fn(&(dyn Optimizer + 'static), &mut StateDict) + Send + Sync + 'static,
-        prepend: bool,
-    ) -> HookHandle
-    where
-        Self: Sized,
-    {
-        self.hooks().register_state_dict_post_hook(hook, prepend)
-    }
-
-    /// torch's `register_load_state_dict_pre_hook(hook, prepend)`: may
-    /// rewrite (a copy of) the dict being loaded, or refuse it with an error.
-    fn register_load_state_dict_pre_hook(
-        &self,
-        hook: impl Fn(&(dyn Optimizer + 'static), &mut StateDict) -> Result<()> + Send + Sync + 'static,
-        prepend: bool,
-    ) -> HookHandle
-    where
-        Self: Sized,
-    {
-        self.hooks()
-            .register_load_state_dict_pre_hook(hook, prepend)
-    }
-
-    /// torch's `register_load_state_dict_post_hook(hook, prepend)`.
-    fn register_load_state_dict_post_hook(
-        &self,
-        hook: impl Fn(&(dyn Optimizer + 'static)) + Send + Sync + 'static,
-        prepend: bool,
-    ) -> HookHandle
-    where
-        Self: Sized,
-    {
-        self.hooks()
-            .register_load_state_dict_post_hook(hook, prepend)
-    }
+    crate::hooks::for_each_hook!(optimizer_register, dyn Optimizer + 'static);
 }
 
 /// Runs a step between its hooks: pre-hooks first (an error stops the step

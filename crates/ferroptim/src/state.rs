@@ -272,6 +272,12 @@ impl<'a> StateEntries<'a> {
             .collect()
     }
 
+    /// Marks `key` as read without reading it: a key torch saves that this
+    /// optimizer has no use for (LBFGS's scratch `al`).
+    pub fn ignore(&mut self, key: &str) {
+        self.get(key);
+    }
+
     /// Errors if the saved state holds keys that were not read.
     pub fn finish(self) -> Result<()> {
         if let Some(extra) = self

@@ -111,6 +111,15 @@ pub trait Element:
     fn slice_of_mut(data: TensorDataMut<'_>) -> Option<&mut [Self]>;
     /// Wraps a vector as tensor data.
     fn into_data(values: Vec<Self>) -> TensorData;
+    /// Element `index` of little-endian `bytes` (how torch and safetensors
+    /// store tensors); the caller has checked `bytes` holds it.
+    fn read_le(bytes: &[u8], index: usize) -> Self;
+    /// The elements of little-endian `bytes` (a trailing partial element is ignored).
+    fn from_le_slice(bytes: &[u8]) -> Vec<Self> {
+        (0..bytes.len() / std::mem::size_of::<Self>())
+            .map(|i| Self::read_le(bytes, i))
+            .collect()
+    }
 
     /// `torch.maximum`: the larger value, NaN if either is NaN.
     #[inline]
@@ -183,6 +192,13 @@ macro_rules! impl_element {
             }
             fn into_data(values: Vec<Self>) -> TensorData {
                 TensorData::$dtype(values)
+            }
+
+            fn read_le(bytes: &[u8], index: usize) -> Self {
+                const N: usize = std::mem::size_of::<$t>();
+                let mut out = [0; N];
+                out.copy_from_slice(&bytes[index * N..index * N + N]);
+                <$t>::from_le_bytes(out)
             }
         }
     };
