@@ -39,13 +39,12 @@ pub fn sum_sq<T: Element>(x: &[T]) -> f64 {
     tree_sum(x, sum_sq_serial)
 }
 
+simd! {
 fn sum_sq_serial<T: Element>(x: &[T]) -> f64 {
-    simd(|| {
-        let mut lanes = [0.0; LANES];
-        add_squares(&mut lanes, x);
-        total(lanes)
-    })
-}
+    let mut lanes = [0.0; LANES];
+    add_squares(&mut lanes, x);
+    total(lanes)
+}}
 
 /// Adds `xᵢ²` to lane `i mod LANES`.
 #[inline(always)]
@@ -192,32 +191,32 @@ pub fn second_moment<T: Element>(
     }
 }
 
+simd! {
 fn full_moment_serial<T: Element>(
     param: &[T],
     grad: &[T],
     variance: &mut [T],
     h: &AdafactorScalars<T>,
 ) -> Pair {
-    simd(|| {
-        let (w, eps1_sq) = (h.one_minus_beta2, h.eps1_sq);
-        let (mut p_lanes, mut u_lanes) = ([0.0; LANES], [0.0; LANES]);
-        let mut u = [T::ZERO; TILE];
-        for ((p, g), v) in param
-            .chunks(TILE)
-            .zip(grad.chunks(TILE))
-            .zip(variance.chunks_mut(TILE))
-        {
-            for ((u, &g), v) in u.iter_mut().zip(g).zip(v) {
-                *v = lerp(*v, g * g, w);
-                *u = update(*v, g, eps1_sq);
-            }
-            add_squares(&mut p_lanes, p);
-            add_squares(&mut u_lanes, &u[..g.len()]);
+    let (w, eps1_sq) = (h.one_minus_beta2, h.eps1_sq);
+    let (mut p_lanes, mut u_lanes) = ([0.0; LANES], [0.0; LANES]);
+    let mut u = [T::ZERO; TILE];
+    for ((p, g), v) in param
+        .chunks(TILE)
+        .zip(grad.chunks(TILE))
+        .zip(variance.chunks_mut(TILE))
+    {
+        for ((u, &g), v) in u.iter_mut().zip(g).zip(v) {
+            *v = lerp(*v, g * g, w);
+            *u = update(*v, g, eps1_sq);
         }
-        Pair(total(p_lanes), total(u_lanes))
-    })
-}
+        add_squares(&mut p_lanes, p);
+        add_squares(&mut u_lanes, &u[..g.len()]);
+    }
+    Pair(total(p_lanes), total(u_lanes))
+}}
 
+simd! {
 fn factored_moment<T: Element>(
     grad: &[T],
     row_var: &mut [T],
@@ -227,51 +226,49 @@ fn factored_moment<T: Element>(
     scratch: &mut [f64],
     h: &AdafactorScalars<T>,
 ) {
-    simd(|| {
-        if rows == 0 || cols == 0 {
-            return; // no elements: the means stay as they are
-        }
-        let w = h.one_minus_beta2;
-        let (n_rows, n_cols) = (T::from_f64(rows as f64), T::from_f64(cols as f64));
-        // torch: vector_norm(g, dim).square_().div_(size): the norm is rounded, then squared.
-        let mean_sq = |sum_sq: f64, n: T| {
-            let r = norm::<T>(sum_sq);
-            r * r / n
-        };
-        let body = cols / LANES * LANES;
-        for ((matrix, row_var), col_var) in grad
-            .chunks_exact(rows * cols)
-            .zip(row_var.chunks_exact_mut(rows))
-            .zip(col_var.chunks_exact_mut(cols))
-        {
-            scratch.fill(0.0);
-            for (row, r) in matrix.chunks_exact(cols).zip(row_var.iter_mut()) {
-                let mut lanes = [0.0; LANES];
-                let (row_body, row_rest) = row.split_at(body);
-                let (acc_body, acc_rest) = scratch.split_at_mut(body);
-                for (acc, g) in acc_body
-                    .chunks_exact_mut(LANES)
-                    .zip(row_body.chunks_exact(LANES))
-                {
-                    for k in 0..LANES {
-                        let g2 = square(g[k]);
-                        lanes[k] += g2;
-                        acc[k] += g2;
-                    }
-                }
-                for (k, (acc, &g)) in acc_rest.iter_mut().zip(row_rest).enumerate() {
-                    let g2 = square(g);
+    if rows == 0 || cols == 0 {
+        return; // no elements: the means stay as they are
+    }
+    let w = h.one_minus_beta2;
+    let (n_rows, n_cols) = (T::from_f64(rows as f64), T::from_f64(cols as f64));
+    // torch: vector_norm(g, dim).square_().div_(size): the norm is rounded, then squared.
+    let mean_sq = |sum_sq: f64, n: T| {
+        let r = norm::<T>(sum_sq);
+        r * r / n
+    };
+    let body = cols / LANES * LANES;
+    for ((matrix, row_var), col_var) in grad
+        .chunks_exact(rows * cols)
+        .zip(row_var.chunks_exact_mut(rows))
+        .zip(col_var.chunks_exact_mut(cols))
+    {
+        scratch.fill(0.0);
+        for (row, r) in matrix.chunks_exact(cols).zip(row_var.iter_mut()) {
+            let mut lanes = [0.0; LANES];
+            let (row_body, row_rest) = row.split_at(body);
+            let (acc_body, acc_rest) = scratch.split_at_mut(body);
+            for (acc, g) in acc_body
+                .chunks_exact_mut(LANES)
+                .zip(row_body.chunks_exact(LANES))
+            {
+                for k in 0..LANES {
+                    let g2 = square(g[k]);
                     lanes[k] += g2;
-                    *acc += g2;
+                    acc[k] += g2;
                 }
-                *r = lerp(*r, mean_sq(total(lanes), n_cols), w);
             }
-            for (c, &sum) in col_var.iter_mut().zip(&*scratch) {
-                *c = lerp(*c, mean_sq(sum, n_rows), w);
+            for (k, (acc, &g)) in acc_rest.iter_mut().zip(row_rest).enumerate() {
+                let g2 = square(g);
+                lanes[k] += g2;
+                *acc += g2;
             }
+            *r = lerp(*r, mean_sq(total(lanes), n_cols), w);
         }
-    })
-}
+        for (c, &sum) in col_var.iter_mut().zip(&*scratch) {
+            *c = lerp(*c, mean_sq(sum, n_rows), w);
+        }
+    }
+}}
 
 /// The variance estimate of a factored moment is `rᵢ·cⱼ / mean(r)`: torch's
 /// `(row_var @ col_var).div_(row_var.mean(dim=-2).clamp_(min=eps1))`, an
@@ -325,6 +322,7 @@ pub fn update_sum_sq<T: Element>(
     }
 }
 
+simd! {
 fn factored_update_sum_sq<T: Element>(
     grad: &[T],
     row_var: &[T],
@@ -333,23 +331,21 @@ fn factored_update_sum_sq<T: Element>(
     cols: usize,
     h: &AdafactorScalars<T>,
 ) -> f64 {
-    simd(|| {
-        let mut sum = 0.0;
-        let eps1_sq = h.eps1_sq;
-        for_each_factored_row(
-            grad,
-            row_var,
-            col_var,
-            rows,
-            cols,
-            h.eps1,
-            |_, g, c, ri, mean| {
-                sum += update_sum_sq_serial(g, c, |cj| ri * cj / mean, eps1_sq);
-            },
-        );
-        sum
-    })
-}
+    let mut sum = 0.0;
+    let eps1_sq = h.eps1_sq;
+    for_each_factored_row(
+        grad,
+        row_var,
+        col_var,
+        rows,
+        cols,
+        h.eps1,
+        |_, g, c, ri, mean| {
+            sum += update_sum_sq_serial(g, c, |cj| ri * cj / mean, eps1_sq);
+        },
+    );
+    sum
+}}
 
 /// `Σ u²` over a run of `grad` whose variance estimates are `v_of(vⱼ)`.
 #[inline(always)]
@@ -397,12 +393,12 @@ pub fn apply<T: Element>(
     Ok(())
 }
 
+simd! {
 fn apply_full<T: Element>(param: &mut [T], grad: &[T], v: &[T], eps1_sq: T, decay: T, step: T) {
-    simd(|| {
-        apply_run(param, grad, v, |v| v, eps1_sq, decay, step);
-    })
-}
+    apply_run(param, grad, v, |v| v, eps1_sq, decay, step);
+}}
 
+simd! {
 #[allow(clippy::too_many_arguments)]
 fn apply_factored<T: Element>(
     param: &mut [T],
@@ -415,22 +411,20 @@ fn apply_factored<T: Element>(
     decay: T,
     step: T,
 ) {
-    simd(|| {
-        let eps1_sq = h.eps1_sq;
-        for_each_factored_row(
-            grad,
-            row_var,
-            col_var,
-            rows,
-            cols,
-            h.eps1,
-            |at, g, c, ri, mean| {
-                let p = &mut param[at..at + cols];
-                apply_run(p, g, c, |cj| ri * cj / mean, eps1_sq, decay, step);
-            },
-        );
-    })
-}
+    let eps1_sq = h.eps1_sq;
+    for_each_factored_row(
+        grad,
+        row_var,
+        col_var,
+        rows,
+        cols,
+        h.eps1,
+        |at, g, c, ri, mean| {
+            let p = &mut param[at..at + cols];
+            apply_run(p, g, c, |cj| ri * cj / mean, eps1_sq, decay, step);
+        },
+    );
+}}
 
 #[inline(always)]
 fn apply_run<T: Element>(

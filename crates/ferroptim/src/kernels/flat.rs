@@ -8,43 +8,43 @@
 use super::simd;
 use crate::tensor::Element;
 
+simd! {
 /// `Σ aᵢ·bᵢ` over the common length, summed as torch 2.15's CPU `dot` sums
 /// short vectors here (measured: up to 8 elements, bit for bit): products
 /// rounded, even and odd positions in two sums, added at the end. BLAS sums
 /// longer vectors in wider, machine-dependent orders.
 pub fn dot<T: Element>(a: &[T], b: &[T]) -> T {
-    simd(|| {
-        let n = a.len().min(b.len());
-        let (mut even, mut odd) = (T::ZERO, T::ZERO);
-        for (x, y) in a[..n].chunks_exact(2).zip(b[..n].chunks_exact(2)) {
-            even = even + x[0] * y[0];
-            odd = odd + x[1] * y[1];
-        }
-        if n % 2 == 1 {
-            even = even + a[n - 1] * b[n - 1];
-        }
-        even + odd
-    })
-}
+    let n = a.len().min(b.len());
+    let (mut even, mut odd) = (T::ZERO, T::ZERO);
+    for (x, y) in a[..n].chunks_exact(2).zip(b[..n].chunks_exact(2)) {
+        even = even + x[0] * y[0];
+        odd = odd + x[1] * y[1];
+    }
+    if n % 2 == 1 {
+        even = even + a[n - 1] * b[n - 1];
+    }
+    even + odd
+}}
 
+simd! {
 /// `max |aᵢ|`, NaN if any element is NaN (torch's `abs().max()`); 0 when empty.
 pub fn abs_max<T: Element>(a: &[T]) -> T {
-    simd(|| a.iter().fold(T::ZERO, |m, &x| m.nan_max(x.abs())))
-}
+    a.iter().fold(T::ZERO, |m, &x| m.nan_max(x.abs()))
+}}
 
+simd! {
 /// `Σ |aᵢ|`.
 pub fn abs_sum<T: Element>(a: &[T]) -> T {
-    simd(|| a.iter().fold(T::ZERO, |acc, &x| acc + x.abs()))
-}
+    a.iter().fold(T::ZERO, |acc, &x| acc + x.abs())
+}}
 
+simd! {
 /// `y ← y + α·x` with one rounding per element (torch's `add_(x, alpha=α)`).
 pub fn axpy<T: Element>(y: &mut [T], alpha: T, x: &[T]) {
-    simd(|| {
-        for (y, &x) in y.iter_mut().zip(x) {
-            *y = x.mul_add(alpha, *y);
-        }
-    })
-}
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = x.mul_add(alpha, *y);
+    }
+}}
 
 #[cfg(test)]
 mod tests {

@@ -5,9 +5,9 @@
 //! with `slices!`, which writes the struct, its length checks and how it is
 //! cut into chunks for the threads) and a struct of scalars whose
 //! `Loop` impl is the loop over one chunk. `run` checks the lengths,
-//! spreads the chunks over the threads and runs each through `simd`, the
-//! one place the SIMD dispatch is written (the other kernels' loops go
-//! through it too). The families have a file
+//! spreads the chunks over the threads and runs each through one
+//! multiversioned `dispatch`; the `simd!` macro is the one place the SIMD
+//! dispatch attribute is written (the loops of other shapes use it too). The families have a file
 //! each: [`sgd`](self::sgd), [`adam_family`](self::adam_family) (Adam,
 //! Adamax, NAdam, RAdam, whose shared scalars [`Moments`] has one
 //! constructor), [`adaptive`](self::adaptive) (Adadelta, Adagrad, RMSprop),
@@ -85,22 +85,37 @@ pub(crate) trait Loop<S>: Sync {
 }
 
 /// Runs `scalars`' loop over `slices`: lengths checked first (on error
-/// nothing is written), then chunks across the threads, each through [`simd`].
+/// nothing is written), then chunks across the threads, each through
+/// [`dispatch`].
 pub(crate) fn run<S: Slices, L: Loop<S>>(slices: S, scalars: &L) -> Result<()> {
     slices.check()?;
-    for_chunks(slices, |chunk| simd(|| scalars.run(chunk)));
+    for_chunks(slices, |chunk| dispatch(chunk, scalars));
     Ok(())
 }
 
-/// The one SIMD dispatch of every kernel: `body`, inlined here, is compiled
-/// for AVX2+FMA and for the baseline target, and the CPU picks at run time
-/// (`multiversion`; the `portable` feature keeps the baseline only).
-#[cfg_attr(
-    not(feature = "portable"),
-    multiversion::multiversion(targets("x86_64+avx2+fma"))
-)]
-pub(crate) fn simd<R>(body: impl FnOnce() -> R) -> R {
-    body()
+/// The one SIMD dispatch, written once: the function it wraps is compiled
+/// for AVX2+FMA as well as for the baseline target, and the CPU picks at
+/// run time (`multiversion`; the `portable` feature keeps the baseline
+/// only). Element-wise kernels go through [`dispatch`]; the loops of
+/// another shape (Adafactor's, LBFGS's flat vectors, sparse rows,
+/// Newton–Schulz) wrap their functions in it directly.
+macro_rules! simd {
+    ($($item:tt)*) => {
+        #[cfg_attr(
+            not(feature = "portable"),
+            multiversion::multiversion(targets("x86_64+avx2+fma"))
+        )]
+        $($item)*
+    };
+}
+pub(crate) use simd;
+
+simd! {
+    /// The SIMD dispatch of every element-wise kernel: the kernel's loop
+    /// (`#[inline(always)]`) is compiled into each target's clone.
+    fn dispatch<S, L: Loop<S>>(slices: S, scalars: &L) {
+        scalars.run(slices)
+    }
 }
 
 /// Declares a kernel's bundle of slices: `param` (written) first, then each

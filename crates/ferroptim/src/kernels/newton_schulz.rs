@@ -81,6 +81,7 @@ fn products(lhs: &[f32], rhs: &[f32], k: usize, out: &mut [f32], n: usize, epilo
     });
 }
 
+simd! {
 fn products_serial(
     lhs: &[f32],
     rhs: &[f32],
@@ -90,23 +91,21 @@ fn products_serial(
     n: usize,
     epilogue: Epilogue,
 ) {
-    simd(|| {
-        let rows = out
-            .chunks_exact_mut(n)
-            .zip(lhs.chunks_exact(k).skip(first_row));
-        for (i, (out, lhs)) in rows.enumerate() {
-            let i = first_row + i;
-            for (j, (o, rhs)) in out.iter_mut().zip(rhs.chunks_exact(k)).enumerate() {
-                let d = dot(lhs, rhs);
-                *o = bf(match epilogue {
-                    Epilogue::Round => d,
-                    Epilogue::Poly { b, c, gram } => b * gram[i * n + j] + c * d,
-                    Epilogue::Axpy { a } => a * *o + d,
-                });
-            }
+    let rows = out
+        .chunks_exact_mut(n)
+        .zip(lhs.chunks_exact(k).skip(first_row));
+    for (i, (out, lhs)) in rows.enumerate() {
+        let i = first_row + i;
+        for (j, (o, rhs)) in out.iter_mut().zip(rhs.chunks_exact(k)).enumerate() {
+            let d = dot(lhs, rhs);
+            *o = bf(match epilogue {
+                Epilogue::Round => d,
+                Epilogue::Poly { b, c, gram } => b * gram[i * n + j] + c * d,
+                Epilogue::Axpy { a } => a * *o + d,
+            });
         }
-    })
-}
+    }
+}}
 
 /// Newton–Schulz's matrices, kept between steps so a step allocates nothing.
 #[derive(Clone, Debug, Default)]

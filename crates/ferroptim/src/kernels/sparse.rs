@@ -29,6 +29,7 @@ fn row_spans<'a>(
         .map(move |(k, &r)| (k * width, r * width)))
 }
 
+simd! {
 /// Adagrad on the rows of a sparse gradient: `s ← s + g²`,
 /// `θ ← θ − clr·g/(√s + ε)`, in torch's order (`state_sum.add_(g²)`, then
 /// `param.add_(g/std, alpha=−clr)`). torch adds a sparse tensor into a dense
@@ -43,28 +44,26 @@ pub fn adagrad_sparse<T: Element>(
     fused: bool,
     h: &AdaptiveScalars<T>,
 ) -> Result<()> {
-    simd(|| {
-        check_len("adagrad_sparse", "sum", param.len(), sum.len())?;
-        for (at, start) in row_spans("adagrad_sparse", param.len(), rows, values.len(), width)? {
-            let span = start..start + width;
-            for ((p, s), &g) in param[span.clone()]
-                .iter_mut()
-                .zip(&mut sum[span])
-                .zip(&values[at..at + width])
-            {
-                let g = if h.maximize { -g } else { g };
-                *s = *s + g * g;
-                let u = g / (s.sqrt() + h.eps);
-                *p = if fused {
-                    u.mul_add(h.neg_lr, *p)
-                } else {
-                    *p + h.neg_lr * u
-                };
-            }
+    check_len("adagrad_sparse", "sum", param.len(), sum.len())?;
+    for (at, start) in row_spans("adagrad_sparse", param.len(), rows, values.len(), width)? {
+        let span = start..start + width;
+        for ((p, s), &g) in param[span.clone()]
+            .iter_mut()
+            .zip(&mut sum[span])
+            .zip(&values[at..at + width])
+        {
+            let g = if h.maximize { -g } else { g };
+            *s = *s + g * g;
+            let u = g / (s.sqrt() + h.eps);
+            *p = if fused {
+                u.mul_add(h.neg_lr, *p)
+            } else {
+                *p + h.neg_lr * u
+            };
         }
-        Ok(())
-    })
-}
+    }
+    Ok(())
+}}
 
 /// The scalars of one SparseAdam step, rounded to the parameter's dtype.
 #[derive(Clone, Copy, Debug)]
@@ -81,6 +80,7 @@ pub struct SparseAdamScalars<T> {
     pub maximize: bool,
 }
 
+simd! {
 /// SparseAdam on the rows of a sparse gradient, in torch's order:
 /// `Δm = (g − m)(1−β₁)`, `m ← m + Δm`, `Δv = (g² − v)(1−β₂)`, `v ← v + Δv`,
 /// `θ ← θ + (−step_size)·(Δm + m_old)/(√(Δv + v_old) + ε)`.
@@ -93,30 +93,28 @@ pub fn sparse_adam<T: Element>(
     width: usize,
     h: &SparseAdamScalars<T>,
 ) -> Result<()> {
-    simd(|| {
-        check_len("sparse_adam", "exp_avg", param.len(), exp_avg.len())?;
-        check_len("sparse_adam", "exp_avg_sq", param.len(), exp_avg_sq.len())?;
-        for (at, start) in row_spans("sparse_adam", param.len(), rows, values.len(), width)? {
-            let span = start..start + width;
-            for (((p, m), v), &g) in param[span.clone()]
-                .iter_mut()
-                .zip(&mut exp_avg[span.clone()])
-                .zip(&mut exp_avg_sq[span])
-                .zip(&values[at..at + width])
-            {
-                let g = if h.maximize { -g } else { g };
-                let (m_old, v_old) = (*m, *v);
-                let dm = (g - m_old) * h.one_minus_beta1;
-                *m = m_old + dm;
-                let dv = (g * g - v_old) * h.one_minus_beta2;
-                *v = v_old + dv;
-                let denom = (dv + v_old).sqrt() + h.eps;
-                *p = *p + ((dm + m_old) / denom) * h.neg_step_size;
-            }
+    check_len("sparse_adam", "exp_avg", param.len(), exp_avg.len())?;
+    check_len("sparse_adam", "exp_avg_sq", param.len(), exp_avg_sq.len())?;
+    for (at, start) in row_spans("sparse_adam", param.len(), rows, values.len(), width)? {
+        let span = start..start + width;
+        for (((p, m), v), &g) in param[span.clone()]
+            .iter_mut()
+            .zip(&mut exp_avg[span.clone()])
+            .zip(&mut exp_avg_sq[span])
+            .zip(&values[at..at + width])
+        {
+            let g = if h.maximize { -g } else { g };
+            let (m_old, v_old) = (*m, *v);
+            let dm = (g - m_old) * h.one_minus_beta1;
+            *m = m_old + dm;
+            let dv = (g * g - v_old) * h.one_minus_beta2;
+            *v = v_old + dv;
+            let denom = (dv + v_old).sqrt() + h.eps;
+            *p = *p + ((dm + m_old) / denom) * h.neg_step_size;
         }
-        Ok(())
-    })
-}
+    }
+    Ok(())
+}}
 
 /// SGD's `θ.add_(g, alpha=−lr)` with a sparse gradient as handed in
 /// (rows unsorted and repeated), as torch adds a sparse tensor into a dense
