@@ -206,6 +206,73 @@ pub(crate) fn options_map<A: Hyperparameters>(options: &A) -> Map<String, Value>
     }
 }
 
+/// torch's arguments `given` (a JSON object of kwargs, or a group's
+/// overrides) without torch's implementation flags, checked first.
+///
+/// A flag this optimizer has in torch is accepted at a value ferroptim
+/// honours: `foreach` at any (ferroptim has one implementation, torch's
+/// single-tensor arithmetic, run fused), `fused` at `None`/`False`, and
+/// `capturable`/`differentiable` at `False` (CUDA graphs and autograd
+/// through the step have no meaning here). Any other value, or a flag
+/// torch's class does not take, is a typed error saying so. A list shorter
+/// or longer than its default (`betas`, `etas`) is an error that says how
+/// many elements it must have, before serde's message would.
+pub(crate) fn strip_torch_flags<A: Hyperparameters>(
+    given: &Map<String, Value>,
+) -> Result<Map<String, Value>> {
+    let invalid = |reason: String| Error::InvalidConfig {
+        optimizer: A::NAME,
+        reason,
+    };
+    let defaults = options_map(&A::default());
+    let mut out = Map::new();
+    for (key, value) in given {
+        if TORCH_IMPL_FLAGS.contains(&key.as_str()) {
+            if !A::TORCH_FLAGS.contains(&key.as_str()) {
+                return Err(invalid(format!(
+                    "`{key}`: torch.optim.{} has no such argument (its implementation flags: {})",
+                    A::NAME,
+                    if A::TORCH_FLAGS.is_empty() {
+                        "none".to_string()
+                    } else {
+                        A::TORCH_FLAGS.join(", ")
+                    }
+                )));
+            }
+            let honoured = match (key.as_str(), value) {
+                (_, Value::Null) if matches!(key.as_str(), "foreach" | "fused") => true,
+                ("foreach", Value::Bool(_)) => true,
+                (_, Value::Bool(b)) => !b,
+                _ => {
+                    return Err(invalid(format!(
+                        "`{key}` is {value}, expected true, false or null"
+                    )))
+                }
+            };
+            if !honoured {
+                let why = match key.as_str() {
+                    "fused" => "torch's fused kernels are not implemented yet; ferroptim runs torch's default (single-tensor) arithmetic, pass fused=None or False",
+                    "capturable" => "capturable is for CUDA graphs; ferroptim steps on the CPU, pass capturable=False",
+                    _ => "ferroptim's step is not differentiable (no autograd through the update), pass differentiable=False",
+                };
+                return Err(invalid(format!("`{key}={value}`: {why}")));
+            }
+            continue;
+        }
+        if let (Some(Value::Array(default)), Value::Array(found)) = (defaults.get(key), value) {
+            if default.len() != found.len() {
+                return Err(invalid(format!(
+                    "`{key}` must have {} elements, found {}",
+                    default.len(),
+                    found.len()
+                )));
+            }
+        }
+        out.insert(key.clone(), value.clone());
+    }
+    Ok(out)
+}
+
 fn config_error<A: Hyperparameters>(e: serde_json::Error) -> Error {
     Error::InvalidConfig {
         optimizer: A::NAME,
@@ -220,7 +287,7 @@ pub(crate) fn merge_options<A: Hyperparameters>(
     overrides: &Map<String, Value>,
 ) -> Result<A> {
     let mut map = options_map(defaults);
-    for (key, value) in overrides {
+    for (key, value) in &strip_torch_flags::<A>(overrides)? {
         if !map.contains_key(key) {
             return Err(Error::UnknownHyperparameter {
                 optimizer: A::NAME,

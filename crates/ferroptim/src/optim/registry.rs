@@ -216,24 +216,79 @@ impl Construct for super::LbfgsConfig {
     }
 }
 
-/// Reads `C` from JSON (empty means `{}`), then builds the optimizer.
+/// Reads `C` from JSON (empty means `{}`) of torch's keyword arguments,
+/// torch's implementation flags included, then builds the optimizer.
 pub(crate) fn construct<C: Construct, P: crate::ParamSlot>(
     json: &str,
     params: impl crate::IntoParamGroups<P>,
 ) -> crate::Result<Box<dyn crate::Optimizer>> {
     let json = if json.trim().is_empty() { "{}" } else { json };
-    let config: C = serde_json::from_str(json)
-        .and_then(crate::json::from_value)
-        .map_err(|e| crate::Error::InvalidConfig {
-            optimizer: C::NAME,
-            reason: e.to_string(),
-        })?;
+    let invalid = |e: serde_json::Error| crate::Error::InvalidConfig {
+        optimizer: C::NAME,
+        reason: e.to_string(),
+    };
+    let value = match serde_json::from_str(json).map_err(invalid)? {
+        serde_json::Value::Object(kwargs) => {
+            serde_json::Value::Object(crate::group::strip_torch_flags::<C>(&kwargs)?)
+        }
+        other => other,
+    };
+    let config: C = crate::json::from_value(value).map_err(invalid)?;
     config.construct(params)
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::{NAMES, REGISTRY};
+
+    fn build_err(name: &str, json: &str) -> String {
+        match super::super::build(name, json, [crate::Param::zeros::<f32>(&[2])]) {
+            Ok(_) => panic!("{name} {json} built"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn torch_flags_are_accepted_where_honoured() {
+        let json = r#"{"lr": 0.01, "foreach": true, "fused": false, "capturable": false, "differentiable": false}"#;
+        let opt = super::super::build("adam", json, [crate::Param::zeros::<f32>(&[2])]).unwrap();
+        assert_eq!(opt.lr(0), Some(0.01));
+        super::super::build(
+            "sgd",
+            r#"{"foreach": null, "fused": null}"#,
+            [crate::Param::zeros::<f32>(&[2])],
+        )
+        .unwrap();
+        assert!(
+            build_err("adam", r#"{"fused": true}"#).contains("`fused=true`: torch's fused kernels")
+        );
+        assert!(build_err("adam", r#"{"capturable": true}"#).contains("CUDA graphs"));
+        assert!(build_err("adamw", r#"{"differentiable": true}"#).contains("not differentiable"));
+        assert!(build_err("adam", r#"{"foreach": 1}"#).contains("expected true, false or null"));
+        let nadam = build_err("nadam", r#"{"fused": false}"#);
+        assert!(
+            nadam.contains("torch.optim.NAdam has no such argument"),
+            "{nadam}"
+        );
+        assert!(build_err("lbfgs", r#"{"foreach": false}"#).contains("flags: none"));
+    }
+
+    #[test]
+    fn a_tuple_of_the_wrong_length_says_how_long() {
+        let e = build_err("adam", r#"{"betas": [0.9, 0.99, 0.5]}"#);
+        assert!(e.contains("`betas` must have 2 elements, found 3"), "{e}");
+        let e = build_err("rprop", r#"{"etas": [0.5]}"#);
+        assert!(e.contains("`etas` must have 2 elements, found 1"), "{e}");
+    }
+
+    #[test]
+    fn group_overrides_take_torch_flags_too() {
+        use crate::{GroupSpec, Optimizer};
+        let groups =
+            vec![GroupSpec::new(vec![crate::Param::zeros::<f32>(&[2])]).set("foreach", false)];
+        let opt = crate::optim::Adam::new(groups, Default::default()).unwrap();
+        assert_eq!(opt.num_param_groups(), 1);
+    }
 
     #[test]
     fn every_row_builds_and_names_itself() {
