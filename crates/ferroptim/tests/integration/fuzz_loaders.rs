@@ -4,9 +4,7 @@
 //! as it was. `FERROPTIM_FUZZ_CASES` sets the number of cases per target
 //! (CI runs the default, 20,000 in all).
 
-mod common;
-
-use common::load;
+use crate::common::load;
 use ferroptim::{Optimizer, StateDict};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

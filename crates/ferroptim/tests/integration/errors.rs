@@ -2,7 +2,7 @@
 //! ones in tools/torch_reference) must fail here too, with the matching typed
 //! error and torch's message.
 
-mod common;
+use crate::common;
 
 use ferroptim::{optim, Error, GroupSpec, IntoParamGroups, Param};
 use regex::Regex;

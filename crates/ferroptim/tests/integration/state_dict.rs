@@ -1,8 +1,6 @@
 //! `state_dict` / `load_state_dict`: resuming training after a stop.
 
-mod common;
-
-use common::{
+use crate::common::{
     compare_tensor_in, load, sparse_sgd_with_momentum, tolerance_for, Agreement, Case, Scales,
 };
 use ferroptim::optim::{Adam, AdamConfig, Sgd, SgdConfig};

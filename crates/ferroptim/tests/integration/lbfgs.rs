@@ -3,12 +3,10 @@
 //! the returned loss and the state must agree after every `step`, and the
 //! closure must be called exactly as many times as torch called it.
 
-mod common;
-
 use std::cell::Cell;
 use std::rc::Rc;
 
-use common::{compare_tensor_in, json_equal, Agreement, Scales};
+use crate::common::{compare_tensor_in, json_equal, Agreement, Scales};
 use ferroptim::optim::{Lbfgs, LbfgsConfig};
 use ferroptim::{optim, Element, Optimizer, Param, StateDict, StateValue, Tensor};
 use serde::Deserialize;

@@ -10,11 +10,11 @@
 //! inputs. ferroptim keeps the correctly rounded `sqrt`, so there the tests
 //! hold the tolerances instead.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 
-use common::{
+use crate::common::{
     compare_state, compare_tensor_in, json_equal, load, sparse_sgd_with_momentum, tolerance,
     Agreement, Scales, MUON_TOLERANCE,
 };
