@@ -195,6 +195,15 @@ impl SequentialLR {
         opt: &mut dyn Optimizer,
         schedulers: Vec<Box<dyn LrScheduler>>,
         milestones: Vec<i64>,
+    ) -> Result<Self> {
+        Self::resume(opt, schedulers, milestones, -1)
+    }
+
+    /// [`new`](Self::new) with torch's `last_epoch` argument (−1 is a new schedule).
+    pub fn resume(
+        opt: &mut dyn Optimizer,
+        schedulers: Vec<Box<dyn LrScheduler>>,
+        milestones: Vec<i64>,
         last_epoch: i64,
     ) -> Result<Self> {
         const NAME: &str = "SequentialLR";

@@ -478,6 +478,33 @@ pub(crate) fn from_state<T: DeserializeOwned>(
 mod tests {
     use super::*;
 
+    /// Each config's `new` (required arguments only) is what torch's
+    /// defaults give for the same arguments: the serde defaults.
+    #[test]
+    fn config_constructors_are_torch_defaults() {
+        fn json<T: serde::de::DeserializeOwned>(s: &str) -> T {
+            serde_json::from_str(s).unwrap()
+        }
+        assert_eq!(StepLRConfig::new(3), json(r#"{"step_size": 3}"#));
+        assert_eq!(
+            MultiStepLRConfig::new(vec![2, 5]),
+            json(r#"{"milestones": [2, 5]}"#)
+        );
+        assert_eq!(ExponentialLRConfig::new(0.9), json(r#"{"gamma": 0.9}"#));
+        assert_eq!(CosineAnnealingLRConfig::new(10), json(r#"{"T_max": 10}"#));
+        assert_eq!(
+            CosineAnnealingWarmRestartsConfig::new(4),
+            json(r#"{"T_0": 4}"#)
+        );
+        for default in [
+            serde_json::to_value(ConstantLRConfig::default()).unwrap(),
+            serde_json::to_value(LinearLRConfig::default()).unwrap(),
+            serde_json::to_value(PolynomialLRConfig::default()).unwrap(),
+        ] {
+            assert_eq!(default["last_epoch"], -1);
+        }
+    }
+
     #[test]
     fn bisect_right_counts_milestones_at_or_before() {
         assert_eq!(bisect_right(&[3, 6, 6, 9], 0), 0);

@@ -77,8 +77,18 @@ pub struct LambdaLR {
 }
 
 impl LambdaLR {
-    /// `lambdas` holds one function for every group, or one for all.
-    pub fn new(opt: &mut dyn Optimizer, lambdas: Vec<LrLambda>, last_epoch: i64) -> Result<Self> {
+    /// A new schedule; `lambdas` holds one function for every group, or one for all.
+    pub fn new(opt: &mut dyn Optimizer, lambdas: Vec<LrLambda>) -> Result<Self> {
+        Self::resume(opt, lambdas, -1)
+    }
+
+    /// A schedule resumed after epoch `last_epoch` (torch's `last_epoch`
+    /// argument; −1 is [`new`](Self::new)), from the groups' `initial_lr`.
+    pub fn resume(
+        opt: &mut dyn Optimizer,
+        lambdas: Vec<LrLambda>,
+        last_epoch: i64,
+    ) -> Result<Self> {
         let lr_lambdas = lambdas_for("LambdaLR", opt, lambdas)?;
         let rule = LambdaLR {
             lr_lambdas,
@@ -115,8 +125,18 @@ pub struct MultiplicativeLR {
 }
 
 impl MultiplicativeLR {
-    /// `lambdas` holds one function for every group, or one for all.
-    pub fn new(opt: &mut dyn Optimizer, lambdas: Vec<LrLambda>, last_epoch: i64) -> Result<Self> {
+    /// A new schedule; `lambdas` holds one function for every group, or one for all.
+    pub fn new(opt: &mut dyn Optimizer, lambdas: Vec<LrLambda>) -> Result<Self> {
+        Self::resume(opt, lambdas, -1)
+    }
+
+    /// A schedule resumed after epoch `last_epoch` (torch's `last_epoch`
+    /// argument; −1 is [`new`](Self::new)), from the groups' `initial_lr`.
+    pub fn resume(
+        opt: &mut dyn Optimizer,
+        lambdas: Vec<LrLambda>,
+        last_epoch: i64,
+    ) -> Result<Self> {
         let lr_lambdas = lambdas_for("MultiplicativeLR", opt, lambdas)?;
         let rule = MultiplicativeLR {
             lr_lambdas,
@@ -161,6 +181,15 @@ pub struct StepLRConfig {
 }
 
 impl StepLRConfig {
+    /// A new schedule decaying by torch's default `gamma` (0.1) every `step_size` epochs.
+    pub fn new(step_size: i64) -> Self {
+        StepLRConfig {
+            step_size,
+            gamma: Self::default_gamma(),
+            last_epoch: -1,
+        }
+    }
+
     fn default_gamma() -> f64 {
         0.1
     }
@@ -230,6 +259,17 @@ pub struct MultiStepLRConfig {
     /// −1 for a new schedule, else the epoch to resume after.
     #[serde(default = "new_schedule")]
     pub last_epoch: i64,
+}
+
+impl MultiStepLRConfig {
+    /// A new schedule decaying by torch's default `gamma` (0.1) at each milestone.
+    pub fn new(milestones: Vec<i64>) -> Self {
+        MultiStepLRConfig {
+            milestones,
+            gamma: StepLRConfig::default_gamma(),
+            last_epoch: -1,
+        }
+    }
 }
 
 /// `lr ← lr·γ^k` at an epoch listed `k` times in `milestones` (torch's `MultiStepLR`).
@@ -449,6 +489,16 @@ pub struct ExponentialLRConfig {
     pub last_epoch: i64,
 }
 
+impl ExponentialLRConfig {
+    /// A new schedule decaying by `gamma` every epoch.
+    pub fn new(gamma: f64) -> Self {
+        ExponentialLRConfig {
+            gamma,
+            last_epoch: -1,
+        }
+    }
+}
+
 /// `lr ← lr·γ` every epoch (torch's `ExponentialLR`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExponentialLR {
@@ -564,6 +614,17 @@ pub struct CosineAnnealingLRConfig {
     /// −1 for a new schedule, else the epoch to resume after.
     #[serde(default = "new_schedule")]
     pub last_epoch: i64,
+}
+
+impl CosineAnnealingLRConfig {
+    /// A new half cosine over `t_max` epochs down to torch's default `eta_min` (0).
+    pub fn new(t_max: i64) -> Self {
+        CosineAnnealingLRConfig {
+            t_max,
+            eta_min: 0.0,
+            last_epoch: -1,
+        }
+    }
 }
 
 /// A cosine from `initial_lr` down to `eta_min` over `T_max` epochs, and

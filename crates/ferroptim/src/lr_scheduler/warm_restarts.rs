@@ -32,6 +32,16 @@ pub struct CosineAnnealingWarmRestartsConfig {
 }
 
 impl CosineAnnealingWarmRestartsConfig {
+    /// A new schedule restarting every `t_0` epochs (torch's defaults: `T_mult` 1, `eta_min` 0).
+    pub fn new(t_0: i64) -> Self {
+        CosineAnnealingWarmRestartsConfig {
+            t_0,
+            t_mult: 1,
+            eta_min: 0.0,
+            last_epoch: -1,
+        }
+    }
+
     fn one() -> i64 {
         1
     }

@@ -139,13 +139,13 @@ fn build_epoch(spec: &Value, opt: &mut dyn Optimizer) -> Box<dyn LrScheduler> {
             .map(|s| build_epoch(s, opt))
             .collect();
         let milestones = config(&spec["milestones"]);
-        return Box::new(SequentialLR::new(opt, children, milestones, -1).unwrap());
+        return Box::new(SequentialLR::new(opt, children, milestones).unwrap());
     }
     let kwargs = &spec["kwargs"];
     match spec["scheduler"].as_str().unwrap() {
-        "LambdaLR" => Box::new(LambdaLR::new(opt, lambdas(&kwargs["lr_lambda"]), -1).unwrap()),
+        "LambdaLR" => Box::new(LambdaLR::new(opt, lambdas(&kwargs["lr_lambda"])).unwrap()),
         "MultiplicativeLR" => {
-            Box::new(MultiplicativeLR::new(opt, lambdas(&kwargs["lr_lambda"]), -1).unwrap())
+            Box::new(MultiplicativeLR::new(opt, lambdas(&kwargs["lr_lambda"])).unwrap())
         }
         "StepLR" => Box::new(StepLR::new(opt, config(kwargs)).unwrap()),
         "MultiStepLR" => Box::new(MultiStepLR::new(opt, config(kwargs)).unwrap()),
@@ -382,7 +382,7 @@ fn bad_arguments_are_typed_errors() {
         "ConstantLR: Constant multiplicative factor expected to be between 0 and 1."
     );
     let lambdas = vec![lambda("exp95"); 3];
-    let err = LambdaLR::new(opt, lambdas, -1).err().unwrap();
+    let err = LambdaLR::new(opt, lambdas).err().unwrap();
     assert!(
         err.to_string().contains("Expected 2 lr_lambdas, but got 3"),
         "{err}"
