@@ -1,7 +1,9 @@
 //! Gradient clipping: `torch.nn.utils.clip_grad_norm_` and `clip_grad_value_`.
 //!
-//! Both work in place on the gradients of a list of [`Param`]s (for an
-//! optimizer's, pass `opt.params()`); parameters without a gradient are
+//! Both work in place on the gradients of a list of parameters: ferroptim's
+//! [`Param`](crate::Param)s or any other [`ParamSlot`] (an adapter's, such
+//! as `ferroptim-candle`'s, whose gradients live in the framework); for an
+//! optimizer's, pass `opt.params()`. Parameters without a gradient are
 //! skipped, as in torch. Dense gradients only.
 //!
 //! ```text
@@ -10,7 +12,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::param::{Grad, Param};
+use crate::slot::{GradKind, ParamSlot};
 use crate::tensor::{Dtype, Element, TensorDataMut};
 use crate::validate::py_float;
 
@@ -67,35 +69,37 @@ fn round_to(x: f64, dtype: Dtype) -> f64 {
 /// assert!((g.to_f64_vec()[0] - 0.6).abs() < 1e-6);
 /// # Ok::<(), ferroptim::Error>(())
 /// ```
-pub fn clip_grad_norm(
-    params: &[Param],
+pub fn clip_grad_norm<P: ParamSlot>(
+    params: &[P],
     max_norm: f64,
     norm_type: f64,
     error_if_nonfinite: bool,
 ) -> Result<f64> {
+    check_dense(params, "clip_grad_norm")?;
     let mut norms = Vec::new();
     let mut total_dtype = None;
     for (i, p) in params.iter().enumerate() {
-        let inner = p.read();
-        let g = match &inner.grad {
-            None => continue,
-            Some(Grad::Sparse(_)) => {
-                return Err(Error::SparseGradUnsupported {
-                    optimizer: "clip_grad_norm",
-                    param: i,
-                })
-            }
-            Some(Grad::Dense(g)) => g,
-        };
-        if norm_type.is_infinite() && g.numel() == 0 {
+        let mut empty = false;
+        let mut norm = 0.0;
+        let had = p.with_grad_mut(i, &mut |g| {
+            empty = g.is_empty();
+            norm = match g {
+                TensorDataMut::F32(v) => vector_norm(v.iter().map(|&x| f64::from(x)), norm_type),
+                TensorDataMut::F64(v) => vector_norm(v.iter().copied(), norm_type),
+            };
+            Ok(())
+        })?;
+        if !had {
+            continue;
+        }
+        if norm_type.is_infinite() && empty {
             return Err(Error::EmptyNorm {
                 norm_type: py_float(norm_type),
                 param: i,
             });
         }
-        let norm = vector_norm(g.to_f64_vec().into_iter(), norm_type);
-        norms.push(round_to(norm, g.dtype()));
-        total_dtype = match (total_dtype, g.dtype()) {
+        norms.push(round_to(norm, p.dtype()));
+        total_dtype = match (total_dtype, p.dtype()) {
             (Some(Dtype::F64), _) | (_, Dtype::F64) => Some(Dtype::F64),
             _ => Some(Dtype::F32),
         };
@@ -113,13 +117,26 @@ pub fn clip_grad_norm(
     let denom = round_to(total + 1e-6, dtype);
     let coef = round_to(round_to(1.0 / denom, dtype) * max_norm, dtype);
     let coef = if coef > 1.0 { 1.0 } else { coef };
-    for p in params {
-        let mut inner = p.write();
-        if let Some(Grad::Dense(g)) = &mut inner.grad {
-            scale(g.data_mut(), coef);
-        }
+    for (i, p) in params.iter().enumerate() {
+        p.with_grad_mut(i, &mut |g| {
+            scale(g, coef);
+            Ok(())
+        })?;
     }
     Ok(total)
+}
+
+/// Refuses sparse gradients (torch's clipping reads `.grad` densely), before anything changes.
+fn check_dense<P: ParamSlot>(params: &[P], what: &'static str) -> Result<()> {
+    for (i, p) in params.iter().enumerate() {
+        if p.grad_kind(i)? == Some(GradKind::Sparse) {
+            return Err(Error::SparseGradUnsupported {
+                optimizer: what,
+                param: i,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn scale(data: TensorDataMut<'_>, coef: f64) {
@@ -144,7 +161,7 @@ fn scale(data: TensorDataMut<'_>, coef: f64) {
 /// assert_eq!(g.to_f64_vec(), vec![-1.0, 0.25, 1.0]);
 /// # Ok::<(), ferroptim::Error>(())
 /// ```
-pub fn clip_grad_value(params: &[Param], clip_value: f64) -> Result<()> {
+pub fn clip_grad_value<P: ParamSlot>(params: &[P], clip_value: f64) -> Result<()> {
     fn apply<T: Element>(v: &mut [T], limit: T) {
         for x in v {
             // torch: clamp_min_(−c) then clamp_max_(c); comparisons leave NaN alone.
@@ -156,23 +173,15 @@ pub fn clip_grad_value(params: &[Param], clip_value: f64) -> Result<()> {
             }
         }
     }
-    if let Some(i) = params
-        .iter()
-        .position(|p| matches!(p.read().grad, Some(Grad::Sparse(_))))
-    {
-        return Err(Error::SparseGradUnsupported {
-            optimizer: "clip_grad_value",
-            param: i,
-        });
-    }
-    for p in params {
-        let mut inner = p.write();
-        if let Some(Grad::Dense(g)) = &mut inner.grad {
-            match g.data_mut() {
+    check_dense(params, "clip_grad_value")?;
+    for (i, p) in params.iter().enumerate() {
+        p.with_grad_mut(i, &mut |g| {
+            match g {
                 TensorDataMut::F32(v) => apply(v, clip_value as f32),
                 TensorDataMut::F64(v) => apply(v, clip_value),
             }
-        }
+            Ok(())
+        })?;
     }
     Ok(())
 }

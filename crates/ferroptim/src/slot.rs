@@ -53,6 +53,11 @@ pub trait ParamSlot: Clone + Debug + Send + Sync + 'static {
     /// after a failed step). `index` (state_dict numbering) names the
     /// parameter in errors.
     fn with_value_mut(&self, index: usize, f: &mut ValueFn<'_>) -> Result<()>;
+    /// Runs `f` once on the dense gradient, in place (gradient clipping
+    /// reads and scales it); returns whether there was one. A sparse
+    /// gradient is not handed out: [`ParamSlot::grad_kind`] says when one
+    /// is there. `index` (state_dict numbering) names the parameter in errors.
+    fn with_grad_mut(&self, index: usize, f: &mut ValueFn<'_>) -> Result<bool>;
 }
 
 /// Whether a gradient is dense or sparse.
@@ -227,5 +232,13 @@ impl ParamSlot for Param {
     fn with_value_mut(&self, _index: usize, f: &mut ValueFn<'_>) -> Result<()> {
         let mut guard = self.write();
         f(guard.value.data_mut())
+    }
+
+    fn with_grad_mut(&self, _index: usize, f: &mut ValueFn<'_>) -> Result<bool> {
+        let mut guard = self.write();
+        match &mut guard.grad {
+            Some(Grad::Dense(g)) => f(g.data_mut()).map(|()| true),
+            _ => Ok(false),
+        }
     }
 }

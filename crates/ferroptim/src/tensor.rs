@@ -51,6 +51,19 @@ impl<'a> TensorDataMut<'a> {
         }
     }
 
+    /// The number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            TensorDataMut::F32(v) => v.len(),
+            TensorDataMut::F64(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The values as a slice of `T`; errors if the dtype is not `T`'s.
     pub fn into_slice<T: Element>(self) -> Result<&'a mut [T]> {
         let found = self.dtype();
