@@ -516,7 +516,17 @@ impl<H: Hyperparameters, P: ParamSlot> Groups<H, P> {
     /// Reads saved groups (torch's `param_groups`), checked against these:
     /// their number and sizes, the parameters' names where both sides
     /// have them, and each group's hyperparameters.
-    pub(crate) fn read_saved(&self, saved: &[Map<String, Value>]) -> Result<Vec<SavedGroup<H>>> {
+    ///
+    /// With `by_name`, names decide where both sides have them: a saved
+    /// group that lists the same names in another order (a framework that
+    /// hands its parameters over in hash order) is matched name by name,
+    /// and only a name that is not there is an error. Without it the names
+    /// must agree position by position (LBFGS's state is one flat vector).
+    pub(crate) fn read_saved(
+        &self,
+        saved: &[Map<String, Value>],
+        by_name: bool,
+    ) -> Result<Vec<SavedGroup<H>>> {
         let (expected, found) = (self.groups.len(), saved.len());
         if expected != found {
             return Err(Error::GroupCountMismatch { expected, found });
@@ -534,10 +544,13 @@ impl<H: Hyperparameters, P: ParamSlot> Groups<H, P> {
                         found: ids.len(),
                     });
                 }
-                let names = saved_param_names(saved, g, ids.len())?;
+                let mut ids = ids;
+                let mut names = saved_param_names(saved, g, ids.len())?;
                 if let (Some(ours), Some(theirs)) = (&group.names, &names) {
-                    let differs = ours.iter().zip(theirs).position(|(a, b)| a != b);
-                    if let Some(index) = differs {
+                    if by_name && ours != theirs {
+                        ids = match_by_name(g, ours, theirs, &ids)?;
+                        names = Some(ours.clone());
+                    } else if let Some(index) = ours.iter().zip(theirs).position(|(a, b)| a != b) {
                         return Err(Error::ParamNameMismatch {
                             group: g,
                             index,
@@ -618,6 +631,10 @@ pub trait GroupStore: Send + Sync {
     fn set_lr(&mut self, group: usize, lr: f64) -> Result<()>;
     /// Drops every gradient, or zeroes it in place.
     fn zero_grad_with(&mut self, set_to_none: bool);
+    /// A handle that does [`GroupStore::zero_grad_with`] on these
+    /// parameters later, without borrowing the optimizer: what a closure
+    /// called during a step uses ([`LossContext::zero_grad`](crate::LossContext::zero_grad)).
+    fn grad_zeroer(&self) -> Box<dyn Fn(bool) + Send + Sync>;
 }
 
 impl<H: Hyperparameters, P: ParamSlot> GroupStore for Groups<H, P> {
@@ -644,7 +661,7 @@ impl<H: Hyperparameters, P: ParamSlot> GroupStore for Groups<H, P> {
     }
 
     fn load_param_groups(&mut self, groups: &[Map<String, Value>]) -> Result<()> {
-        let saved = self.read_saved(groups)?;
+        let saved = self.read_saved(groups, true)?;
         self.commit(saved);
         Ok(())
     }
@@ -681,12 +698,21 @@ impl<H: Hyperparameters, P: ParamSlot> GroupStore for Groups<H, P> {
     }
 
     fn zero_grad_with(&mut self, set_to_none: bool) {
-        for p in self.params() {
-            if set_to_none {
-                p.clear_grad();
-            } else {
-                p.zero_grad_in_place();
-            }
+        zero_grads(self.params(), set_to_none);
+    }
+
+    fn grad_zeroer(&self) -> Box<dyn Fn(bool) + Send + Sync> {
+        let params: Vec<P> = self.params().cloned().collect();
+        Box::new(move |set_to_none| zero_grads(params.iter(), set_to_none))
+    }
+}
+
+fn zero_grads<'a, P: ParamSlot>(params: impl Iterator<Item = &'a P>, set_to_none: bool) {
+    for p in params {
+        if set_to_none {
+            p.clear_grad();
+        } else {
+            p.zero_grad_in_place();
         }
     }
 }
@@ -716,6 +742,45 @@ fn check_extra_key<A: Hyperparameters>(key: &str, value: &Value) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The saved ids of group `group` reordered to follow `ours`: the saved
+/// parameter named `ours[i]` is the one at position `i`. Names must be
+/// unique on both sides; the first of ours that the checkpoint lacks is
+/// the error, next to the saved name at its position.
+fn match_by_name(
+    group: usize,
+    ours: &[String],
+    theirs: &[String],
+    ids: &[usize],
+) -> Result<Vec<usize>> {
+    let saved: BTreeMap<&str, usize> = theirs
+        .iter()
+        .map(String::as_str)
+        .zip(ids.iter().copied())
+        .collect();
+    let unique = |names: &[String]| {
+        names
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            == names.len()
+    };
+    let mut out = Vec::with_capacity(ours.len());
+    for (index, name) in ours.iter().enumerate() {
+        match saved.get(name.as_str()) {
+            Some(&id) if unique(ours) && unique(theirs) => out.push(id),
+            _ => {
+                return Err(Error::ParamNameMismatch {
+                    group,
+                    index,
+                    expected: name.clone(),
+                    found: theirs[index].clone(),
+                })
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn saved_param_ids(saved: &Map<String, Value>, group: usize) -> Result<Vec<usize>> {

@@ -73,6 +73,41 @@ pub trait Optimizer: Send {
     /// and returns the loss, as torch's `step(closure)`.
     fn step_with_closure(&mut self, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64>;
 
+    /// [`Optimizer::step_with_closure`] with a closure that gets a
+    /// [`LossContext`]: it can `zero_grad()` the optimizer's parameters
+    /// (which `self` being borrowed for the step rules out otherwise) and
+    /// knows which evaluation this is (LBFGS calls it up to `max_eval`
+    /// times per step).
+    ///
+    /// ```
+    /// use ferroptim::{optim::{Lbfgs, LbfgsConfig}, Optimizer, Param, Tensor};
+    /// let x = Param::from_vec(vec![3.0f64], &[1])?;
+    /// let mut opt = Lbfgs::new([x.clone()], LbfgsConfig::default())?;
+    /// let mut evaluations = 0;
+    /// opt.step_with_context(&mut |ctx| {
+    ///     ctx.zero_grad();
+    ///     evaluations = ctx.evaluation();
+    ///     let v = x.to_vec::<f64>()?[0];
+    ///     x.set_grad(Tensor::from_vec(vec![2.0 * v], &[1])?)?; // d/dx x²
+    ///     Ok(v * v)
+    /// })?;
+    /// assert!(evaluations > 1 && x.to_vec::<f64>()?[0].abs() < 1e-6);
+    /// # Ok::<(), ferroptim::Error>(())
+    /// ```
+    fn step_with_context(
+        &mut self,
+        closure: &mut dyn FnMut(&mut LossContext) -> Result<f64>,
+    ) -> Result<f64> {
+        let mut ctx = LossContext {
+            evaluation: 0,
+            zero_grad: self.group_store().grad_zeroer(),
+        };
+        self.step_with_closure(&mut || {
+            ctx.evaluation += 1;
+            closure(&mut ctx)
+        })
+    }
+
     /// The state and hyperparameters, shaped like torch's `state_dict()`.
     fn state_dict(&self) -> StateDict;
 
@@ -186,6 +221,38 @@ pub(crate) fn hooked_load<O: Optimizer + 'static>(
     body(opt, &sd)?;
     opt.hooks().load_post(&*opt);
     Ok(())
+}
+
+/// What a loss closure gets from [`Optimizer::step_with_context`].
+pub struct LossContext {
+    evaluation: usize,
+    zero_grad: Box<dyn Fn(bool) + Send + Sync>,
+}
+
+impl LossContext {
+    /// Which evaluation of the loss this is in the current step, from 1.
+    pub fn evaluation(&self) -> usize {
+        self.evaluation
+    }
+
+    /// Drops the gradients of the optimizer's parameters (torch's
+    /// `optimizer.zero_grad()` at the top of a closure).
+    pub fn zero_grad(&self) {
+        (self.zero_grad)(true);
+    }
+
+    /// `zero_grad(set_to_none)`: drop the gradients, or zero them in place.
+    pub fn zero_grad_with(&self, set_to_none: bool) {
+        (self.zero_grad)(set_to_none);
+    }
+}
+
+impl std::fmt::Debug for LossContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LossContext")
+            .field("evaluation", &self.evaluation)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`Optimizer::step_if_finite`] did.
@@ -383,7 +450,7 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
 
     fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
         hooked_load(self, sd, |opt, sd| {
-            let saved = opt.groups.read_saved(&sd.param_groups)?;
+            let saved = opt.groups.read_saved(&sd.param_groups, true)?;
             let position = Groups::<A, P>::positions(&saved)?;
             let groups = opt.groups.as_slice();
             let mut states: Vec<Vec<Option<A::State>>> =

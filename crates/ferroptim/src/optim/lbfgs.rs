@@ -266,7 +266,7 @@ impl<P: ParamSlot> Optimizer for Lbfgs<P> {
 
     fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
         hooked_load(self, sd, |opt, sd| {
-            let saved = opt.groups.read_saved(&sd.param_groups)?;
+            let saved = opt.groups.read_saved(&sd.param_groups, false)?;
             let first = saved[0].ids.first().copied().unwrap_or(0);
             let numel = opt.numel();
             let mut state = None;

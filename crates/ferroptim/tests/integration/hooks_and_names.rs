@@ -398,16 +398,34 @@ fn a_torch_checkpoint_with_param_names_loads_and_resumes() {
         }
     }
 
-    // The same file into an optimizer whose first group is named otherwise.
-    let swapped = GroupSpec::named([
-        ("0.bias", params[0].clone()),
-        ("0.weight", params[1].clone()),
+    // Names decide: the same parameters listed in another order, each
+    // under its own name, load name by name (what a VarMap's hash order needs).
+    let mut in_order = Adam::new([group(0, 0..2), group(1, 2..4)], config.clone()).unwrap();
+    in_order.load_state_dict(&sd).unwrap();
+    let reordered = GroupSpec::named([
+        ("0.bias", params[1].clone()),
+        ("0.weight", params[0].clone()),
     ]);
-    let mut wrong = Adam::new([swapped, group(1, 2..4)], config).unwrap();
+    let mut by_name = Adam::new([reordered, group(1, 2..4)], config.clone()).unwrap();
+    by_name.load_state_dict(&sd).unwrap();
+    for p in &params {
+        assert!(by_name.state(p).is_some());
+        assert_eq!(by_name.state(p), in_order.state(p));
+    }
+    assert_eq!(names(&by_name.state_dict())[0], j!(["0.bias", "0.weight"]));
+
+    // A name the file does not have is refused, naming both; nothing changes.
+    let renamed = GroupSpec::named([
+        ("0.weight", params[0].clone()),
+        ("0.kernel", params[1].clone()),
+    ]);
+    let mut wrong = Adam::new([renamed, group(1, 2..4)], config).unwrap();
+    let before = wrong.state_dict();
     let err = wrong.load_state_dict(&sd).unwrap_err();
     assert!(
-        matches!(&err, Error::ParamNameMismatch { group: 0, index: 0, expected, found }
-            if expected == "0.bias" && found == "0.weight"),
+        matches!(&err, Error::ParamNameMismatch { group: 0, index: 1, expected, found }
+            if expected == "0.kernel" && found == "0.bias"),
         "{err}"
     );
+    assert_eq!(wrong.state_dict(), before);
 }
