@@ -3,6 +3,13 @@
     import ferroptim_checkpoint
     optimizer.load_state_dict(ferroptim_checkpoint.load("opt.safetensors"))
 
+    # A whole training run (TrainingCheckpoint::save): torch's usual dict.
+    ckpt = ferroptim_checkpoint.load_training("run.safetensors")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["lr_scheduler"])
+    epoch = ckpt["epoch"]
+
 Needs `torch` and `safetensors` (pip install safetensors). The file's
 tensors are the optimizer state; its metadata holds `param_groups` and the
 non-tensor state in torch's structure (see crates/ferroptim/src/checkpoint.rs).
@@ -15,6 +22,7 @@ import json
 from safetensors import safe_open
 
 FORMAT = "ferroptim.state_dict.v1"
+TRAINING_FORMAT = "ferroptim.training.v1"
 
 
 # JSON has no NaN or infinity: ferroptim writes such floats by name.
@@ -35,13 +43,50 @@ def _group_value(key, value):
     return _float(value)
 
 
-def load(path: str) -> dict:
-    """The checkpoint as torch's `optimizer.state_dict()` dict."""
+def _plain(value):
+    """JSON as torch keeps it: non-finite floats back from their names."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return _float(value)
+
+
+def _read(path: str, fmt: str):
     with safe_open(path, framework="pt") as f:
         meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a ferroptim checkpoint (format {meta.get('format')!r})")
-        tensors = {name: f.get_tensor(name) for name in f.keys()}
+        if meta.get("format") != fmt:
+            raise ValueError(f"{path}: not a {fmt} file (format {meta.get('format')!r})")
+        return meta, {name: f.get_tensor(name) for name in f.keys()}
+
+
+def load(path: str) -> dict:
+    """The checkpoint as torch's `optimizer.state_dict()` dict."""
+    meta, tensors = _read(path, FORMAT)
+    return _optimizer(meta, tensors)
+
+
+def load_training(path: str) -> dict:
+    """A TrainingCheckpoint as torch's usual training checkpoint:
+    {'model': OrderedDict, 'optimizer': ..., 'lr_scheduler': ... (the first
+    scheduler, or None), 'lr_schedulers': [...], and the run's own values
+    ('epoch', ...) at the top level}."""
+    from collections import OrderedDict
+
+    meta, tensors = _read(path, TRAINING_FORMAT)
+    model = OrderedDict((name, tensors[f"model.{name}"]) for name in json.loads(meta["model"]))
+    schedulers = [_plain(s) for s in json.loads(meta["lr_schedulers"])]
+    out = {k: _plain(v) for k, v in json.loads(meta["metadata"]).items()}
+    out.update({
+        "model": model,
+        "optimizer": _optimizer(meta, tensors),
+        "lr_scheduler": schedulers[0] if schedulers else None,
+        "lr_schedulers": schedulers,
+    })
+    return out
+
+
+def _optimizer(meta: dict, tensors: dict) -> dict:
     state = {}
     for param, entries in json.loads(meta["state"]).items():
         out = {}

@@ -4,6 +4,7 @@
     .venv/bin/python tools/torch_reference/checkpoints.py
     .venv/bin/python tools/torch_reference/checkpoints.py protocols   # only the protocol 4/5 and NaN-lr files
     .venv/bin/python tools/torch_reference/checkpoints.py named       # only the named-parameters files
+    .venv/bin/python tools/torch_reference/checkpoints.py training    # only the full training checkpoints
 
 For every optimizer in generate.py's OPTIMIZERS, reruns the first
 configuration of its fixture (float32 and float64, same seeds, so the run is
@@ -97,6 +98,7 @@ def main() -> None:
     save_lbfgs()
     save_protocols()
     save_named()
+    save_training()
 
 
 def save_protocols() -> None:
@@ -158,6 +160,109 @@ def save_named() -> None:
     print(f"{(OUT / 'adam-named.pt').relative_to(g.ROOT)}: names {record['param_names']}")
 
 
+def training_run():
+    """The training run behind the full-checkpoint files: an MLP with a
+    BatchNorm (an int64 buffer in its state_dict), AdamW over its named
+    parameters in two groups, LinearLR warmup then cosine (SequentialLR)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Tanh(),
+                                torch.nn.Linear(4, 2))
+    decay = [(n, p) for n, p in model.named_parameters() if n.endswith("weight")]
+    no_decay = [(n, p) for n, p in model.named_parameters() if not n.endswith("weight")]
+    opt = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=0.01)
+    warmup = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.25, total_iters=2)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=6)
+    sched = torch.optim.lr_scheduler.SequentialLR(opt, [warmup, cosine], milestones=[2])
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
+    y = torch.randn(8, 2, generator=torch.Generator().manual_seed(2))
+    return model, opt, sched, x, y
+
+
+TRAINING_MID = 3
+
+
+def save_training() -> None:
+    """A whole training checkpoint as people save one, at TRAINING_MID steps:
+    `training.pt` is torch.save({'model', 'optimizer', 'lr_scheduler',
+    'epoch', ...}) with an opaque object and bf16/f16/int tensors beside;
+    `lightning.pt` is Lightning's layout ('state_dict', 'optimizer_states',
+    'lr_schedulers'). `training.json` holds the model's tensors, the names,
+    and the gradients, parameters and learning rates of the steps after it."""
+    import argparse
+
+    model, opt, sched, x, y = training_run()
+    params = [p for group in opt.param_groups for p in group["params"]]
+    record = {"steps": []}
+    for step in range(TRAINING_MID + 3):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        grads = [g.tensor_json(p.grad) for p in params]
+        opt.step()
+        sched.step()
+        if step + 1 == TRAINING_MID:
+            halves = {"bf16": torch.tensor([1.5, -2.25, 3.0, 0.1]).bfloat16(),
+                      "f16": torch.tensor([0.5, 65504.0, 0.1]).half(),
+                      "i32": torch.tensor([7, -8], dtype=torch.int32)}
+            record["halves"] = {k: [float(x) for x in v.tolist()] for k, v in halves.items()}
+            torch.save({
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "lr_scheduler": sched.state_dict(),
+                "epoch": 3,
+                "args": argparse.Namespace(lr=0.01, note="an object ferroptim does not build"),
+                "halves": halves,
+            }, OUT / "training.pt")
+            torch.save({
+                "epoch": 3,
+                "global_step": TRAINING_MID,
+                "state_dict": model.state_dict(),
+                "optimizer_states": [opt.state_dict()],
+                "lr_schedulers": [sched.state_dict()],
+            }, OUT / "lightning.pt")
+            record["model"] = {k: g.tensor_json(v.double() if v.is_floating_point() else v.double())
+                               for k, v in model.state_dict().items()}
+            record["param_names"] = [group["param_names"] for group in opt.state_dict()["param_groups"]]
+            record["mid_params"] = [g.tensor_json(p) for p in params]
+            record["mid_lr"] = [group["lr"] for group in opt.param_groups]
+        elif step + 1 > TRAINING_MID:
+            record["steps"].append({"grads": grads, "params": [g.tensor_json(p) for p in params],
+                                    "lr": [group["lr"] for group in opt.param_groups]})
+    record["generator"] = "tools/torch_reference/checkpoints.py training"
+    record["torch_version"] = torch.__version__
+    (OUT / "training.json").write_text(json.dumps(record, indent=1))
+    print(f"{(OUT / 'training.pt').relative_to(g.ROOT)}, lightning.pt: {len(record['steps'])} steps after")
+    resume_training_in_torch(record)
+
+
+def resume_training_in_torch(record: dict) -> None:
+    """The other direction: ferroptim's one-file training checkpoint
+    (`ferroptim_ckpt/training.safetensors`, written by the Rust test
+    `a_training_checkpoint_resumes_in_torch_as_torch_did` from
+    training.pt) loads into torch through tools/ferroptim_checkpoint.py,
+    and torch continues it exactly as the original run did."""
+    path = g.OUT_DIR / "ferroptim_ckpt" / "training.safetensors"
+    if not path.exists():
+        print(f"{path.relative_to(g.ROOT)} not written yet (FERROPTIM_WRITE_FIXTURES=1 cargo test); skipped")
+        return
+    model, opt, sched, x, y = training_run()
+    ckpt = ferroptim_checkpoint.load_training(str(path))
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["lr_scheduler"])
+    if ckpt["epoch"] != 3:
+        raise RuntimeError(f"training.safetensors: epoch {ckpt['epoch']}, expected 3")
+    params = [p for group in opt.param_groups for p in group["params"]]
+    for i, want in enumerate(record["steps"]):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        sched.step()
+        got = [g.tensor_json(p) for p in params]
+        if got != want["params"] or [gr["lr"] for gr in opt.param_groups] != want["lr"]:
+            raise RuntimeError(f"training.safetensors: torch's step {i} after loading differs")
+    print(f"{path.relative_to(g.ROOT)}: torch resumed it bit-identically for {len(record['steps'])} steps")
+
+
 def save_lbfgs() -> None:
     """LBFGS: cases 0 and 1 of its fixture, saved after its MID_STEP."""
     import lbfgs
@@ -182,5 +287,8 @@ if __name__ == "__main__":
     elif sys.argv[1:] == ["named"]:
         torch.set_num_threads(1)
         save_named()
+    elif sys.argv[1:] == ["training"]:
+        torch.set_num_threads(1)
+        save_training()
     else:
         main()

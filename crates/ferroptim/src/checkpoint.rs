@@ -1,4 +1,6 @@
-//! Checkpoints on disk: a [`StateDict`] as a safetensors file, written atomically.
+//! Checkpoints on disk: a [`StateDict`] as a safetensors file, written
+//! atomically; and a whole training run in one such file
+//! ([`TrainingCheckpoint`]: model, optimizer, schedulers, epoch).
 //!
 //! The state tensors are the file's tensors, named `state.<param>.<key>`
 //! (and `state.<param>.<key>.<i>` for a list such as LBFGS's `old_dirs`);
@@ -39,6 +41,7 @@ use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::lr_scheduler::{LrScheduler, SchedulerState};
 use crate::state::{ParamStateDict, StateDict, StateValue};
 use crate::tensor::{Element, Tensor, TensorData};
 
@@ -114,35 +117,7 @@ impl StateDict {
     /// The state_dict as the bytes of a safetensors file (see the module documentation).
     pub fn to_safetensors(&self) -> Result<Vec<u8>> {
         let mut tensors: Vec<Encoded> = Vec::new();
-        let mut state = Map::new();
-        for (param, entries) in &self.state {
-            let mut out = Map::new();
-            for (key, value) in entries {
-                let name = format!("state.{param}.{key}");
-                let v = match value {
-                    StateValue::Int(i) => Value::from(*i),
-                    StateValue::Float(x) => crate::json::number(*x),
-                    StateValue::Tensor(t) => {
-                        tensors.push(Encoded::new(name.clone(), t));
-                        Value::Object(Map::from_iter([("tensor".to_string(), Value::from(name))]))
-                    }
-                    StateValue::TensorList(list) => {
-                        let mut names = Vec::new();
-                        for (i, t) in list.iter().enumerate() {
-                            let name = format!("{name}.{i}");
-                            names.push(Value::from(name.as_str()));
-                            tensors.push(Encoded::new(name, t));
-                        }
-                        Value::Object(Map::from_iter([(
-                            "tensors".to_string(),
-                            Value::Array(names),
-                        )]))
-                    }
-                };
-                out.insert(key.clone(), v);
-            }
-            state.insert(param.to_string(), Value::Object(out));
-        }
+        let state = encode_state(self, &mut tensors);
         let metadata = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             (
@@ -151,100 +126,18 @@ impl StateDict {
             ),
             ("state".to_string(), serde_json::to_string(&state)?),
         ]);
-        let views = tensors
-            .iter()
-            .map(|t| {
-                TensorView::new(t.dtype, t.shape.clone(), &t.bytes).map(|v| (t.name.as_str(), v))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| format_error(e.to_string()))?;
-        let bytes = safetensors::tensor::serialize(views, Some(metadata))
-            .map_err(|e| format_error(e.to_string()))?;
-        // A header the reader refuses would be a checkpoint that saves and never loads.
-        let header = bytes
-            .get(..8)
-            .map_or(0, |n| u64::from_le_bytes(n.try_into().unwrap_or([0; 8])));
-        if header > MAX_HEADER_BYTES {
-            return Err(format_error(format!(
-                "the header (names, shapes and metadata of {} tensors) would take {header} bytes, \
-                 more than the {MAX_HEADER_BYTES} a safetensors reader accepts; save this \
-                 state_dict as JSON (StateDict::to_json) instead",
-                tensors.len()
-            )));
-        }
-        Ok(bytes)
+        serialize(&tensors, metadata)
     }
 
     /// Reads the bytes of a safetensors checkpoint written by
     /// [`StateDict::to_safetensors`]. Every tensor must be referenced by the
     /// metadata, and every reference must name a tensor.
     pub fn from_safetensors(bytes: &[u8]) -> Result<Self> {
-        let file = SafeTensors::deserialize(bytes).map_err(|e| format_error(e.to_string()))?;
-        let (_, metadata) =
-            SafeTensors::read_metadata(bytes).map_err(|e| format_error(e.to_string()))?;
-        let meta = metadata
-            .metadata()
-            .as_ref()
-            .ok_or_else(|| format_error("no metadata; expected a ferroptim checkpoint"))?;
-        match meta.get("format") {
-            Some(f) if f == FORMAT => {}
-            other => {
-                return Err(format_error(format!(
-                    "metadata format is {other:?}; expected {FORMAT:?}"
-                )))
-            }
-        }
-        let field = |key: &str| {
-            meta.get(key)
-                .ok_or_else(|| format_error(format!("metadata has no {key:?}")))
-        };
-        let param_groups: Vec<Map<String, Value>> = serde_json::from_str(field("param_groups")?)?;
-        let saved: BTreeMap<usize, Map<String, Value>> = serde_json::from_str(field("state")?)?;
-        let mut views: BTreeMap<String, TensorView<'_>> = file.tensors().into_iter().collect();
-        let mut taken = std::collections::BTreeSet::new();
-        let mut take = |name: &Value| -> Result<Tensor> {
-            let name = name
-                .as_str()
-                .ok_or_else(|| format_error(format!("tensor reference {name} is not a name")))?;
-            let Some(view) = views.remove(name) else {
-                return Err(format_error(if taken.contains(name) {
-                    format!("metadata names tensor {name:?} twice; each state tensor is its own")
-                } else {
-                    format!("metadata names tensor {name:?}, which the file lacks")
-                }));
-            };
-            taken.insert(name.to_string());
-            tensor_from_view(name, &view)
-        };
-        let mut state = BTreeMap::new();
-        for (param, entries) in saved {
-            let mut out = ParamStateDict::new();
-            for (key, value) in entries {
-                let v = match &value {
-                    Value::Object(o) if o.len() == 1 && o.contains_key("tensor") => {
-                        StateValue::Tensor(take(&o["tensor"])?)
-                    }
-                    Value::Object(o) if o.len() == 1 && o.contains_key("tensors") => {
-                        let names = o["tensors"].as_array().ok_or_else(|| {
-                            format_error(format!("state.{param}.{key}: \"tensors\" is not a list"))
-                        })?;
-                        StateValue::TensorList(names.iter().map(&mut take).collect::<Result<_>>()?)
-                    }
-                    _ => crate::json::from_value(value)?,
-                };
-                out.insert(key, v);
-            }
-            state.insert(param, out);
-        }
-        if let Some(name) = views.keys().next() {
-            return Err(format_error(format!(
-                "tensor {name:?} is not referenced by the metadata"
-            )));
-        }
-        Ok(StateDict {
-            state,
-            param_groups,
-        })
+        let (file, meta) = open(bytes, FORMAT)?;
+        let mut tensors = Tensors::new(&file);
+        let optimizer = decode_state(&meta, &mut tensors)?;
+        tensors.all_taken()?;
+        Ok(optimizer)
     }
 
     /// Writes the checkpoint to `path` atomically: the previous file at
@@ -259,6 +152,389 @@ impl StateDict {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
         Self::from_safetensors(&bytes)
+    }
+}
+
+/// The optimizer state of `sd` as JSON metadata, its tensors appended to
+/// `tensors` as `state.<param>.<key>` (`.<i>` for each of a list).
+fn encode_state(sd: &StateDict, tensors: &mut Vec<Encoded>) -> Map<String, Value> {
+    let mut state = Map::new();
+    for (param, entries) in &sd.state {
+        let mut out = Map::new();
+        for (key, value) in entries {
+            let name = format!("state.{param}.{key}");
+            let v = match value {
+                StateValue::Int(i) => Value::from(*i),
+                StateValue::Float(x) => crate::json::number(*x),
+                StateValue::Tensor(t) => {
+                    tensors.push(Encoded::new(name.clone(), t));
+                    Value::Object(Map::from_iter([("tensor".to_string(), Value::from(name))]))
+                }
+                StateValue::TensorList(list) => {
+                    let mut names = Vec::new();
+                    for (i, t) in list.iter().enumerate() {
+                        let name = format!("{name}.{i}");
+                        names.push(Value::from(name.as_str()));
+                        tensors.push(Encoded::new(name, t));
+                    }
+                    Value::Object(Map::from_iter([(
+                        "tensors".to_string(),
+                        Value::Array(names),
+                    )]))
+                }
+            };
+            out.insert(key.clone(), v);
+        }
+        state.insert(param.to_string(), Value::Object(out));
+    }
+    state
+}
+
+/// The bytes of a safetensors file of `tensors` with `metadata`; refused
+/// if its header would be larger than a reader accepts.
+fn serialize(tensors: &[Encoded], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+    let views = tensors
+        .iter()
+        .map(|t| TensorView::new(t.dtype, t.shape.clone(), &t.bytes).map(|v| (t.name.as_str(), v)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| format_error(e.to_string()))?;
+    let bytes = safetensors::tensor::serialize(views, Some(metadata))
+        .map_err(|e| format_error(e.to_string()))?;
+    // A header the reader refuses would be a checkpoint that saves and never loads.
+    let header = bytes
+        .get(..8)
+        .map_or(0, |n| u64::from_le_bytes(n.try_into().unwrap_or([0; 8])));
+    if header > MAX_HEADER_BYTES {
+        return Err(format_error(format!(
+            "the header (names, shapes and metadata of {} tensors) would take {header} bytes, \
+             more than the {MAX_HEADER_BYTES} a safetensors reader accepts; save this \
+             state_dict as JSON (StateDict::to_json) instead",
+            tensors.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// A safetensors file and its metadata, which must name `format`.
+fn open<'a>(bytes: &'a [u8], format: &str) -> Result<(SafeTensors<'a>, HashMap<String, String>)> {
+    let file = SafeTensors::deserialize(bytes).map_err(|e| format_error(e.to_string()))?;
+    let (_, metadata) =
+        SafeTensors::read_metadata(bytes).map_err(|e| format_error(e.to_string()))?;
+    let meta = metadata
+        .metadata()
+        .clone()
+        .ok_or_else(|| format_error("no metadata; expected a ferroptim checkpoint"))?;
+    match meta.get("format") {
+        Some(f) if f == format => {}
+        other => {
+            return Err(format_error(format!(
+                "metadata format is {other:?}; expected {format:?}"
+            )))
+        }
+    }
+    Ok((file, meta))
+}
+
+/// The tensors of a file, each to be taken by name exactly once.
+struct Tensors<'a> {
+    views: BTreeMap<String, TensorView<'a>>,
+    taken: std::collections::BTreeSet<String>,
+}
+
+impl<'a> Tensors<'a> {
+    fn new(file: &'a SafeTensors<'a>) -> Self {
+        Tensors {
+            views: file.tensors().into_iter().collect(),
+            taken: Default::default(),
+        }
+    }
+
+    fn take(&mut self, name: &str) -> Result<Tensor> {
+        let Some(view) = self.views.remove(name) else {
+            return Err(format_error(if self.taken.contains(name) {
+                format!("metadata names tensor {name:?} twice; each tensor is its own")
+            } else {
+                format!("metadata names tensor {name:?}, which the file lacks")
+            }));
+        };
+        self.taken.insert(name.to_string());
+        tensor_from_view(name, &view)
+    }
+
+    fn take_ref(&mut self, name: &Value) -> Result<Tensor> {
+        let name = name
+            .as_str()
+            .ok_or_else(|| format_error(format!("tensor reference {name} is not a name")))?;
+        self.take(name)
+    }
+
+    /// Every tensor must have been referenced by the metadata.
+    fn all_taken(&self) -> Result<()> {
+        match self.views.keys().next() {
+            Some(name) => Err(format_error(format!(
+                "tensor {name:?} is not referenced by the metadata"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The optimizer state_dict of metadata `meta` (`param_groups`, `state`).
+fn decode_state(meta: &HashMap<String, String>, tensors: &mut Tensors<'_>) -> Result<StateDict> {
+    let field = |key: &str| {
+        meta.get(key)
+            .ok_or_else(|| format_error(format!("metadata has no {key:?}")))
+    };
+    let param_groups: Vec<Map<String, Value>> = serde_json::from_str(field("param_groups")?)?;
+    let saved: BTreeMap<usize, Map<String, Value>> = serde_json::from_str(field("state")?)?;
+    let mut state = BTreeMap::new();
+    for (param, entries) in saved {
+        let mut out = ParamStateDict::new();
+        for (key, value) in entries {
+            let v = match &value {
+                Value::Object(o) if o.len() == 1 && o.contains_key("tensor") => {
+                    StateValue::Tensor(tensors.take_ref(&o["tensor"])?)
+                }
+                Value::Object(o) if o.len() == 1 && o.contains_key("tensors") => {
+                    let names = o["tensors"].as_array().ok_or_else(|| {
+                        format_error(format!("state.{param}.{key}: \"tensors\" is not a list"))
+                    })?;
+                    StateValue::TensorList(
+                        names
+                            .iter()
+                            .map(|n| tensors.take_ref(n))
+                            .collect::<Result<_>>()?,
+                    )
+                }
+                _ => crate::json::from_value(value)?,
+            };
+            out.insert(key, v);
+        }
+        state.insert(param, out);
+    }
+    Ok(StateDict {
+        state,
+        param_groups,
+    })
+}
+
+/// The `format` of a [`TrainingCheckpoint`] file.
+pub const TRAINING_FORMAT: &str = "ferroptim.training.v1";
+
+/// Everything a training run resumes from, in one safetensors file: the
+/// model's weights, the optimizer's state_dict, the schedulers' states, and
+/// the run's own values (epoch, step, anything JSON). Saved atomically, as
+/// every ferroptim checkpoint.
+///
+/// The file's tensors are `model.<name>` and the optimizer's
+/// `state.<param>.<key>`; its metadata holds the model's names in order
+/// (`model`), the optimizer's `param_groups` and `state` as in a
+/// [`StateDict`] file, `lr_schedulers` (a list of state_dicts) and
+/// `metadata`. `tools/ferroptim_checkpoint.py`'s `load_training` gives
+/// torch's usual `{'model': ..., 'optimizer': ..., 'lr_scheduler': ...,
+/// 'epoch': ...}`; [`TrainingCheckpoint::from_torch`] reads that dict (or
+/// Lightning's) from a `torch.save` file.
+///
+/// ```
+/// use ferroptim::checkpoint::TrainingCheckpoint;
+/// use ferroptim::lr_scheduler::{LrScheduler, StepLR, StepLRConfig};
+/// use ferroptim::{optim::{Adam, AdamConfig}, Optimizer, Param, Tensor};
+/// let w = Param::from_vec(vec![1.0f32, 2.0], &[2])?;
+/// let mut opt = Adam::new([("w", w.clone())], AdamConfig::default())?;
+/// let mut sched = StepLR::new(&mut opt, StepLRConfig::new(10))?;
+/// w.set_grad(Tensor::from_vec(vec![0.5f32, -0.5], &[2])?)?;
+/// opt.step()?;
+/// sched.step(&mut opt)?;
+/// let ckpt = TrainingCheckpoint::new(&opt)
+///     .with_model([("w".to_string(), w.value())])
+///     .with_scheduler(&sched)
+///     .with("epoch", 1);
+/// let dir = std::env::temp_dir().join(format!("ferroptim-train-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// ckpt.save(dir.join("run.safetensors"))?;
+/// let back = TrainingCheckpoint::load(dir.join("run.safetensors"))?;
+/// assert_eq!(back, ckpt);
+/// assert_eq!(back.metadata["epoch"], 1);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), ferroptim::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainingCheckpoint {
+    /// The model's weights by name, in order (torch's `model.state_dict()`).
+    pub model: Vec<(String, Tensor)>,
+    /// The optimizer's state_dict.
+    pub optimizer: StateDict,
+    /// Each scheduler's state_dict, in the order they were added.
+    pub schedulers: Vec<SchedulerState>,
+    /// The run's own values: `epoch`, `step`, anything JSON.
+    pub metadata: Map<String, Value>,
+}
+
+impl TrainingCheckpoint {
+    /// A checkpoint of `opt`'s state_dict; add the rest with the `with_` methods.
+    pub fn new(opt: &dyn crate::Optimizer) -> Self {
+        TrainingCheckpoint {
+            optimizer: opt.state_dict(),
+            ..Default::default()
+        }
+    }
+
+    /// With the model's weights (name, tensor), in the model's order.
+    #[must_use]
+    pub fn with_model(mut self, model: impl IntoIterator<Item = (String, Tensor)>) -> Self {
+        self.model = model.into_iter().collect();
+        self
+    }
+
+    /// With one more scheduler's state_dict.
+    #[must_use]
+    pub fn with_scheduler(mut self, scheduler: &dyn LrScheduler) -> Self {
+        self.schedulers.push(scheduler.state_dict());
+        self
+    }
+
+    /// With a value of the run's own (`"epoch"`, `"step"`, ...); NaN and
+    /// infinities are kept (see [`json`](crate::json)).
+    #[must_use]
+    pub fn with(mut self, key: &str, value: impl serde::Serialize) -> Self {
+        let value = crate::json::to_value(&value).unwrap_or(Value::Null);
+        self.metadata.insert(key.to_string(), value);
+        self
+    }
+
+    /// The checkpoint as the bytes of a safetensors file.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        let mut tensors: Vec<Encoded> = Vec::new();
+        let mut names = Vec::with_capacity(self.model.len());
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, t) in &self.model {
+            if !seen.insert(name.as_str()) {
+                return Err(format_error(format!(
+                    "the model has two tensors named {name:?}"
+                )));
+            }
+            names.push(Value::from(name.as_str()));
+            tensors.push(Encoded::new(format!("model.{name}"), t));
+        }
+        let state = encode_state(&self.optimizer, &mut tensors);
+        let metadata = HashMap::from([
+            ("format".to_string(), TRAINING_FORMAT.to_string()),
+            ("model".to_string(), serde_json::to_string(&names)?),
+            (
+                "param_groups".to_string(),
+                serde_json::to_string(&self.optimizer.param_groups)?,
+            ),
+            ("state".to_string(), serde_json::to_string(&state)?),
+            (
+                "lr_schedulers".to_string(),
+                serde_json::to_string(&self.schedulers)?,
+            ),
+            (
+                "metadata".to_string(),
+                serde_json::to_string(&self.metadata)?,
+            ),
+        ]);
+        serialize(&tensors, metadata)
+    }
+
+    /// Reads the bytes of a file written by [`TrainingCheckpoint::to_safetensors`].
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Self> {
+        let (file, meta) = open(bytes, TRAINING_FORMAT)?;
+        let mut tensors = Tensors::new(&file);
+        let field = |key: &str| {
+            meta.get(key)
+                .ok_or_else(|| format_error(format!("metadata has no {key:?}")))
+        };
+        let names: Vec<String> = serde_json::from_str(field("model")?)?;
+        let model = names
+            .into_iter()
+            .map(|name| {
+                let t = tensors.take(&format!("model.{name}"))?;
+                Ok((name, t))
+            })
+            .collect::<Result<_>>()?;
+        let optimizer = decode_state(&meta, &mut tensors)?;
+        let schedulers: Vec<Map<String, Value>> = serde_json::from_str(field("lr_schedulers")?)?;
+        let metadata = serde_json::from_str(field("metadata")?)?;
+        tensors.all_taken()?;
+        Ok(TrainingCheckpoint {
+            model,
+            optimizer,
+            schedulers,
+            metadata,
+        })
+    }
+
+    /// Writes the checkpoint to `path` atomically (see [`write_atomic`]).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let bytes = self.to_safetensors()?;
+        write_atomic(path.as_ref(), |file| file.write_all(&bytes))
+    }
+
+    /// Reads a checkpoint written by [`TrainingCheckpoint::save`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+        Self::from_safetensors(&bytes)
+    }
+
+    /// The training checkpoint in a `torch.save` file, in torch's usual
+    /// layout (`model`, `optimizer`, `lr_scheduler`, and plain values such
+    /// as `epoch`) or Lightning's (`state_dict`, `optimizer_states[0]`,
+    /// `lr_schedulers`). Other plain top-level values become
+    /// [`metadata`](Self::metadata); objects ferroptim does not read are left out.
+    pub fn from_torch(file: &crate::TorchCheckpoint) -> Result<Self> {
+        let first = |keys: &[&'static str]| keys.iter().copied().find(|k| file.contains(k));
+        let optimizer_key = first(&["optimizer", "optimizer_states[0]", "optimizer_state_dict"])
+            .ok_or_else(|| {
+                format_error(format!(
+                    "no optimizer state in the torch checkpoint (looked for \"optimizer\", \
+                     \"optimizer_states\", \"optimizer_state_dict\"); it holds: {}",
+                    file.keys().join(", ")
+                ))
+            })?;
+        let model_key = first(&["model", "state_dict", "model_state_dict"]);
+        let model = match model_key {
+            Some(key) => file.tensors(key)?,
+            None => Vec::new(),
+        };
+        let schedulers = match first(&["lr_scheduler", "scheduler"]) {
+            Some(key) => vec![scheduler_state(file.json(key)?, key)?],
+            None if file.contains("lr_schedulers") => match file.json("lr_schedulers")? {
+                Value::Array(list) => list
+                    .into_iter()
+                    .map(|s| scheduler_state(s, "lr_schedulers"))
+                    .collect::<Result<_>>()?,
+                _ => return Err(format_error("lr_schedulers is not a list")),
+            },
+            None => Vec::new(),
+        };
+        let taken = [optimizer_key.split('[').next().unwrap_or(optimizer_key)]
+            .into_iter()
+            .chain(model_key)
+            .chain(["lr_scheduler", "scheduler", "lr_schedulers"]);
+        let taken: Vec<&str> = taken.collect();
+        let metadata = file
+            .keys()
+            .into_iter()
+            .filter(|k| !taken.contains(&k.as_str()))
+            .filter_map(|k| file.json(&k).ok().map(|v| (k, v)))
+            .collect();
+        Ok(TrainingCheckpoint {
+            model,
+            optimizer: file.state_dict(optimizer_key)?,
+            schedulers,
+            metadata,
+        })
+    }
+}
+
+fn scheduler_state(value: Value, key: &str) -> Result<SchedulerState> {
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(format_error(format!(
+            "{key}: a scheduler state that is not a dict"
+        ))),
     }
 }
 

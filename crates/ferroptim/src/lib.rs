@@ -76,7 +76,7 @@ pub use algorithm::{Algorithm, Hyperparameters};
 pub use error::{Error, Result};
 pub use group::{GroupSpec, GroupStore, Groups, IntoParamGroups, ParamGroup};
 pub use hooks::HookHandle;
-pub use optimizer::{Optim, Optimizer, OptimizerHooks, StepOutcome};
+pub use optimizer::{LossContext, Optim, Optimizer, OptimizerHooks, StepOutcome};
 pub use parallel::{num_threads, set_num_threads, MAX_THREADS, MIN_CHUNK};
 pub use param::{Grad, Param, SparseGrad};
 pub use slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData, SlotElement, UpdateFn, ValueFn};
@@ -84,4 +84,4 @@ pub use slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData, SlotElement, U
 pub use state::field as state_field;
 pub use state::{ParamState, ParamStateDict, StateDict, StateEntries, StateValue};
 pub use tensor::{Dtype, Element, Tensor, TensorData, TensorDataMut};
-pub use torch_pt::TorchLoadLimits;
+pub use torch_pt::{TorchCheckpoint, TorchLoadLimits};

@@ -7,7 +7,7 @@ use super::bad;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
-/// The pickle opcodes a state_dict uses, under the names of Python's `pickle.py`.
+/// The pickle opcodes a torch checkpoint uses, under the names of Python's `pickle.py`.
 mod op {
     pub const PROTO: u8 = 0x80;
     pub const FRAME: u8 = 0x95;
@@ -45,11 +45,25 @@ mod op {
     pub const BINPERSID: u8 = b'Q';
     pub const REDUCE: u8 = b'R';
     pub const BUILD: u8 = b'b';
+    // Beyond a state_dict: what other objects in a training checkpoint use.
+    pub const NEWOBJ: u8 = 0x81;
+    pub const NEWOBJ_EX: u8 = 0x92;
+    pub const SHORT_BINBYTES: u8 = b'C';
+    pub const BINBYTES: u8 = b'B';
+    pub const BINBYTES8: u8 = 0x8e;
+    pub const EMPTY_SET: u8 = 0x8f;
+    pub const ADDITEMS: u8 = 0x90;
+    pub const FROZENSET: u8 = 0x91;
+    pub const LIST: u8 = b'l';
+    pub const DICT: u8 = b'd';
+    pub const POP: u8 = b'0';
+    pub const POP_MARK: u8 = b'1';
+    pub const DUP: u8 = b'2';
 }
 
-/// The objects a state_dict pickle builds. Containers refer to other
-/// objects by index into the machine's arena, so that a memoised container
-/// filled later is seen filled, as in Python.
+/// The objects a checkpoint's pickle builds. Containers refer to other
+/// objects by index into the arena, so that a memoised container filled
+/// later is seen filled, as in Python.
 #[derive(Clone, Debug)]
 pub(super) enum Obj {
     Mark,
@@ -63,25 +77,128 @@ pub(super) enum Obj {
     Dict(Vec<(usize, usize)>),
     Global(String, String),
     Storage {
-        f64: bool,
+        kind: StorageKind,
         key: String,
         numel: usize,
     },
-    Tensor(Tensor),
+    /// A tensor, and the storage type it was read from.
+    Tensor(Tensor, StorageKind),
+    /// Something this reader does not build (an `argparse.Namespace`, bytes,
+    /// a numpy scalar...): kept as its type's name, so that the rest of the
+    /// file still reads and only asking for it is an error.
+    Opaque(String),
+}
+
+/// The element types of torch's storages, as their pickled class names say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum StorageKind {
+    F32,
+    F64,
+    BF16,
+    F16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+impl StorageKind {
+    pub(super) fn from_class(name: &str) -> Option<Self> {
+        Some(match name {
+            "FloatStorage" => StorageKind::F32,
+            "DoubleStorage" => StorageKind::F64,
+            "BFloat16Storage" => StorageKind::BF16,
+            "HalfStorage" => StorageKind::F16,
+            "LongStorage" => StorageKind::I64,
+            "IntStorage" => StorageKind::I32,
+            "ShortStorage" => StorageKind::I16,
+            "CharStorage" => StorageKind::I8,
+            "ByteStorage" => StorageKind::U8,
+            "BoolStorage" => StorageKind::Bool,
+            _ => return None,
+        })
+    }
+
+    /// Bytes per element in the file.
+    pub(super) fn width(self) -> usize {
+        match self {
+            StorageKind::F64 | StorageKind::I64 => 8,
+            StorageKind::F32 | StorageKind::I32 => 4,
+            StorageKind::BF16 | StorageKind::F16 | StorageKind::I16 => 2,
+            StorageKind::I8 | StorageKind::U8 | StorageKind::Bool => 1,
+        }
+    }
+
+    /// Whether ferroptim reads it as float64 (every value exact), not float32.
+    pub(super) fn as_f64(self) -> bool {
+        matches!(self, StorageKind::F64 | StorageKind::I64 | StorageKind::I32)
+    }
+
+    /// torch's name for the dtype.
+    pub(super) fn torch_name(self) -> &'static str {
+        match self {
+            StorageKind::F32 => "float32",
+            StorageKind::F64 => "float64",
+            StorageKind::BF16 => "bfloat16",
+            StorageKind::F16 => "float16",
+            StorageKind::I64 => "int64",
+            StorageKind::I32 => "int32",
+            StorageKind::I16 => "int16",
+            StorageKind::I8 => "int8",
+            StorageKind::U8 => "uint8",
+            StorageKind::Bool => "bool",
+        }
+    }
+}
+
+/// What the pickle built: the objects, and the budget they were built within.
+pub(super) struct Arena {
+    pub(super) objs: Vec<Obj>,
+    /// Bytes built so far, and the most allowed.
+    pub(super) spent: std::cell::Cell<u64>,
+    pub(super) limit: u64,
+}
+
+impl Arena {
+    /// Counts `bytes` more against the budget, before they are allocated.
+    pub(super) fn charge(&self, bytes: u64, what: &str) -> Result<()> {
+        let spent = self.spent.get().saturating_add(bytes);
+        if spent > self.limit {
+            return Err(bad(format!(
+                "{what} would take the read past {} bytes, the budget of this read \
+                 (TorchLoadLimits; a checkpoint builds about its own size)",
+                self.limit
+            )));
+        }
+        self.spent.set(spent);
+        Ok(())
+    }
+}
+
+impl std::ops::Index<usize> for Arena {
+    type Output = Obj;
+    fn index(&self, i: usize) -> &Obj {
+        &self.objs[i]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Arena {
+    fn index_mut(&mut self, i: usize) -> &mut Obj {
+        &mut self.objs[i]
+    }
 }
 
 pub(super) struct Machine<'a> {
     pub(super) code: &'a [u8],
     pub(super) at: usize,
-    pub(super) arena: Vec<Obj>,
+    pub(super) arena: Arena,
     pub(super) stack: Vec<usize>,
     pub(super) memo: HashMap<u32, usize>,
     pub(super) storage: &'a mut dyn FnMut(&str) -> Result<Vec<u8>>,
     /// Storages read so far, by key: each is read from the archive once.
     pub(super) storages: HashMap<String, Vec<u8>>,
-    /// Bytes built so far, and the most allowed.
-    pub(super) spent: std::cell::Cell<u64>,
-    pub(super) limit: u64,
 }
 
 impl<'a> Machine<'a> {
@@ -95,28 +212,21 @@ impl<'a> Machine<'a> {
         Machine {
             code,
             at: 0,
-            arena: Vec::new(),
+            arena: Arena {
+                objs: Vec::new(),
+                spent: std::cell::Cell::new(0),
+                limit,
+            },
             stack: Vec::new(),
             memo: HashMap::new(),
             storage,
             storages: HashMap::new(),
-            spent: std::cell::Cell::new(0),
-            limit,
         }
     }
 
     /// Counts `bytes` more against the budget, before they are allocated.
     pub(super) fn charge(&self, bytes: u64, what: &str) -> Result<()> {
-        let spent = self.spent.get().saturating_add(bytes);
-        if spent > self.limit {
-            return Err(bad(format!(
-                "{what} would take the state_dict past {} bytes, the budget of this read \
-                 (TorchLoadLimits; a checkpoint builds about its own size)",
-                self.limit
-            )));
-        }
-        self.spent.set(spent);
-        Ok(())
+        self.arena.charge(bytes, what)
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -137,8 +247,8 @@ impl<'a> Machine<'a> {
     }
 
     fn push(&mut self, obj: Obj) {
-        self.arena.push(obj);
-        self.stack.push(self.arena.len() - 1);
+        self.arena.objs.push(obj);
+        self.stack.push(self.arena.objs.len() - 1);
     }
 
     fn pop(&mut self) -> Result<usize> {
@@ -225,7 +335,51 @@ impl<'a> Machine<'a> {
                 TUPLE | TUPLE1 | TUPLE2 | TUPLE3 | APPEND | APPENDS | SETITEM | SETITEMS => {
                     self.container(code)?
                 }
-                GLOBAL | STACK_GLOBAL | BINPERSID | REDUCE | BUILD => self.object(code)?,
+                GLOBAL | STACK_GLOBAL | BINPERSID | REDUCE | BUILD | NEWOBJ | NEWOBJ_EX => {
+                    self.object(code)?
+                }
+                SHORT_BINBYTES | BINBYTES | BINBYTES8 => {
+                    let n = match code {
+                        SHORT_BINBYTES => usize::from(self.byte()?),
+                        BINBYTES => self.u32()? as usize,
+                        _ => {
+                            let b = self.take(8)?;
+                            let n = u64::from_le_bytes(b.try_into().unwrap_or([0xff; 8]));
+                            usize::try_from(n).map_err(|_| bad("bytes longer than memory"))?
+                        }
+                    };
+                    // Skipped, not copied: no state reads raw bytes.
+                    self.take(n)?;
+                    self.push(Obj::Opaque("bytes".into()));
+                }
+                EMPTY_SET => self.push(Obj::List(Vec::new())),
+                ADDITEMS => {
+                    let items = self.pop_mark()?;
+                    let target = self.top()?;
+                    match &mut self.arena[target] {
+                        Obj::List(v) => v.extend(items),
+                        _ => return Err(bad("ADDITEMS to something that is not a set")),
+                    }
+                }
+                FROZENSET | LIST => {
+                    let items = self.pop_mark()?;
+                    self.push(Obj::List(items));
+                }
+                DICT => {
+                    let items = self.pop_mark()?;
+                    self.push(Obj::Dict(Vec::new()));
+                    self.add_items(items)?;
+                }
+                POP => {
+                    self.pop()?;
+                }
+                POP_MARK => {
+                    self.pop_mark()?;
+                }
+                DUP => {
+                    let top = self.top()?;
+                    self.stack.push(top);
+                }
                 other => {
                     return Err(bad(format!(
                         "pickle opcode 0x{other:02x} is not one a state_dict uses"
@@ -386,13 +540,31 @@ impl<'a> Machine<'a> {
                 let obj = self.reduce(callable, args)?;
                 self.push(obj);
             }
+            op::NEWOBJ | op::NEWOBJ_EX => {
+                // cls.__new__(cls, *args): an instance of a class this reader does not build.
+                if code == op::NEWOBJ_EX {
+                    self.pop()?;
+                }
+                self.pop()?;
+                let class = self.pop()?;
+                let name = match &self.arena[class] {
+                    Obj::Global(m, n) => format!("{m}.{n}"),
+                    _ => "an object".to_string(),
+                };
+                self.push(Obj::Opaque(name));
+            }
             _ => {
-                // BUILD on an empty OrderedDict (tensor hooks): only an empty state is accepted.
+                // BUILD sets an object's attributes: a model state_dict's
+                // OrderedDict gets its `_metadata` (not needed here), an
+                // opaque object its fields (not kept). Nothing else has any.
                 let state = self.pop()?;
-                match &self.arena[state] {
-                    Obj::None => {}
-                    Obj::Dict(d) if d.is_empty() => {}
-                    _ => return Err(bad("BUILD with a state: not a state_dict object")),
+                let target = self.top()?;
+                match (&self.arena[target], &self.arena[state]) {
+                    (Obj::Opaque(_), _) => {}
+                    (_, Obj::None) => {}
+                    (Obj::Dict(_), Obj::Dict(_)) => {}
+                    (Obj::Tensor(..), Obj::Dict(d)) if d.is_empty() => {}
+                    _ => return Err(bad("BUILD with a state on an object that has none")),
                 }
             }
         }

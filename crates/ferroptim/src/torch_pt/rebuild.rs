@@ -1,26 +1,42 @@
-//! torch's objects, from the closed list a state_dict holds: storages
+//! torch's objects, from the closed list a checkpoint holds: storages
 //! named by persistent ids, tensors rebuilt from them, `OrderedDict`.
+//! Anything else a REDUCE names becomes an opaque placeholder; nothing the
+//! file names is ever called.
 
-use super::pickle::{Machine, Obj};
+use half::{bf16, f16};
+
+use super::pickle::{Arena, Machine, Obj, StorageKind};
 use super::{bad, MAX_ELEMENTS};
 use crate::error::Result;
-use crate::tensor::{Element, Tensor, TensorData};
+use crate::tensor::{Tensor, TensorData};
 
 impl Machine<'_> {
     pub(super) fn items(&self, i: usize) -> Option<&[usize]> {
-        match &self.arena[i] {
+        self.arena.items(i)
+    }
+
+    pub(super) fn int(&self, i: usize) -> Option<i64> {
+        self.arena.int(i)
+    }
+}
+
+impl Arena {
+    pub(super) fn items(&self, i: usize) -> Option<&[usize]> {
+        match &self[i] {
             Obj::Tuple(v) | Obj::List(v) => Some(v),
             _ => None,
         }
     }
 
     pub(super) fn int(&self, i: usize) -> Option<i64> {
-        match self.arena[i] {
+        match self[i] {
             Obj::Int(v) => Some(v),
             _ => None,
         }
     }
+}
 
+impl Machine<'_> {
     /// torch's persistent id: `('storage', torch.FloatStorage, key, location, numel)`.
     pub(super) fn storage_of(&self, pid: usize) -> Result<Obj> {
         let items = self
@@ -31,15 +47,8 @@ impl Machine<'_> {
             Obj::Global(m, n) if m == "torch" => n.as_str(),
             _ => return Err(bad("a storage without a torch storage type")),
         };
-        let f64 = match kind {
-            "FloatStorage" => false,
-            "DoubleStorage" => true,
-            other => {
-                return Err(bad(format!(
-                    "{other} tensors: ferroptim keeps float32 and float64 state"
-                )))
-            }
-        };
+        let kind = StorageKind::from_class(kind)
+            .ok_or_else(|| bad(format!("torch.{kind}: not a storage type ferroptim reads")))?;
         let key = match &self.arena[items[2]] {
             Obj::Str(s) => s.clone(),
             _ => return Err(bad("a storage key that is not a string")),
@@ -49,7 +58,7 @@ impl Machine<'_> {
             .and_then(|n| usize::try_from(n).ok())
             .filter(|&n| n <= MAX_ELEMENTS)
             .ok_or_else(|| bad("a storage size that is not a sane count"))?;
-        Ok(Obj::Storage { f64, key, numel })
+        Ok(Obj::Storage { kind, key, numel })
     }
 
     pub(super) fn reduce(&mut self, callable: usize, args: usize) -> Result<Obj> {
@@ -66,16 +75,24 @@ impl Machine<'_> {
             ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") if args.len() >= 4 => {
                 self.rebuild_tensor(&args)
             }
-            _ => Err(bad(format!(
-                "{module}.{name}: not an object a state_dict holds"
+            // nn.Parameter(data, requires_grad, hooks): the data.
+            ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state")
+                if !args.is_empty() && matches!(self.arena[args[0]], Obj::Tensor(..)) =>
+            {
+                Ok(self.arena[args[0]].clone())
+            }
+            ("torch._utils" | "torch", _) | ("torch._tensor", _) => Err(bad(format!(
+                "{module}.{name}: a torch object ferroptim does not read (a sparse, quantized \
+                 or meta tensor?)"
             ))),
+            _ => Ok(Obj::Opaque(format!("{module}.{name}"))),
         }
     }
 
     /// `_rebuild_tensor_v2(storage, offset, size, stride, ...)`: gathers the view into a contiguous tensor.
     fn rebuild_tensor(&mut self, args: &[usize]) -> Result<Obj> {
-        let (f64, key, numel) = match &self.arena[args[0]] {
-            Obj::Storage { f64, key, numel } => (*f64, key.clone(), *numel),
+        let (kind, key, numel) = match &self.arena[args[0]] {
+            Obj::Storage { kind, key, numel } => (*kind, key.clone(), *numel),
             _ => return Err(bad("a tensor rebuilt from something that is not a storage")),
         };
         let dims = |i: usize| -> Result<Vec<usize>> {
@@ -102,9 +119,10 @@ impl Machine<'_> {
             .try_fold(1usize, |n, &d| n.checked_mul(d))
             .filter(|&n| n <= MAX_ELEMENTS)
             .ok_or_else(|| bad("a tensor size that overflows"))?;
-        let width = if f64 { 8 } else { 4 };
+        let width = kind.width();
+        let built = if kind.as_f64() { 8 } else { 4 };
         self.charge(
-            count as u64 * width as u64,
+            count as u64 * built,
             &format!("a tensor of {count} elements"),
         )?;
         if !self.storages.contains_key(&key) {
@@ -135,21 +153,54 @@ impl Machine<'_> {
             at.filter(|&at| at < numel)
                 .ok_or_else(|| bad(format!("a tensor view reaches outside storage {key}")))
         });
-        let data = if f64 {
-            TensorData::F64(
-                positions
-                    .by_ref()
-                    .map(|p| p.map(|p| f64::read_le(bytes, p)))
-                    .collect::<Result<_>>()?,
-            )
-        } else {
-            TensorData::F32(
-                positions
-                    .by_ref()
-                    .map(|p| p.map(|p| f32::read_le(bytes, p)))
-                    .collect::<Result<_>>()?,
-            )
+        let b2 = |p: usize| [bytes[2 * p], bytes[2 * p + 1]];
+        let b4 = |p: usize| {
+            [
+                bytes[4 * p],
+                bytes[4 * p + 1],
+                bytes[4 * p + 2],
+                bytes[4 * p + 3],
+            ]
         };
-        Ok(Obj::Tensor(Tensor::new(data, &size)?))
+        let b8 = |p: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[8 * p..8 * p + 8]);
+            b
+        };
+        // Every value is exact in the type it is read as (int64 up to 2^53).
+        let wide = |p: usize| -> f64 {
+            match kind {
+                StorageKind::F64 => f64::from_le_bytes(b8(p)),
+                StorageKind::I64 => i64::from_le_bytes(b8(p)) as f64,
+                _ => f64::from(i32::from_le_bytes(b4(p))),
+            }
+        };
+        let data = match kind.as_f64() {
+            true => TensorData::F64(
+                positions
+                    .by_ref()
+                    .map(|p| p.map(wide))
+                    .collect::<Result<_>>()?,
+            ),
+            false => {
+                let read = |p: usize| -> f32 {
+                    match kind {
+                        StorageKind::F32 => f32::from_le_bytes(b4(p)),
+                        StorageKind::BF16 => bf16::from_le_bytes(b2(p)).to_f32(),
+                        StorageKind::F16 => f16::from_le_bytes(b2(p)).to_f32(),
+                        StorageKind::I16 => f32::from(i16::from_le_bytes(b2(p))),
+                        StorageKind::I8 => f32::from(bytes[p] as i8),
+                        _ => f32::from(bytes[p]),
+                    }
+                };
+                TensorData::F32(
+                    positions
+                        .by_ref()
+                        .map(|p| p.map(read))
+                        .collect::<Result<_>>()?,
+                )
+            }
+        };
+        Ok(Obj::Tensor(Tensor::new(data, &size)?, kind))
     }
 }

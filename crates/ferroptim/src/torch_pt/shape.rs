@@ -1,24 +1,26 @@
-//! What the pickle built, shaped into a [`StateDict`]: param groups as
-//! JSON, per-parameter state as [`StateValue`]s, every copy counted against
-//! the budget.
+//! What the pickle built, shaped into what ferroptim reads: a
+//! [`StateDict`] (param groups as JSON, per-parameter state as
+//! [`StateValue`]s), a dict of named tensors (a model's state_dict), or
+//! plain JSON (a scheduler's state, an epoch); every copy counted against
+//! the budget. A key path finds one of them inside a nested checkpoint.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::pickle::{Machine, Obj};
+use super::pickle::{Arena, Obj, StorageKind};
 use super::{bad, MAX_DEPTH, NODE_BYTES};
 use crate::error::Result;
 use crate::state::{ParamStateDict, StateDict, StateValue};
 use crate::tensor::Tensor;
 
-impl Machine<'_> {
-    fn json(&self, i: usize, depth: usize) -> Result<Value> {
+impl Arena {
+    pub(super) fn json(&self, i: usize, depth: usize) -> Result<Value> {
         if depth > MAX_DEPTH {
             return Err(bad("nesting deeper than a state_dict's"));
         }
         self.charge(NODE_BYTES, "a param group value")?;
-        Ok(match &self.arena[i] {
+        Ok(match &self[i] {
             Obj::None => Value::Null,
             Obj::Bool(b) => Value::Bool(*b),
             Obj::Int(v) => Value::from(*v),
@@ -40,17 +42,23 @@ impl Machine<'_> {
                 }
                 Value::Object(map)
             }
-            Obj::Tensor(_) => {
+            Obj::Tensor(..) => {
                 return Err(bad(
-                    "a tensor-valued hyperparameter (ferroptim's are numbers)",
+                    "a tensor where plain values were expected (a param group's \
+                     hyperparameters, a scheduler's state)",
                 ))
             }
-            _ => return Err(bad("an object a param group does not hold")),
+            Obj::Opaque(name) => {
+                return Err(bad(format!(
+                    "a {name} object where plain values were expected"
+                )))
+            }
+            _ => return Err(bad("an object that is not a plain value")),
         })
     }
 
     fn key(&self, i: usize) -> Result<String> {
-        match &self.arena[i] {
+        match &self[i] {
             Obj::Str(s) => Ok(s.clone()),
             Obj::Int(v) => Ok(v.to_string()),
             _ => Err(bad("a dict key that is not a string or an integer")),
@@ -58,7 +66,7 @@ impl Machine<'_> {
     }
 
     fn dict(&self, i: usize, what: &str) -> Result<&[(usize, usize)]> {
-        match &self.arena[i] {
+        match &self[i] {
             Obj::Dict(kv) => Ok(kv),
             _ => Err(bad(format!("{what} is not a dict"))),
         }
@@ -74,19 +82,30 @@ impl Machine<'_> {
         Ok(t.clone())
     }
 
+    /// A tensor of the optimizer's state: float32 or float64, as ferroptim keeps it.
+    fn state_tensor(&self, t: &Tensor, kind: StorageKind, what: &str) -> Result<Tensor> {
+        if !matches!(kind, StorageKind::F32 | StorageKind::F64) {
+            return Err(bad(format!(
+                "{what} is a {} tensor; ferroptim keeps float32 and float64 state",
+                kind.torch_name()
+            )));
+        }
+        self.tensor_copy(t, what)
+    }
+
     fn state_value(&self, i: usize, what: &str) -> Result<StateValue> {
         self.charge(NODE_BYTES, what)?;
-        Ok(match &self.arena[i] {
-            Obj::Tensor(t) => StateValue::Tensor(self.tensor_copy(t, what)?),
+        Ok(match &self[i] {
+            Obj::Tensor(t, kind) => StateValue::Tensor(self.state_tensor(t, *kind, what)?),
             Obj::Int(v) => StateValue::Int(*v),
             Obj::Float(x) => StateValue::Float(*x),
             // A list of tensors; `None` entries (only LBFGS's scratch `al`
             // has them, for history slots not yet used) are left out.
             Obj::List(v) | Obj::Tuple(v) => StateValue::TensorList(
                 v.iter()
-                    .filter(|&&j| !matches!(self.arena[j], Obj::None))
-                    .map(|&j| match &self.arena[j] {
-                        Obj::Tensor(t) => self.tensor_copy(t, what),
+                    .filter(|&&j| !matches!(self[j], Obj::None))
+                    .map(|&j| match &self[j] {
+                        Obj::Tensor(t, kind) => self.state_tensor(t, *kind, what),
                         _ => Err(bad(format!(
                             "{what}: a list of something other than tensors"
                         ))),
@@ -101,7 +120,78 @@ impl Machine<'_> {
         })
     }
 
+    /// The keys of dict `i`, for errors that say what a file holds.
+    pub(super) fn keys_of(&self, i: usize) -> Vec<String> {
+        match &self[i] {
+            Obj::Dict(kv) => kv.iter().filter_map(|&(k, _)| self.key(k).ok()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The object at `path` below `root`: keys separated by `/`, each
+    /// with list indices after it (`optimizer_states[0]`, `extra/opt`).
+    pub(super) fn find(&self, root: usize, path: &str) -> Result<usize> {
+        let mut at = root;
+        for segment in path.split('/').filter(|s| !s.is_empty()) {
+            let (name, indices) = match segment.find('[') {
+                Some(b) => segment.split_at(b),
+                None => (segment, ""),
+            };
+            if !name.is_empty() {
+                let kv = self.dict(at, &format!("the object holding {name:?}"))?;
+                at = kv
+                    .iter()
+                    .find(|&&(k, _)| self.key(k).is_ok_and(|k| k == name))
+                    .map(|&(_, v)| v)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "no key {name:?} (in {path:?}); the dict holds: {}",
+                            self.keys_of(at).join(", ")
+                        ))
+                    })?;
+            }
+            for index in indices.split('[').filter(|s| !s.is_empty()) {
+                let n: usize = index
+                    .strip_suffix(']')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| bad(format!("{path:?}: {segment:?} is not key[index]")))?;
+                let items = self.items(at).ok_or_else(|| {
+                    bad(format!("{path:?}: [{n}] of something that is not a list"))
+                })?;
+                at = *items.get(n).ok_or_else(|| {
+                    bad(format!("{path:?}: index {n} of a list of {}", items.len()))
+                })?;
+            }
+        }
+        Ok(at)
+    }
+
+    /// Dict `i` of names to tensors (a model's `state_dict()`), in its order,
+    /// every tensor as float32 or float64 (bfloat16, float16 and integers
+    /// exactly). Entries that are not tensors are an error naming them.
+    pub(super) fn tensors(&self, i: usize, what: &str) -> Result<Vec<(String, Tensor)>> {
+        self.dict(i, what)?
+            .iter()
+            .map(|&(k, v)| {
+                let name = self.key(k)?;
+                match &self[v] {
+                    Obj::Tensor(t, _) => Ok((name.clone(), self.tensor_copy(t, &name)?)),
+                    _ => Err(bad(format!("{what}: {name:?} is not a tensor"))),
+                }
+            })
+            .collect()
+    }
+
     pub(super) fn state_dict(&self, root: usize) -> Result<StateDict> {
+        let keys = self.keys_of(root);
+        if !keys.iter().any(|k| k == "state" || k == "param_groups") && !keys.is_empty() {
+            return Err(bad(format!(
+                "no optimizer state_dict here: the dict holds {}; pick the optimizer's with \
+                 StateDict::load_torch_key(path, key) (e.g. \"optimizer\", or Lightning's \
+                 \"optimizer_states[0]\")",
+                keys.join(", ")
+            )));
+        }
         let mut state = BTreeMap::new();
         let mut param_groups = None;
         for &(k, v) in self.dict(root, "the checkpoint")? {

@@ -24,3 +24,4 @@ mod state_dict;
 mod swa;
 mod threads;
 mod torch_pt_limits;
+mod training_checkpoint;
