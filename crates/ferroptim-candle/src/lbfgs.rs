@@ -5,7 +5,7 @@ use std::ops::{Deref, DerefMut};
 use candle_core::{Tensor, Var};
 use ferroptim::optim::{Lbfgs, LbfgsConfig};
 
-use crate::{params_of, step_with_loss, CandleParam, Result};
+use crate::{params_of, step_with_loss, CandleParam, LossContext, Result};
 
 /// LBFGS over candle `Var`s. As torch's, it needs a closure that recomputes
 /// the loss, which it calls several times per [`step`](CandleLbfgs::step).
@@ -53,7 +53,34 @@ impl CandleLbfgs {
     /// One LBFGS step. `loss` computes the loss (a tensor of one element)
     /// from the `Var`s' current values; its gradients come from candle's
     /// backward pass. Returns the loss at the start of the step, as torch.
-    pub fn step(&mut self, loss: impl FnMut() -> candle_core::Result<Tensor>) -> Result<f64> {
+    pub fn step(&mut self, mut loss: impl FnMut() -> candle_core::Result<Tensor>) -> Result<f64> {
+        let params = self.inner.params();
+        step_with_loss(&mut self.inner, &params, |_| loss())
+    }
+
+    /// [`step`](Self::step) with a closure that gets the [`LossContext`]:
+    /// which evaluation of this step it is (torch users count them by
+    /// hand). Its `zero_grad` is there for symmetry with torch; candle's
+    /// backward makes fresh gradients at every evaluation anyway.
+    ///
+    /// ```
+    /// use candle_core::{Device, Var};
+    /// use ferroptim::optim::LbfgsConfig;
+    /// use ferroptim_candle::CandleLbfgs;
+    /// let x = Var::new(&[3.0f64], &Device::Cpu)?;
+    /// let mut opt = CandleLbfgs::new(vec![x.clone()], LbfgsConfig::default())?;
+    /// let mut evaluations = 0;
+    /// opt.step_with_context(|ctx| {
+    ///     evaluations = ctx.evaluation();
+    ///     x.as_tensor().sqr()?.sum_all()
+    /// })?;
+    /// assert!(evaluations > 1 && evaluations <= 25);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn step_with_context(
+        &mut self,
+        loss: impl FnMut(&LossContext) -> candle_core::Result<Tensor>,
+    ) -> Result<f64> {
         let params = self.inner.params();
         step_with_loss(&mut self.inner, &params, loss)
     }

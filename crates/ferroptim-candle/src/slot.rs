@@ -168,16 +168,39 @@ impl ParamSlot for CandleParam {
     }
 
     fn with_value_mut(&self, index: usize, f: &mut ValueFn<'_>) -> ferroptim::Result<()> {
-        let op = InPlaceValues {
-            f: RefCell::new(f),
-            failed: Cell::new(None),
+        values_in_place(self.var.as_tensor(), index, f)
+    }
+
+    /// The gradient in the `GradStore` is changed in place (backward's
+    /// gradients are contiguous tensors of their own). One that is not
+    /// contiguous is replaced, for this step, by a contiguous copy.
+    fn with_grad_mut(&self, index: usize, f: &mut ValueFn<'_>) -> ferroptim::Result<bool> {
+        let mut grad = self.lock();
+        let Some(g) = grad.as_mut() else {
+            return Ok(false);
         };
-        let outcome = self.var.as_tensor().inplace_op1(&op);
-        match (op.failed.into_inner(), outcome) {
-            (Some(e), _) => Err(e),
-            (None, Ok(())) => Ok(()),
-            (None, Err(e)) => Err(storage_error(index, e.to_string())),
+        if !g.is_contiguous() {
+            *g = g
+                .contiguous()
+                .map_err(|e| storage_error(index, e.to_string()))?;
         }
+        values_in_place(g, index, f)?;
+        Ok(true)
+    }
+}
+
+/// Runs `f` on the values of `t` in place, through candle's in-place op
+/// (the storage is written where it is: no copy).
+fn values_in_place(t: &Tensor, index: usize, f: &mut ValueFn<'_>) -> ferroptim::Result<()> {
+    let op = InPlaceValues {
+        f: RefCell::new(f),
+        failed: Cell::new(None),
+    };
+    let outcome = t.inplace_op1(&op);
+    match (op.failed.into_inner(), outcome) {
+        (Some(e), _) => Err(e),
+        (None, Ok(())) => Ok(()),
+        (None, Err(e)) => Err(storage_error(index, e.to_string())),
     }
 }
 

@@ -171,3 +171,37 @@ fn candle_lbfgs_keeps_no_copy_of_the_parameters() {
         "a step leaves {stepped} bytes held"
     );
 }
+
+/// Clipping candle gradients (by hand or as a step option) scales the
+/// GradStore's tensors where they are: no tensor is allocated.
+#[test]
+fn clipping_candle_gradients_allocates_no_tensor() {
+    let dev = Device::Cpu;
+    let w = Var::from_tensor(&Tensor::ones((256, 256), candle_core::DType::F32, &dev).unwrap())
+        .unwrap();
+    let mut opt = CandleOptim::from_vars(vec![w.clone()], optim::AdamWConfig::default()).unwrap();
+    opt.set_clip_grad_norm(Some(ferroptim_candle::ClipGradNorm::new(0.1)));
+    let grads = w
+        .as_tensor()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    opt.step_with(&grads).unwrap();
+    opt.step_with(&grads).unwrap();
+    let before = allocated_bytes();
+    opt.step_with(&grads).unwrap();
+    let clip = ferroptim_candle::ClipGradNorm {
+        norm_type: 3.0,
+        ..ferroptim_candle::ClipGradNorm::new(0.01)
+    };
+    let total = opt.clip_grad_norm(&grads, clip).unwrap();
+    let allocated = allocated_bytes() - before;
+    assert!(total > 0.0);
+    assert!(
+        allocated < 256 * 256 * 4 / 16,
+        "clipped steps allocated {allocated} bytes"
+    );
+}

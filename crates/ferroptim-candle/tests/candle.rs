@@ -134,7 +134,7 @@ fn same_as_ferroptim<A: Algorithm>(config: A, steps: usize) {
             p.set_grad(ferroptim::Tensor::from_vec(g, v.dims()).unwrap())
                 .unwrap();
         }
-        ours.step(&grads).unwrap();
+        candle_nn::Optimizer::step(&mut ours, &grads).unwrap();
         native.step().unwrap();
         for (i, (v, p)) in vars.iter().zip(&params).enumerate() {
             let got = v.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -379,4 +379,324 @@ fn lbfgs_through_candle_matches_lbfgs_on_params() {
         1,
         "LBFGS keeps its state under param 0"
     );
+}
+
+mod varmap_runs {
+    //! A candle user's training run: an MLP from a `VarMap`, AdamW with
+    //! weights and biases in two groups, warmup then cosine, clipping as a
+    //! step option, and one-file checkpoints, resumed in fresh processes.
+
+    use candle_core::{DType, Device, Module, Tensor};
+    use candle_nn::{Linear, VarBuilder, VarMap};
+    use ferroptim::lr_scheduler::{
+        CosineAnnealingLR, CosineAnnealingLRConfig, LinearLR, LinearLRConfig, LrScheduler,
+        SequentialLR,
+    };
+    use ferroptim::optim::AdamWConfig;
+    use ferroptim_candle::{
+        load_model, model_tensors, named_params, AdamW, ClipGradNorm, GroupSpec, Optimizer,
+        TrainingCheckpoint,
+    };
+
+    pub struct Run {
+        pub varmap: VarMap,
+        layers: Vec<Linear>,
+        pub opt: AdamW,
+        sched: SequentialLR,
+        x: Tensor,
+        y: Tensor,
+    }
+
+    impl Run {
+        /// Two 4x4 layers (same shapes: a swap by position would load
+        /// silently) and a head; `reverse` creates the layers in the other order.
+        pub fn new(reverse: bool) -> Run {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+            let mut specs = [("fc1", 4, 4), ("fc2", 4, 4), ("head", 4, 3)];
+            if reverse {
+                specs.reverse();
+            }
+            let mut layers: Vec<(String, Linear)> = specs
+                .iter()
+                .map(|&(name, i, o)| {
+                    (
+                        name.to_string(),
+                        candle_nn::linear(i, o, vb.pp(name)).unwrap(),
+                    )
+                })
+                .collect();
+            layers.sort_by(|a, b| a.0.cmp(&b.0));
+            let (biases, weights): (Vec<_>, Vec<_>) = named_params(&varmap)
+                .unwrap()
+                .into_iter()
+                .partition(|(n, _)| n.ends_with("bias"));
+            let groups = vec![
+                GroupSpec::named(weights),
+                GroupSpec::named(biases).set("weight_decay", 0.0),
+            ];
+            let config = AdamWConfig {
+                lr: 0.05,
+                ..Default::default()
+            };
+            let mut opt = AdamW::with_groups(groups, config).unwrap();
+            opt.set_clip_grad_norm(Some(ClipGradNorm::new(0.5)));
+            let warmup = LinearLR::new(
+                &mut opt,
+                LinearLRConfig {
+                    start_factor: 0.1,
+                    total_iters: 3,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let cosine =
+                CosineAnnealingLR::new(&mut opt, CosineAnnealingLRConfig::new(20)).unwrap();
+            let sched =
+                SequentialLR::new(&mut opt, vec![Box::new(warmup), Box::new(cosine)], vec![3])
+                    .unwrap();
+            let dev = Device::Cpu;
+            let x = Tensor::from_vec(super::values(16 * 4, 5), (16, 4), &dev).unwrap();
+            let y =
+                Tensor::from_vec((0..16u32).map(|i| i % 3).collect::<Vec<_>>(), 16, &dev).unwrap();
+            Run {
+                varmap,
+                layers: layers.into_iter().map(|(_, l)| l).collect(),
+                opt,
+                sched,
+                x,
+                y,
+            }
+        }
+
+        pub fn steps(&mut self, n: usize) {
+            for _ in 0..n {
+                let h = self.layers[0].forward(&self.x).unwrap().tanh().unwrap();
+                let h = self.layers[1].forward(&h).unwrap().tanh().unwrap();
+                let logits = self.layers[2].forward(&h).unwrap();
+                let loss = candle_nn::loss::cross_entropy(&logits, &self.y).unwrap();
+                self.opt.step_with(&loss.backward().unwrap()).unwrap();
+                self.sched.step(&mut self.opt).unwrap();
+            }
+        }
+
+        pub fn checkpoint(&self, epoch: usize) -> TrainingCheckpoint {
+            TrainingCheckpoint::new(&self.opt)
+                .with_model(model_tensors(&self.varmap).unwrap())
+                .with_scheduler(&self.sched)
+                .with("epoch", epoch)
+        }
+
+        pub fn resume(&mut self, ckpt: &TrainingCheckpoint) {
+            load_model(&self.varmap, &ckpt.model).unwrap();
+            self.opt.load_state_dict(&ckpt.optimizer).unwrap();
+            self.sched.load_state_dict(&ckpt.schedulers[0]).unwrap();
+        }
+    }
+}
+
+/// The child process of `a_varmap_model_resumes_bit_identically_in_fresh_processes`
+/// (run by it with `--ignored`): `train` starts a run, saves its initial
+/// weights and, after 6 steps, a checkpoint; `resume` loads that
+/// checkpoint into a run built in the other order and takes 6 more steps.
+#[test]
+#[ignore = "a child process of a_varmap_model_resumes_bit_identically_in_fresh_processes"]
+fn varmap_resume_child() {
+    let dir = std::path::PathBuf::from(std::env::var("FERROPTIM_RESUME_DIR").unwrap());
+    match std::env::var("FERROPTIM_RESUME_MODE").unwrap().as_str() {
+        "train" => {
+            let mut run = varmap_runs::Run::new(false);
+            run.checkpoint(0)
+                .save(dir.join("init.safetensors"))
+                .unwrap();
+            run.steps(6);
+            run.checkpoint(6).save(dir.join("mid.safetensors")).unwrap();
+        }
+        _ => {
+            let mut run = varmap_runs::Run::new(true);
+            let ckpt =
+                ferroptim_candle::TrainingCheckpoint::load(dir.join("mid.safetensors")).unwrap();
+            assert_eq!(ckpt.metadata["epoch"], 6);
+            run.resume(&ckpt);
+            run.steps(6);
+            run.checkpoint(12)
+                .save(dir.join("end.safetensors"))
+                .unwrap();
+        }
+    }
+}
+
+/// Trains 6 steps in one process, resumes in another (fresh hash order of
+/// the VarMap, layers created in the other order), and ends bit-identical
+/// to 12 uninterrupted steps here, state and learning rates included.
+#[test]
+fn a_varmap_model_resumes_bit_identically_in_fresh_processes() {
+    let dir = std::env::temp_dir().join(format!("ferroptim-varmap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for mode in ["train", "resume"] {
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "varmap_resume_child",
+                "--test-threads",
+                "1",
+            ])
+            .env("FERROPTIM_RESUME_DIR", &dir)
+            .env("FERROPTIM_RESUME_MODE", mode)
+            .status()
+            .unwrap();
+        assert!(status.success(), "child {mode} failed");
+    }
+    let init = ferroptim_candle::TrainingCheckpoint::load(dir.join("init.safetensors")).unwrap();
+    let end = ferroptim_candle::TrainingCheckpoint::load(dir.join("end.safetensors")).unwrap();
+    let mut straight = varmap_runs::Run::new(false);
+    ferroptim_candle::load_model(&straight.varmap, &init.model).unwrap();
+    straight.steps(12);
+    let here = straight.checkpoint(12);
+    assert_eq!(here.model, end.model);
+    assert_eq!(here.optimizer, end.optimizer);
+    assert_eq!(here.schedulers, end.schedulers);
+    assert!(straight.opt.last_grad_norm().is_some());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn clipping_candle_gradients_matches_clipping_params_in_place() {
+    let vars = mlp_vars(3);
+    let (x, y) = batch();
+    for norm_type in [2.0, 1.0, 3.5, f64::INFINITY] {
+        let grads = loss(&vars, &x, &y).backward().unwrap();
+        let params: Vec<Param> = vars
+            .iter()
+            .map(|v| {
+                let p = Param::zeros::<f32>(v.dims());
+                let g = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap();
+                p.set_grad(
+                    ferroptim::Tensor::from_vec(g.to_vec1::<f32>().unwrap(), v.dims()).unwrap(),
+                )
+                .unwrap();
+                p
+            })
+            .collect();
+        let want = ferroptim::clip::clip_grad_norm(&params, 0.1, norm_type, false).unwrap();
+        let opt = CandleOptim::from_vars(vars.clone(), SgdConfig::default()).unwrap();
+        let clip = ferroptim_candle::ClipGradNorm {
+            max_norm: 0.1,
+            norm_type,
+            error_if_nonfinite: true,
+        };
+        let total = opt.clip_grad_norm(&grads, clip).unwrap();
+        assert_eq!(total, want, "norm {norm_type}");
+        // The GradStore's own tensors were scaled, in place.
+        for (v, p) in vars.iter().zip(&params) {
+            let got = grads
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let Some(ferroptim::Grad::Dense(want)) = p.grad() else {
+                unreachable!()
+            };
+            assert_eq!(
+                got,
+                want.as_slice::<f32>().unwrap().to_vec(),
+                "norm {norm_type}"
+            );
+        }
+    }
+    // A NaN gradient with error_if_nonfinite: a typed error, nothing scaled.
+    let nan = (loss(&vars, &x, &y) * f64::NAN)
+        .unwrap()
+        .backward()
+        .unwrap();
+    let opt = CandleOptim::from_vars(vars.clone(), SgdConfig::default()).unwrap();
+    let err = opt
+        .clip_grad_norm(
+            &nan,
+            ferroptim_candle::ClipGradNorm {
+                error_if_nonfinite: true,
+                ..ferroptim_candle::ClipGradNorm::new(1.0)
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("non-finite"), "{err}");
+}
+
+#[test]
+fn clipping_as_a_step_option_is_clipping_then_stepping() {
+    let (x, y) = batch();
+    let (a, b) = (mlp_vars(4), mlp_vars(4));
+    let config = AdamWConfig {
+        lr: 0.01,
+        ..Default::default()
+    };
+    let mut with_option = CandleOptim::from_vars(a.clone(), config.clone()).unwrap();
+    with_option.set_clip_grad_norm(Some(ferroptim_candle::ClipGradNorm::new(0.05)));
+    let mut by_hand = CandleOptim::from_vars(b.clone(), config).unwrap();
+    for _ in 0..3 {
+        with_option.backward_step(&loss(&a, &x, &y)).unwrap();
+        let grads = loss(&b, &x, &y).backward().unwrap();
+        let total = by_hand
+            .clip_grad_norm(&grads, ferroptim_candle::ClipGradNorm::new(0.05))
+            .unwrap();
+        by_hand.step_with(&grads).unwrap();
+        assert_eq!(with_option.last_grad_norm(), Some(total));
+        assert!(total > 0.05, "the test must clip: {total}");
+    }
+    assert_eq!(flat(&a), flat(&b));
+}
+
+#[test]
+fn a_torch_models_weights_load_into_a_varmap() {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../ferroptim/tests/fixtures/torch_pt/training.pt");
+    let file = ferroptim::TorchCheckpoint::load(&path).unwrap();
+    let weights = file.tensors("model").unwrap();
+    // A VarMap of the same names and shapes (as a candle port of the model would make).
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    for (name, t) in &weights {
+        vb.get(t.shape(), name).unwrap();
+    }
+    ferroptim_candle::load_model(&varmap, &weights).unwrap();
+    let back = ferroptim_candle::model_tensors(&varmap).unwrap();
+    let mut want = weights.clone();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    for ((n, got), (m, want)) in back.iter().zip(&want) {
+        assert_eq!((n, got.to_f64_vec()), (m, want.to_f64_vec()));
+    }
+    // Strict: a missing name is an error and nothing changes.
+    let before = ferroptim_candle::model_tensors(&varmap).unwrap();
+    let err = ferroptim_candle::load_model(&varmap, &weights[1..]).unwrap_err();
+    assert!(matches!(err, Error::ModelMismatch { .. }), "{err}");
+    let mut renamed = weights.clone();
+    renamed[0].0 = "0.kernel".into();
+    assert!(ferroptim_candle::load_model(&varmap, &renamed).is_err());
+    assert_eq!(ferroptim_candle::model_tensors(&varmap).unwrap(), before);
+}
+
+#[test]
+fn a_varmap_optimizer_is_named_in_name_order_and_a_ferroptim_optimizer() {
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    candle_nn::linear(3, 2, vb.pp("z")).unwrap();
+    candle_nn::linear(2, 2, vb.pp("a")).unwrap();
+    let mut opt = ferroptim_candle::AdamW::from_varmap(&varmap, AdamWConfig::default()).unwrap();
+    assert_eq!(
+        opt.param_groups()[0].names().unwrap(),
+        ["a.bias", "a.weight", "z.bias", "z.weight"]
+    );
+    // A scheduler takes the candle optimizer itself.
+    let mut sched = StepLR::new(&mut opt, StepLRConfig::new(1)).unwrap();
+    sched.step(&mut opt).unwrap();
+    assert!((Optimizer::lr(&opt, 0).unwrap() - 1e-4).abs() < 1e-12);
+    let err = ferroptim_candle::named_vars([
+        ("w", Var::zeros(2, DType::F32, &Device::Cpu).unwrap()),
+        ("w", Var::zeros(2, DType::F32, &Device::Cpu).unwrap()),
+    ])
+    .unwrap_err();
+    assert!(matches!(err, Error::DuplicateName { .. }), "{err}");
 }
