@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ferroptim::optim::registry::Drive;
 
 mod bench;
 mod data;
@@ -27,9 +28,7 @@ enum Command {
     /// shipped in the repo, once per optimizer from the same start; prints a
     /// table and draws the loss curves (loss_curves.png and .svg).
     Demo {
-        /// Comma-separated optimizer names (default: all but sparseadam,
-        /// which needs sparse gradients).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', help = optimizers_help("all but sparseadam, which needs sparse gradients"))]
         optimizers: Vec<String>,
         /// Passes over the training set (for LBFGS: full-batch steps).
         #[arg(long, default_value_t = 30)]
@@ -66,16 +65,17 @@ enum Command {
         /// Steps per optimizer.
         #[arg(long, default_value_t = 300)]
         steps: usize,
-        /// Comma-separated optimizer names (default: all of them).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', help = optimizers_help("all of them"))]
         optimizers: Vec<String>,
     },
     /// Times every optimizer's step (f32) on 1 x 10M, 1000 x 10k and
     /// 100k x 100 parameters, against the memory floor measured in the same
     /// run, and prints a markdown table.
     Bench {
-        /// Comma-separated optimizer names (default: every dense one).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', help = optimizers_help(
+            "every one whose step is an element-wise pass with a memory floor; lbfgs and \
+             sparseadam are not benched"
+        ))]
         optimizers: Vec<String>,
         /// Repetitions per measurement (the median is reported).
         #[arg(long, default_value_t = 7)]
@@ -100,6 +100,24 @@ fn bench(
     threads: &[usize],
 ) -> Result<(), String> {
     let mut names = chosen(names)?;
+    // What a dense step's time cannot be measured for, named explicitly: say why.
+    for name in &names {
+        let drive = ferroptim::optim::REGISTRY
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.drive);
+        let why = match drive {
+            Some(Drive::Closure) if names.len() < ferroptim::optim::NAMES.len() => {
+                "its step calls a closure that evaluates the loss up to max_eval times, so its \
+                 time is the loss's (see the demo's steps/s instead)"
+            }
+            Some(Drive::Sparse) if names.len() < ferroptim::optim::NAMES.len() => {
+                "it takes sparse gradients only; its time depends on how many rows they touch"
+            }
+            _ => continue,
+        };
+        return Err(format!("{name} is not benched: {why}"));
+    }
     if names.len() == ferroptim::optim::NAMES.len() {
         // By default only the steps with a memory floor to compare against:
         // Muon's Newton–Schulz is O(n³) matrix products (seconds per step on
@@ -139,6 +157,14 @@ fn bench(
 }
 
 /// The optimizers to run: all by default, else the named ones (checked).
+/// `--optimizers`' help: what the default is, and every name of ferroptim's registry.
+fn optimizers_help(default: &str) -> String {
+    format!(
+        "Comma-separated optimizer names (default: {default}) [names: {}]",
+        ferroptim::optim::NAMES.join(", ")
+    )
+}
+
 fn chosen(names: &[String]) -> Result<Vec<String>, String> {
     if names.is_empty() {
         return Ok(ferroptim::optim::NAMES

@@ -174,3 +174,31 @@ fn demo_refuses_bad_input_in_one_line() {
         assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn help_lists_every_optimizer_and_bench_says_what_it_cannot_time() {
+    for command in ["demo", "bench", "trajectories"] {
+        let help = stdout_of_success(ferroptim().args([command, "--help"]));
+        for name in ferroptim::optim::NAMES {
+            assert!(
+                help.contains(&format!(" {name},")) || help.contains(&format!(" {name}]")),
+                "{command}: {name}"
+            );
+        }
+    }
+    for (name, why) in [
+        ("lbfgs", "calls a closure"),
+        ("sparseadam", "sparse gradients"),
+    ] {
+        let run = ferroptim()
+            .args(["bench", "--optimizers", name])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{name}");
+        assert!(
+            stderr.contains(&format!("{name} is not benched")) && stderr.contains(why),
+            "{stderr}"
+        );
+    }
+}

@@ -7,12 +7,12 @@
 //! `"nan"`, `"inf"` or `"-inf"` (as its tensors always have) and reads
 //! those strings back wherever a float is expected:
 //!
-//! - [`to_value`] / [`from_value`]: `serde_json`'s, with that convention for
-//!   every `f64`/`f32` inside (hyperparameters, scheduler states);
+//! - `to_value` / `from_value` (inside the crate): `serde_json`'s, with that
+//!   convention for every `f64`/`f32` inside (hyperparameters, scheduler states);
 //! - [`number`] / [`as_f64`]: one float as a JSON value, and back;
-//! - [`float`]: the same as a `#[serde(with = ...)]` module for one field.
+//! - `float` (inside the crate): the same as a `#[serde(with = ...)]` module for one field.
 //!
-//! Any other string stays a string. [`from_value`] is for typed targets:
+//! Any other string stays a string. `from_value` is for typed targets:
 //! where a type asks for "anything" (an untagged enum such as
 //! `StateValue`), `"nan"` is read as the float; a `serde_json::Value`
 //! target would then hold `null`, so raw values are read with serde_json.

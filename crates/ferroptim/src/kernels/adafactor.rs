@@ -10,7 +10,7 @@
 //! Reductions (`norm`, `mean`) are summed in `f64` and rounded to `T` once,
 //! where torch sums in its vectorised order: the two agree to the rounding of
 //! the sum. The sums run in eight independent lanes, and large ones in blocks
-//! added along a fixed tree ([`crate::parallel`]), so they vectorise, spread
+//! added along a fixed tree (`crate::parallel`), so they vectorise, spread
 //! over threads, and give the same bits on any number of threads.
 
 use super::{check_len, lerp, simd};

@@ -8,9 +8,9 @@
 //! spreads the chunks over the threads and runs each through one
 //! multiversioned `dispatch`; the `simd!` macro is the one place the SIMD
 //! dispatch attribute is written (the loops of other shapes use it too). The families have a file
-//! each: [`sgd`](self::sgd), [`adam_family`](self::adam_family) (Adam,
+//! each: `sgd`, `adam_family` (Adam,
 //! Adamax, NAdam, RAdam, whose shared scalars [`Moments`] has one
-//! constructor), [`adaptive`](self::adaptive) (Adadelta, Adagrad, RMSprop),
+//! constructor), `adaptive` (Adadelta, Adagrad, RMSprop),
 //! ASGD and Rprop, sparse gradients, Adafactor, Newton–Schulz, and the
 //! flat-vector helpers of LBFGS.
 //!
