@@ -10,6 +10,8 @@ use ferroptim::optim;
 use ferroptim::optim::registry::{Drive, Entry};
 use ferroptim_candle::{BoxedOptim, CandleParam};
 use plotters::prelude::*;
+
+use crate::palette;
 use serde_json::{json, Value};
 
 use crate::data::{Dataset, SplitMix};
@@ -288,10 +290,11 @@ pub fn table(runs: &[Run]) -> String {
     out
 }
 
-/// Draws every run's training loss per epoch (log scale) to `out`, as PNG
-/// or SVG by its extension.
+/// Draws the runs to `out` (PNG or SVG by its extension): the training
+/// loss per epoch (log scale) in one panel per optimizer family, each on a
+/// y-range taken from its data, and every run's test accuracy.
 pub fn draw(runs: &[Run], title: &str, out: &Path) -> Result<(), String> {
-    let size = (1100, 700);
+    let size = (1500, 950);
     if out.extension().is_some_and(|e| e == "svg") {
         plot(
             SVGBackend::new(out, size).into_drawing_area(),
@@ -309,10 +312,10 @@ pub fn draw(runs: &[Run], title: &str, out: &Path) -> Result<(), String> {
     }
 }
 
-/// The loss axis: from the smallest positive loss (at least 1e-5) to the
-/// largest, a decade at least and 30 at most, with a margin; a decade
-/// around 1 when no loss is finite and positive (all zero, NaN or empty),
-/// so that a log axis over an empty or infinite range is never built.
+/// The loss axis: from the smallest positive loss to the largest, with a
+/// margin; at most 30 decades, at least one; a decade around 1 when no loss
+/// is finite and positive (all zero, NaN or empty), so that a log axis over
+/// an empty or infinite range is never built.
 fn loss_axis(losses: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in losses.filter(|v| v.is_finite() && *v > 0.0) {
@@ -323,8 +326,8 @@ fn loss_axis(losses: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
         return 0.1..1.0;
     }
     let hi = hi.min(1e300);
-    let lo = lo.max(1e-5).max(hi * 1e-30).min(hi / 10.0);
-    lo * 0.8..hi * 1.25
+    let lo = lo.max(hi * 1e-30).min(hi / 10.0);
+    lo * 0.5..hi * 2.0
 }
 
 fn plot<DB: DrawingBackend>(
@@ -337,7 +340,15 @@ where
     DB::ErrorType: 'static,
 {
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", out.display());
-    let axis = loss_axis(runs.iter().flat_map(|r| r.losses.iter().copied()));
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let root = root
+        .titled(title, ("sans-serif", 26))
+        .map_err(|e| err(&e))?;
+    // Three loss panels on top; below, the fourth and the accuracies, wider.
+    let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 / 2);
+    let mut panels = top.split_evenly((1, 3));
+    let (left, right) = bottom.split_horizontally(bottom.dim_in_pixel().0 / 3);
+    panels.push(left);
     let epochs = runs
         .iter()
         .map(|r| r.losses.len())
@@ -345,48 +356,146 @@ where
         .unwrap_or(1)
         .saturating_sub(1)
         .max(1);
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 24))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..epochs as f64, axis.log_scale())
-        .map_err(|e| err(&e))?;
+    let families = palette::FAMILIES.len();
+    // Named families first; "Others" only when an optimizer falls in it.
+    let mut shown: Vec<usize> = (0..families - 1).collect();
+    if runs
+        .iter()
+        .any(|r| palette::family(&r.name) == families - 1)
+    {
+        shown.push(families - 1);
+    }
+    let accuracy = if shown.len() > panels.len() {
+        // An optimizer outside the named families: its own panel, the accuracies narrower.
+        let (others, rest) = right.split_horizontally(right.dim_in_pixel().0 / 2);
+        panels.push(others);
+        rest
+    } else {
+        right
+    };
+    draw_panels(&panels, &shown, runs, epochs, &accuracy).map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// The loss panel of each family in `shown`, then the accuracies in `accuracy`.
+fn draw_panels<DB: DrawingBackend>(
+    panels: &[DrawingArea<DB, plotters::coord::Shift>],
+    shown: &[usize],
+    runs: &[Run],
+    epochs: usize,
+    accuracy: &DrawingArea<DB, plotters::coord::Shift>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    for (panel, &f) in panels.iter().zip(shown) {
+        let members: Vec<&Run> = runs
+            .iter()
+            .filter(|r| palette::family(&r.name) == f)
+            .collect();
+        let axis = loss_axis(members.iter().flat_map(|r| r.losses.iter().copied()));
+        let mut chart = ChartBuilder::on(panel)
+            .caption(
+                format!("{}{}", palette::FAMILIES[f].0, palette::FAMILIES[f].1),
+                ("sans-serif", 17),
+            )
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..epochs as f64, axis.log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0e}"))
+            .y_desc("training loss")
+            .label_style(("sans-serif", 15))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        for (k, run) in members.iter().enumerate() {
+            let color = palette::LINES[k % palette::LINES.len()];
+            let points = run
+                .losses
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite() && **v > 0.0)
+                .map(|(i, &v)| (i as f64, v));
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(3)))?
+                .label(format!("{} (lr {})", run.name, run.lr))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                });
+        }
+        if !members.is_empty() {
+            // Curves fall from the upper left: the lower left stays clear.
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK.mix(0.5))
+                .label_font(("sans-serif", 15))
+                .position(SeriesLabelPosition::LowerLeft)
+                .draw()?;
+        }
+    }
+    accuracy_panel(accuracy, runs)
+}
+
+/// Test accuracy per optimizer as horizontal bars, best on top, the value
+/// written at the end of each.
+fn accuracy_panel<DB: DrawingBackend>(
+    panel: &DrawingArea<DB, plotters::coord::Shift>,
+    runs: &[Run],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut sorted: Vec<&Run> = runs.iter().collect();
+    sorted.sort_by(|a, b| a.test_accuracy.total_cmp(&b.test_accuracy));
+    let pct: Vec<f64> = sorted.iter().map(|r| 100.0 * r.test_accuracy).collect();
+    let finite = pct.iter().copied().filter(|v| v.is_finite());
+    let lo = finite.fold(100.0f64, f64::min);
+    let lo = ((lo - 2.0) / 5.0).floor().max(0.0) * 5.0;
+    let lo = if lo >= 100.0 { 95.0 } else { lo };
+    let n = sorted.len().max(1);
+    let mut chart = ChartBuilder::on(panel)
+        .caption("Test accuracy after training", ("sans-serif", 17))
+        .margin(10)
+        .margin_right(30)
+        .x_label_area_size(35)
+        .y_label_area_size(90)
+        .build_cartesian_2d(lo..100.0, 0f64..n as f64)?;
+    let names: Vec<String> = sorted.iter().map(|r| r.name.clone()).collect();
     chart
         .configure_mesh()
-        .x_desc("epoch")
+        .disable_y_mesh()
+        .light_line_style(WHITE.mix(0.0))
+        .x_desc("% of the test set")
         .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format!("{v:.0e}"))
-        .y_desc("training loss (cross-entropy)")
+        .y_labels(n * 2 + 1)
+        .y_label_formatter(&|y| {
+            let i = y.floor() as usize;
+            if (y - i as f64 - 0.5).abs() < 1e-6 {
+                names.get(i).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
         .label_style(("sans-serif", 15))
-        .draw()
-        .map_err(|e| err(&e))?;
-    for (k, run) in runs.iter().enumerate() {
-        let color = Palette99::pick(k).to_rgba();
-        let points = run
-            .losses
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.is_finite() && **v > 0.0)
-            .map(|(i, &v)| (i as f64, v));
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(format!("{} ({:.1}%)", run.name, 100.0 * run.test_accuracy))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-            });
+        .draw()?;
+    for (i, &v) in pct.iter().enumerate() {
+        let color = palette::LINES[0];
+        let v = if v.is_finite() {
+            v.clamp(lo, 100.0)
+        } else {
+            lo
+        };
+        let (y0, y1) = (i as f64 + 0.15, i as f64 + 0.85);
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(lo, y0), (v, y1)],
+            color.filled(),
+        )))?;
+        chart.draw_series(std::iter::once(Text::new(
+            format!("{v:.1}"),
+            (v.min(100.0 - (100.0 - lo) * 0.06), i as f64 + 0.72),
+            ("sans-serif", 13).into_font().color(&BLACK),
+        )))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use ferroptim::optim::registry::Drive;
 mod bench;
 mod data;
 mod demo;
+mod palette;
 mod trajectories;
 
 #[derive(Parser)]
@@ -315,12 +316,15 @@ fn trajectories(out: &PathBuf, steps: usize, names: &[String]) -> Result<(), Str
         let mut paths = Vec::new();
         for name in &names {
             let path = trajectories::path(name, fun, steps)?;
-            let &(x, y) = path.last().unwrap_or(&fun.start);
+            let &(x, y) = path.points.last().unwrap_or(&fun.start);
             let distance = fun.minimum.map_or("-".to_string(), |(mx, my)| {
                 format!("{:.3e}", ((x - mx).powi(2) + (y - my).powi(2)).sqrt())
             });
-            println!("  {name:<11} {:>14.4e} {distance:>16}", (fun.f)(x, y));
-            paths.push((name.clone(), path));
+            let note = path.non_finite_at.map_or(String::new(), |s| {
+                format!("  (NaN at step {s}; last finite point shown)")
+            });
+            println!("  {name:<11} {:>14.4e} {distance:>16}{note}", (fun.f)(x, y));
+            paths.push(path);
         }
         let file = out.join(format!("trajectories_{}.png", fun.name));
         trajectories::draw(fun, &paths, &file)?;

@@ -54,8 +54,9 @@ pub const FUNCTIONS: [Function; 4] = [
                 2.0 * a * x + 4.0 * b * x * y + 6.0 * c * x * y * y,
             )
         },
-        x: (-4.5, 4.5),
-        y: (-4.5, 4.5),
+        // Where the paths go (the function's usual domain is ±4.5).
+        x: (-0.5, 4.0),
+        y: (-1.0, 2.5),
         start: (1.0, 1.5),
         minimum: Some((3.0, 0.5)),
     },
@@ -91,9 +92,20 @@ fn entry(name: &str) -> Result<&'static Entry, String> {
         .ok_or_else(|| format!("unknown optimizer {name:?}"))
 }
 
+/// Where an optimizer went from a function's start.
+pub struct Trajectory {
+    /// The optimizer's name.
+    pub name: String,
+    /// The points it visited, the start first.
+    pub points: Vec<(f64, f64)>,
+    /// The step at which it left the finite numbers, if it did (then the
+    /// points stop before it).
+    pub non_finite_at: Option<usize>,
+}
+
 /// The points an optimizer visits in `steps` steps from the function's start
 /// (stopping early if it leaves the finite numbers).
-pub fn path(name: &str, fun: &Function, steps: usize) -> Result<Vec<(f64, f64)>, String> {
+pub fn path(name: &str, fun: &Function, steps: usize) -> Result<Trajectory, String> {
     // A 1 × 2 matrix, so that every optimizer (Muon takes only matrices) runs on it.
     let p = Param::from_vec(vec![fun.start.0, fun.start.1], &[1, 2]).map_err(|e| e.to_string())?;
     let entry = entry(name)?;
@@ -115,7 +127,8 @@ pub fn path(name: &str, fun: &Function, steps: usize) -> Result<Vec<(f64, f64)>,
         Ok((fun.f)(x, y))
     };
     let mut points = vec![fun.start];
-    for _ in 0..steps {
+    let mut non_finite_at = None;
+    for step in 1..=steps {
         if entry.drive == Drive::Closure {
             let mut closure = || set_grad(&p);
             opt.step_with_closure(&mut closure)
@@ -126,11 +139,42 @@ pub fn path(name: &str, fun: &Function, steps: usize) -> Result<Vec<(f64, f64)>,
         }
         let (x, y) = point(&p);
         if !(x.is_finite() && y.is_finite()) {
+            non_finite_at = Some(step);
             break;
         }
         points.push((x, y));
     }
-    Ok(points)
+    Ok(Trajectory {
+        name: name.to_string(),
+        points,
+        non_finite_at,
+    })
+}
+
+/// The learning rate an optimizer runs with here (the registry's `trajectories` config).
+fn lr_of(name: &str) -> String {
+    let config = entry(name).map(|e| e.trajectories).unwrap_or("{}");
+    let value: serde_json::Value = serde_json::from_str(config).unwrap_or_default();
+    value["lr"]
+        .as_f64()
+        .map_or("default".into(), |lr| format!("{lr}"))
+}
+
+/// The legend entry of the paths `same` (equal point for point): their
+/// names and learning rates, and where they stop being drawn.
+fn label(fun: &Function, same: &[&Trajectory]) -> String {
+    let names: Vec<String> = same
+        .iter()
+        .map(|t| format!("{} (lr {})", t.name, lr_of(&t.name)))
+        .collect();
+    let t = same[0];
+    let mut text = names.join(" = ");
+    if let Some(step) = t.non_finite_at {
+        text.push_str(&format!(": overflows to NaN at step {step}"));
+    } else if inside(fun, &t.points).len() < t.points.len() {
+        text.push_str(": leaves the plot");
+    }
+    text
 }
 
 /// The part of a path inside the plotted domain (a path that leaves it is cut there).
@@ -140,26 +184,96 @@ fn inside(fun: &Function, path: &[(f64, f64)]) -> Vec<(f64, f64)> {
     path.iter().copied().take_while(ok).collect()
 }
 
-/// Draws the function's level sets and every path to `out`.
-pub fn draw(fun: &Function, paths: &[(String, Vec<(f64, f64)>)], out: &Path) -> Result<(), String> {
-    let root = BitMapBackend::new(out, (1100, 900)).into_drawing_area();
+/// Draws the function's level sets and the paths to `out`, one panel per
+/// optimizer family (the demo's), so that no panel holds more than a few
+/// paths; paths that coincide point for point share one legend entry.
+pub fn draw(fun: &Function, paths: &[Trajectory], out: &Path) -> Result<(), String> {
+    let root = BitMapBackend::new(out, (1600, 1300)).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", out.display());
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(fun.title, ("sans-serif", 28))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(fun.x.0..fun.x.1, fun.y.0..fun.y.1)
+    let root = root
+        .titled(
+            &format!(
+                "{}: {} steps from the black dot",
+                fun.title,
+                paths.iter().map(|t| t.points.len()).max().unwrap_or(1) - 1
+            ),
+            ("sans-serif", 28),
+        )
         .map_err(|e| err(&e))?;
+    let families = crate::palette::FAMILIES.len();
+    let mut shown: Vec<usize> = (0..families - 1).collect();
+    if paths
+        .iter()
+        .any(|t| crate::palette::family(&t.name) == families - 1)
+    {
+        shown.push(families - 1);
+    }
+    let rows = shown.len().div_ceil(2);
+    for (panel, &f) in root.split_evenly((rows, 2)).iter().zip(&shown) {
+        let members: Vec<&Trajectory> = paths
+            .iter()
+            .filter(|t| crate::palette::family(&t.name) == f)
+            .collect();
+        panel_of(panel, fun, crate::palette::FAMILIES[f].0, &members).map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// The corner of the plot that the fewest path points fall in (a corner is
+/// 45% of the width and 30% of the height), for the legend.
+fn emptiest_corner(fun: &Function, members: &[&Trajectory]) -> SeriesLabelPosition {
+    let (w, h) = (fun.x.1 - fun.x.0, fun.y.1 - fun.y.0);
+    let corners = [
+        (SeriesLabelPosition::UpperLeft, fun.x.0, fun.y.1 - 0.3 * h),
+        (
+            SeriesLabelPosition::UpperRight,
+            fun.x.1 - 0.45 * w,
+            fun.y.1 - 0.3 * h,
+        ),
+        (SeriesLabelPosition::LowerLeft, fun.x.0, fun.y.0),
+        (SeriesLabelPosition::LowerRight, fun.x.1 - 0.45 * w, fun.y.0),
+    ];
+    let count = |&(_, x0, y0): &(SeriesLabelPosition, f64, f64)| {
+        let inside =
+            |&&(x, y): &&(f64, f64)| x >= x0 && x <= x0 + 0.45 * w && y >= y0 && y <= y0 + 0.3 * h;
+        members
+            .iter()
+            .map(|t| t.points.iter().filter(inside).count())
+            .sum::<usize>()
+    };
+    // The start dot counts too: the legend must not hide it.
+    let start = |&(_, x0, y0): &(SeriesLabelPosition, f64, f64)| {
+        let (x, y) = fun.start;
+        usize::from(x >= x0 && x <= x0 + 0.45 * w && y >= y0 && y <= y0 + 0.3 * h) * 1000
+    };
+    corners
+        .into_iter()
+        .min_by_key(|c| count(c) + start(c))
+        .map_or(SeriesLabelPosition::UpperLeft, |c| c.0)
+}
+
+fn panel_of<DB: DrawingBackend>(
+    panel: &DrawingArea<DB, plotters::coord::Shift>,
+    fun: &Function,
+    title: &str,
+    members: &[&Trajectory],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut chart = ChartBuilder::on(panel)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(45)
+        .build_cartesian_2d(fun.x.0..fun.x.1, fun.y.0..fun.y.1)?;
     chart
         .configure_mesh()
         .disable_mesh()
-        .draw()
-        .map_err(|e| err(&e))?;
+        .label_style(("sans-serif", 16))
+        .draw()?;
 
     // Filled level sets: log-scaled heights in 16 bands.
-    let (nx, ny) = (220, 180);
+    let (nx, ny) = (160, 130);
     let (dx, dy) = (
         (fun.x.1 - fun.x.0) / nx as f64,
         (fun.y.1 - fun.y.0) / ny as f64,
@@ -178,42 +292,103 @@ pub fn draw(fun: &Function, paths: &[(String, Vec<(f64, f64)>)], out: &Path) -> 
     let hi = cells.iter().map(|c| c.2).fold(f64::NEG_INFINITY, f64::max);
     let level =
         |v: f64| ((v - lo + 1e-3).ln() - 1e-3f64.ln()) / ((hi - lo + 1e-3).ln() - 1e-3f64.ln());
-    chart
-        .draw_series(cells.iter().map(|&(i, j, v)| {
-            let band = (level(v) * 16.0).floor().clamp(0.0, 15.0) / 15.0;
-            let shade = |a: f64, b: f64| (a + (b - a) * band) as u8;
-            let color = RGBColor(shade(235.0, 60.0), shade(242.0, 70.0), shade(250.0, 120.0));
-            let (x0, y0) = (fun.x.0 + i as f64 * dx, fun.y.0 + j as f64 * dy);
-            Rectangle::new([(x0, y0), (x0 + dx, y0 + dy)], color.filled())
-        }))
-        .map_err(|e| err(&e))?;
+    chart.draw_series(cells.iter().map(|&(i, j, v)| {
+        let band = (level(v) * 16.0).floor().clamp(0.0, 15.0) / 15.0;
+        // Light grey-blue to mid grey: dark enough for contrast, light enough for the paths.
+        let shade = |a: f64, b: f64| (a + (b - a) * band) as u8;
+        let color = RGBColor(
+            shade(246.0, 150.0),
+            shade(248.0, 158.0),
+            shade(252.0, 178.0),
+        );
+        let (x0, y0) = (fun.x.0 + i as f64 * dx, fun.y.0 + j as f64 * dy);
+        Rectangle::new([(x0, y0), (x0 + dx, y0 + dy)], color.filled())
+    }))?;
 
-    for (k, (name, path)) in paths.iter().enumerate() {
-        let color = Palette99::pick(k).to_rgba();
+    // Paths equal point for point are one line with one entry.
+    let mut groups: Vec<Vec<&Trajectory>> = Vec::new();
+    for &t in members {
+        match groups.iter_mut().find(|g| g[0].points == t.points) {
+            Some(g) => g.push(t),
+            None => groups.push(vec![t]),
+        }
+    }
+    for (k, same) in groups.iter().enumerate() {
+        let color = crate::palette::LINES[k % crate::palette::LINES.len()];
+        let points = inside(fun, &same[0].points);
+        // One segment at a time: a thick polyline's mitred joins would draw
+        // long spikes where a path turns back sharply.
+        let segments = points
+            .windows(2)
+            .map(|w| PathElement::new(vec![w[0], w[1]], color.stroke_width(3)));
         chart
-            .draw_series(LineSeries::new(inside(fun, path), color.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(name.as_str())
+            .draw_series(segments)?
+            .label(label(fun, same))
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(4))
             });
+        if let Some(&end) = points.last() {
+            chart.draw_series(std::iter::once(Circle::new(end, 5, color.filled())))?;
+        }
     }
-    chart
-        .draw_series(std::iter::once(Circle::new(fun.start, 6, BLACK.filled())))
-        .map_err(|e| err(&e))?;
+    chart.draw_series(std::iter::once(Circle::new(fun.start, 7, BLACK.filled())))?;
     if let Some(m) = fun.minimum {
-        chart
-            .draw_series(std::iter::once(Cross::new(m, 9, RED.stroke_width(3))))
-            .map_err(|e| err(&e))?;
+        chart.draw_series(std::iter::once(Cross::new(m, 10, RED.stroke_width(3))))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 16))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
+    if !groups.is_empty() {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.5))
+            .label_font(("sans-serif", 16))
+            .position(emptiest_corner(fun, members))
+            .draw()?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legends_say_what_the_lines_do_not() {
+        let saddle = &FUNCTIONS[2];
+        let lbfgs = path("lbfgs", saddle, 300).unwrap();
+        let step = lbfgs
+            .non_finite_at
+            .expect("LBFGS runs off to -inf on the saddle");
+        assert!(label(saddle, &[&lbfgs]).ends_with(&format!("overflows to NaN at step {step}")));
+        let adam = path("adam", saddle, 300).unwrap();
+        assert!(label(saddle, &[&adam]).ends_with("leaves the plot"));
+        // Adam and AdamW without weight decay coincide: drawn once, named together.
+        let rosenbrock = &FUNCTIONS[0];
+        let (adam, adamw) = (
+            path("adam", rosenbrock, 50).unwrap(),
+            path("adamw", rosenbrock, 50).unwrap(),
+        );
+        assert_eq!(adam.points, adamw.points);
+        assert_eq!(
+            label(rosenbrock, &[&adam, &adamw]),
+            "adam (lr 0.05) = adamw (lr 0.05)"
+        );
+        // The legend never covers the start.
+        for fun in &FUNCTIONS {
+            let corner = emptiest_corner(fun, &[]);
+            let (w, h) = (fun.x.1 - fun.x.0, fun.y.1 - fun.y.0);
+            let (left, top) = (
+                fun.start.0 < fun.x.0 + 0.45 * w,
+                fun.start.1 > fun.y.1 - 0.3 * h,
+            );
+            let bottom = fun.start.1 < fun.y.0 + 0.3 * h;
+            let right = fun.start.0 > fun.x.1 - 0.45 * w;
+            let covered = match corner {
+                SeriesLabelPosition::UpperLeft => left && top,
+                SeriesLabelPosition::UpperRight => right && top,
+                SeriesLabelPosition::LowerLeft => left && bottom,
+                _ => right && bottom,
+            };
+            assert!(!covered, "{}", fun.name);
+        }
+    }
 }
