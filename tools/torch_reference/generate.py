@@ -199,6 +199,52 @@ EXTRA_ERRORS.update({
              ({"weight_decay": -0.1}, "extra: negative weight_decay")],
 })
 
+# Optimizers beyond torch.optim, from their authors' packages (pinned in
+# requirements.txt). They have no optim_inputs_func in torch: their
+# configurations are listed here, covering every argument of the reference,
+# in the shape torch's lists have.
+def _inputs(configs):
+    from types import SimpleNamespace
+
+    return lambda device, dtype: [SimpleNamespace(kwargs=k, desc=d) for k, d in configs]
+
+
+def _error_inputs(cases):
+    """Invalid arguments. The references check them with bare `assert`s, which
+    carry no message: the regex is the message ferroptim gives instead."""
+    from types import SimpleNamespace
+
+    return lambda device, dtype: [
+        SimpleNamespace(optimizer_error_input=SimpleNamespace(params=None, kwargs=k, desc=d),
+                        error_type=AssertionError, error_regex=r)
+        for k, d, r in cases
+    ]
+
+
+def _lion():
+    import lion_pytorch
+
+    return (
+        lion_pytorch.Lion,
+        _inputs([
+            ({}, "default (lr 1e-4)"),
+            ({"lr": 0.01}, "lr"),
+            ({"lr": 0.01, "betas": (0.8, 0.95)}, "betas"),
+            ({"lr": 0.01, "weight_decay": 0.1}, "weight_decay"),
+            ({"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True},
+             "decoupled_weight_decay (weight_decay divided by the constructor's lr)"),
+            ({"lr": 0.02, "betas": (0.0, 1.0), "weight_decay": 0.05},
+             "betas at the ends of [0, 1]: the update is sgn(g), the momentum never moves"),
+        ]),
+        _error_inputs([
+            ({"lr": 0.0}, "lr of 0 (must be positive)", r"^Invalid learning rate: 0\.0$"),
+            ({"lr": -0.1}, "negative lr", r"^Invalid learning rate: -0\.1$"),
+            ({"betas": (1.5, 0.99)}, "beta1 above 1", r"^Invalid beta parameter at index 0: 1\.5"),
+            ({"betas": (0.9, -0.1)}, "negative beta2", r"^Invalid beta parameter at index 1: -0\.1"),
+        ]),
+    )
+
+
 OPTIMIZERS = {
     "sgd": (torch.optim.SGD, co.optim_inputs_func_sgd, co.optim_error_inputs_func_sgd),
     "adam": (torch.optim.Adam, co.optim_inputs_func_adam, co.optim_error_inputs_func_adam),
@@ -216,6 +262,9 @@ OPTIMIZERS = {
     "adafactor": (torch.optim.Adafactor, co.optim_inputs_func_adafactor, co.optim_error_inputs_func_adafactor),
     "muon": (torch.optim.Muon, co.optim_inputs_func_muon, co.optim_error_inputs_func_muon),
 }
+# Loaded only when asked for (`generate.py lion`), so that torch's fixtures
+# regenerate without the other packages.
+REFERENCES = {"lion": _lion}
 
 
 def num(x: float):
@@ -389,7 +438,7 @@ def error_cases(name: str, cls, error_func) -> tuple[list, list]:
             warnings.simplefilter("error")
             try:
                 cls(real_params, **kwargs)
-            except (ValueError, TypeError, RuntimeError, UserWarning) as exc:
+            except (ValueError, TypeError, RuntimeError, UserWarning, AssertionError) as exc:
                 message = str(exc)
             else:
                 raise RuntimeError(f"{name}: torch accepted the error input {desc!r}")
@@ -405,7 +454,7 @@ def error_cases(name: str, cls, error_func) -> tuple[list, list]:
 
 
 def generate(name: str) -> dict:
-    cls, inputs_func, error_func = OPTIMIZERS[name]
+    cls, inputs_func, error_func = OPTIMIZERS[name] if name in OPTIMIZERS else REFERENCES[name]()
     cases, skipped = [], []
     configs = [(i.kwargs, i.desc) for i in inputs_func("cpu", torch.float32)]
     configs += EXTRA_INPUTS.get(name, [])
@@ -440,10 +489,19 @@ def generate(name: str) -> dict:
         "torch_version": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "optimizer": name,
+        "reference": reference_of(cls),
         "cases": cases,
         "errors": errors,
         "skipped": skipped + err_skipped,
     }
+
+
+def reference_of(cls) -> str:
+    """The package (and version) whose class produced the numbers."""
+    from importlib.metadata import version
+
+    package = cls.__module__.split(".")[0]
+    return f"torch {torch.__version__}" if package == "torch" else f"{package.replace('_', '-')} {version(package.replace('_', '-'))}"
 
 
 def generate_lbfgs() -> dict:
@@ -479,7 +537,7 @@ def generate_clip() -> dict:
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    names = argv[1:] or list(OPTIMIZERS) + ["lbfgs", "clip"]
+    names = argv[1:] or list(OPTIMIZERS) + list(REFERENCES) + ["lbfgs", "clip"]
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     for name in names:
         special = {"lbfgs": generate_lbfgs, "clip": generate_clip}

@@ -191,6 +191,15 @@ fn every_algorithm_updates_vars_exactly_as_ferroptim_updates_params() {
     same_as_ferroptim(optim::NAdamConfig::default(), steps);
     same_as_ferroptim(optim::RAdamConfig::default(), steps);
     same_as_ferroptim(optim::AdafactorConfig::default(), steps);
+    same_as_ferroptim(
+        optim::LionConfig {
+            lr: 0.01,
+            weight_decay: 0.1,
+            decoupled_weight_decay: true,
+            ..Default::default()
+        },
+        steps,
+    );
 }
 
 #[test]

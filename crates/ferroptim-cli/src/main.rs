@@ -55,6 +55,10 @@ enum Command {
         /// Where to write the pictures.
         #[arg(long, default_value = "ferroptim-out")]
         out: PathBuf,
+        /// Print every optimizer with the implementation its numbers are
+        /// proven against, and exit.
+        #[arg(long)]
+        list: bool,
     },
     /// Runs every optimizer from the same start on classic test functions
     /// (Rosenbrock, Beale, a saddle, an ill-conditioned quadratic) and draws
@@ -363,7 +367,14 @@ fn main() -> ExitCode {
             lr,
             data,
             out,
+            list,
         } => {
+            if *list {
+                for e in ferroptim::optim::REGISTRY {
+                    println!("{:<11} {:<10} {}", e.name, e.torch_name, e.reference);
+                }
+                return ExitCode::SUCCESS;
+            }
             let settings = demo::Settings {
                 epochs: *epochs,
                 batch_size: *batch_size,

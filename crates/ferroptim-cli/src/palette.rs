@@ -20,7 +20,11 @@ pub const LINES: [RGBColor; 7] = [
 /// demo's reader needs to know about their epochs, and the members. An
 /// optimizer not listed (a new registry row) is drawn in the last panel.
 pub const FAMILIES: [(&str, &str, &[&str]); 5] = [
-    ("SGD, ASGD and Muon", "", &["sgd", "asgd", "muon"]),
+    (
+        "SGD, ASGD, Muon and Lion",
+        "",
+        &["sgd", "asgd", "muon", "lion"],
+    ),
     (
         "Adam and its variants",
         "",

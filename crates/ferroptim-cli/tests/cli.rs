@@ -202,3 +202,17 @@ fn help_lists_every_optimizer_and_bench_says_what_it_cannot_time() {
         );
     }
 }
+
+#[test]
+fn demo_list_names_every_optimizer_with_its_reference() {
+    let out = stdout_of_success(ferroptim().args(["demo", "--list"]));
+    assert_eq!(out.lines().count(), ferroptim::optim::NAMES.len());
+    for entry in ferroptim::optim::REGISTRY {
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(entry.name))
+            .unwrap();
+        assert!(line.ends_with(entry.reference), "{line}");
+    }
+    assert!(out.contains("lion-pytorch 0.2.5"));
+}

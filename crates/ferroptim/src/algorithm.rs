@@ -22,8 +22,10 @@ use crate::tensor::Element;
 pub trait Hyperparameters:
     Clone + Debug + Default + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static
 {
-    /// torch's class name.
+    /// torch's class name (or the reference implementation's).
     const NAME: &'static str;
+    /// The implementation whose numbers the fixtures hold.
+    const REFERENCE: &'static str = "torch 2.15 (torch.optim)";
     /// The implementation flags torch keeps in this optimizer's groups.
     const TORCH_FLAGS: &'static [&'static str];
     /// Hyperparameters that torch's `__setstate__` fills in when an older
@@ -39,6 +41,17 @@ pub trait Hyperparameters:
     /// Fills in what torch's constructor derives from other arguments
     /// (LBFGS's `max_eval`), after a group is merged or loaded. By default nothing.
     fn resolve(&mut self) {}
+    /// Takes what a group keeps from the optimizer's defaults rather than
+    /// from its own settings (Lion's constructor lr), when the group is
+    /// made from them. By default nothing.
+    fn inherit(&mut self, defaults: &Self) {
+        let _ = defaults;
+    }
+    /// Takes, from the live group a saved one replaces, what a state_dict
+    /// does not hold (Lion's optimizer-level arguments). By default nothing.
+    fn keep_unsaved(&mut self, live: &Self) {
+        let _ = live;
+    }
 }
 
 /// Implements [`Hyperparameters`] for a config struct with an `lr: f64`
@@ -58,12 +71,14 @@ pub trait Hyperparameters:
 macro_rules! hyperparameters {
     ($ty:ident {
         name: $name:literal,
+        $(reference: $reference:literal,)?
         torch_flags: $flags:expr,
         optional_keys: $keys:expr,
         $($rest:tt)*
     }) => {
         impl $crate::Hyperparameters for $ty {
             const NAME: &'static str = $name;
+            $(const REFERENCE: &'static str = $reference;)?
             const TORCH_FLAGS: &'static [&'static str] = $flags;
             const OPTIONAL_KEYS: &'static [&'static str] = $keys;
 

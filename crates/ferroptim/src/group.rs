@@ -307,6 +307,7 @@ pub(crate) fn merge_options<A: Hyperparameters>(
         map.insert(key.clone(), value.clone());
     }
     let mut options: A = crate::json::from_value(Value::Object(map)).map_err(config_error::<A>)?;
+    options.inherit(defaults);
     options.validate()?;
     options.resolve();
     Ok(options)
@@ -559,7 +560,8 @@ impl<H: Hyperparameters, P: ParamSlot> Groups<H, P> {
                         });
                     }
                 }
-                let (options, extra) = options_from_saved::<H>(saved, g)?;
+                let (mut options, extra) = options_from_saved::<H>(saved, g)?;
+                options.keep_unsaved(&group.options);
                 Ok(SavedGroup {
                     options,
                     extra,

@@ -11,7 +11,7 @@
 //! each: `sgd`, `adam_family` (Adam,
 //! Adamax, NAdam, RAdam, whose shared scalars [`Moments`] has one
 //! constructor), `adaptive` (Adadelta, Adagrad, RMSprop),
-//! ASGD and Rprop, sparse gradients, Adafactor, Newton–Schulz, and the
+//! ASGD and Rprop, Lion, sparse gradients, Adafactor, Newton–Schulz, and the
 //! flat-vector helpers of LBFGS.
 //!
 //! The scalars torch computes in Python floats (bias corrections, step
@@ -36,6 +36,7 @@ mod adam_family;
 mod adaptive;
 mod asgd_rprop;
 pub mod flat;
+mod lion;
 pub mod newton_schulz;
 mod sgd;
 mod sparse;
@@ -49,6 +50,7 @@ pub use adaptive::{
     RmspropScalars, RmspropSlices,
 };
 pub use asgd_rprop::{asgd, rprop, AsgdScalars, AsgdSlices, RpropScalars, RpropSlices};
+pub use lion::{lion, LionScalars, LionSlices};
 pub use sgd::{sgd, sgd_momentum, SgdMomentumSlices, SgdScalars, SgdSlices};
 pub use sparse::{adagrad_sparse, sgd_sparse, sparse_adam, SparseAdamScalars};
 

@@ -56,6 +56,8 @@ pub struct Entry {
     pub name: &'static str,
     /// torch's class name.
     pub torch_name: &'static str,
+    /// The implementation its numbers are proven against.
+    pub reference: &'static str,
     /// How its step is driven.
     pub drive: Drive,
     /// Whether it takes only matrices (Muon).
@@ -115,6 +117,8 @@ macro_rules! for_each_optimizer {
             // One step of up to 5 iterations per demo epoch; one iteration per
             // trajectory step, so that every iterate is drawn.
             lbfgs:      LbfgsConfig,      [],          Closure, false, (),        "{}",                               Some(r#"{"lr": 1.0, "line_search_fn": "strong_wolfe", "max_iter": 5}"#), Some(1), r#"{"lr": 1.0, "max_iter": 1, "max_eval": 25, "line_search_fn": "strong_wolfe"}"#;
+            // Beyond torch.optim: lion-pytorch's Lion (a 3-10x smaller lr than AdamW's, as its authors advise).
+            lion:       LionConfig,       [Lion],      Dense,   false, (3, 2, 1), "{}",                               Some(r#"{"lr": 0.001}"#),                                         None,    r#"{"lr": 0.02}"#;
         }
     };
 }
@@ -133,6 +137,7 @@ macro_rules! __ferroptim_registry {
             $crate::optim::registry::Entry {
                 name: stringify!($name),
                 torch_name: <$config as $crate::Hyperparameters>::NAME,
+                reference: <$config as $crate::Hyperparameters>::REFERENCE,
                 drive: $crate::optim::registry::Drive::$drive,
                 matrices_only: $matrices,
                 floor: $crate::__ferroptim_floor!($($floor),*),

@@ -143,6 +143,11 @@ fn muon_rejects_what_torch_rejects() {
 }
 
 #[test]
+fn lion_rejects_what_lion_pytorch_rejects() {
+    assert!(check("lion") >= 5);
+}
+
+#[test]
 fn build_rejects_unknown_names_and_fields() {
     let p = || [Param::zeros::<f64>(&[2])];
     assert!(matches!(

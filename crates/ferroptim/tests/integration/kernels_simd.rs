@@ -7,8 +7,8 @@
 
 use ferroptim::kernels::{
     self, AdadeltaScalars, AdadeltaSlices, AdagradSlices, AdamScalars, AdamSlices, AdamaxScalars,
-    AdaptiveScalars, AsgdSlices, MomentSlices, Moments, RmspropScalars, RmspropSlices, RpropSlices,
-    SgdMomentumSlices, SgdScalars, SgdSlices,
+    AdaptiveScalars, AsgdSlices, LionScalars, LionSlices, MomentSlices, Moments, RmspropScalars,
+    RmspropSlices, RpropSlices, SgdMomentumSlices, SgdScalars, SgdSlices,
 };
 use proptest::prelude::*;
 
@@ -57,6 +57,23 @@ fn wd(on: bool) -> Option<f32> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn lion(a in arrays(3), decay: bool) {
+        let h = LionScalars {
+            decay: if decay { 1.0 - 0.01 * 0.1 } else { 1.0 },
+            neg_lr: -0.01,
+            beta1: 0.9,
+            one_minus_beta1: 0.1,
+            beta2: 0.99,
+            one_minus_beta2: 1.0 - 0.99,
+        };
+        whole_equals_elementwise(a, |s| {
+            if let [p, g, m] = s {
+                kernels::lion(LionSlices { param: p, grad: g, exp_avg: m }, &h).unwrap();
+            }
+        })?;
+    }
 
     #[test]
     fn sgd_momentum(a in arrays(3), nesterov: bool, maximize: bool, decay: bool, first: bool) {

@@ -215,3 +215,9 @@ fn adafactor_matches_torch() {
 fn muon_matches_torch() {
     replay("muon", Expect::BFloat16Update(MUON_TOLERANCE, 0.75));
 }
+
+/// Beyond torch: lion-pytorch 0.2.5's Lion, every argument it has.
+#[test]
+fn lion_matches_lion_pytorch() {
+    replay("lion", Expect::BitExact);
+}
