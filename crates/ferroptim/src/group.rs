@@ -768,10 +768,12 @@ fn match_by_name(
             .len()
             == names.len()
     };
+    // Checked once: with a repeated name, matching by name means nothing.
+    let both_unique = saved.len() == theirs.len() && unique(ours);
     let mut out = Vec::with_capacity(ours.len());
     for (index, name) in ours.iter().enumerate() {
         match saved.get(name.as_str()) {
-            Some(&id) if unique(ours) && unique(theirs) => out.push(id),
+            Some(&id) if both_unique => out.push(id),
             _ => {
                 return Err(Error::ParamNameMismatch {
                     group,

@@ -429,3 +429,25 @@ fn a_torch_checkpoint_with_param_names_loads_and_resumes() {
     );
     assert_eq!(wrong.state_dict(), before);
 }
+
+/// Names decide only when they name one parameter each: a saved group
+/// that repeats a name is refused, not matched at random.
+#[test]
+fn a_saved_group_with_a_repeated_name_is_refused() {
+    let (a, b) = (Param::zeros::<f32>(&[2]), Param::zeros::<f32>(&[2]));
+    let mut opt = Adam::new(
+        GroupSpec::named([("a", a.clone()), ("b", b.clone())]),
+        AdamConfig::default(),
+    )
+    .unwrap();
+    let mut sd = opt.state_dict();
+    sd.param_groups[0].insert("param_names".into(), j!(["b", "b"]));
+    let err = opt.load_state_dict(&sd).unwrap_err();
+    assert!(
+        matches!(err, Error::ParamNameMismatch { group: 0, .. }),
+        "{err}"
+    );
+    // The same names swapped: matched name by name.
+    sd.param_groups[0].insert("param_names".into(), j!(["b", "a"]));
+    opt.load_state_dict(&sd).unwrap();
+}
