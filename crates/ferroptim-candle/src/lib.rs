@@ -86,6 +86,16 @@ pub enum Error {
         /// Which name or shape differs.
         reason: String,
     },
+    /// A named parameter (from a `VarMap` or `(name, Var)` pairs) was
+    /// refused: which one, by name, and why.
+    #[error("{name:?}: {source}")]
+    Named {
+        /// The Var's name.
+        name: String,
+        /// Why it was refused.
+        #[source]
+        source: Box<Error>,
+    },
     /// Two `(name, Var)` pairs with one name.
     #[error("two parameters are named {name:?}; names must be unique")]
     DuplicateName {
@@ -481,7 +491,13 @@ pub fn named_vars<S: Into<String>>(
     }
     vars.into_iter()
         .enumerate()
-        .map(|(i, (name, var))| Ok((name, CandleParam::new(var, i)?)))
+        .map(|(i, (name, var))| match CandleParam::new(var, i) {
+            Ok(p) => Ok((name, p)),
+            Err(e) => Err(Error::Named {
+                name,
+                source: Box::new(e),
+            }),
+        })
         .collect()
 }
 

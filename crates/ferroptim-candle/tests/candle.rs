@@ -708,4 +708,23 @@ fn a_varmap_optimizer_is_named_in_name_order_and_a_ferroptim_optimizer() {
     ])
     .unwrap_err();
     assert!(matches!(err, Error::DuplicateName { .. }), "{err}");
+    // A refused Var of a VarMap is named.
+    let err = ferroptim_candle::named_vars([
+        (
+            "fc.weight",
+            Var::zeros(2, DType::F32, &Device::Cpu).unwrap(),
+        ),
+        ("fc.scale", Var::zeros(2, DType::F16, &Device::Cpu).unwrap()),
+    ])
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::Named { name, source } if name == "fc.scale"
+            && matches!(**source, Error::UnsupportedDtype { dtype: DType::F16, .. })),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("\"fc.scale\": parameter 0 is F16"),
+        "{err}"
+    );
 }
