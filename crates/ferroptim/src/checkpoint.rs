@@ -149,9 +149,7 @@ impl StateDict {
 
     /// Reads a checkpoint written by [`StateDict::save`].
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
-        Self::from_safetensors(&bytes)
+        Self::from_safetensors(&read_file(path.as_ref())?)
     }
 }
 
@@ -279,14 +277,26 @@ impl<'a> Tensors<'a> {
     }
 }
 
+/// The bytes of the file at `path` (every loader's first step).
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| io_error(path, e))
+}
+
+/// Metadata `key`, read from its JSON.
+fn meta_json<T: serde::de::DeserializeOwned>(
+    meta: &HashMap<String, String>,
+    key: &str,
+) -> Result<T> {
+    let text = meta
+        .get(key)
+        .ok_or_else(|| format_error(format!("metadata has no {key:?}")))?;
+    Ok(serde_json::from_str(text)?)
+}
+
 /// The optimizer state_dict of metadata `meta` (`param_groups`, `state`).
 fn decode_state(meta: &HashMap<String, String>, tensors: &mut Tensors<'_>) -> Result<StateDict> {
-    let field = |key: &str| {
-        meta.get(key)
-            .ok_or_else(|| format_error(format!("metadata has no {key:?}")))
-    };
-    let param_groups: Vec<Map<String, Value>> = serde_json::from_str(field("param_groups")?)?;
-    let saved: BTreeMap<usize, Map<String, Value>> = serde_json::from_str(field("state")?)?;
+    let param_groups: Vec<Map<String, Value>> = meta_json(meta, "param_groups")?;
+    let saved: BTreeMap<usize, Map<String, Value>> = meta_json(meta, "state")?;
     let mut state = BTreeMap::new();
     for (param, entries) in saved {
         let mut out = ParamStateDict::new();
@@ -441,11 +451,7 @@ impl TrainingCheckpoint {
     pub fn from_safetensors(bytes: &[u8]) -> Result<Self> {
         let (file, meta) = open(bytes, TRAINING_FORMAT)?;
         let mut tensors = Tensors::new(&file);
-        let field = |key: &str| {
-            meta.get(key)
-                .ok_or_else(|| format_error(format!("metadata has no {key:?}")))
-        };
-        let names: Vec<String> = serde_json::from_str(field("model")?)?;
+        let names: Vec<String> = meta_json(&meta, "model")?;
         let model = names
             .into_iter()
             .map(|name| {
@@ -454,8 +460,8 @@ impl TrainingCheckpoint {
             })
             .collect::<Result<_>>()?;
         let optimizer = decode_state(&meta, &mut tensors)?;
-        let schedulers: Vec<Map<String, Value>> = serde_json::from_str(field("lr_schedulers")?)?;
-        let metadata = serde_json::from_str(field("metadata")?)?;
+        let schedulers: Vec<Map<String, Value>> = meta_json(&meta, "lr_schedulers")?;
+        let metadata = meta_json(&meta, "metadata")?;
         tensors.all_taken()?;
         Ok(TrainingCheckpoint {
             model,
@@ -473,9 +479,7 @@ impl TrainingCheckpoint {
 
     /// Reads a checkpoint written by [`TrainingCheckpoint::save`].
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
-        Self::from_safetensors(&bytes)
+        Self::from_safetensors(&read_file(path.as_ref())?)
     }
 
     /// The training checkpoint in a `torch.save` file, in torch's usual

@@ -88,12 +88,7 @@ impl StateDict {
     /// (any pickle protocol torch writes), within the default budget for its
     /// size ([`TorchLoadLimits::for_file`]).
     pub fn load_torch(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_torch_bytes(&bytes)
+        Self::from_torch_bytes(&crate::checkpoint::read_file(path.as_ref())?)
     }
 
     /// [`StateDict::load_torch`] on the bytes of the file.
@@ -153,11 +148,7 @@ impl std::fmt::Debug for TorchCheckpoint {
 impl TorchCheckpoint {
     /// Reads the file at `path` within the default budget for its size.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let bytes = crate::checkpoint::read_file(path.as_ref())?;
         Self::from_bytes_with(&bytes, TorchLoadLimits::for_file(bytes.len()))
     }
 
