@@ -209,14 +209,15 @@ def _inputs(configs):
     return lambda device, dtype: [SimpleNamespace(kwargs=k, desc=d) for k, d in configs]
 
 
-def _error_inputs(cases):
-    """Invalid arguments. The references check them with bare `assert`s, which
-    carry no message: the regex is the message ferroptim gives instead."""
+def _error_inputs(cases, error_type=AssertionError):
+    """Invalid arguments. A reference that checks them with bare `assert`s
+    gives no message: the regex is then the message ferroptim gives instead.
+    With a regex of None, ferroptim's message must be the reference's."""
     from types import SimpleNamespace
 
     return lambda device, dtype: [
         SimpleNamespace(optimizer_error_input=SimpleNamespace(params=None, kwargs=k, desc=d),
-                        error_type=AssertionError, error_regex=r)
+                        error_type=error_type, error_regex=r)
         for k, d, r in cases
     ]
 
@@ -245,6 +246,75 @@ def _lion():
     )
 
 
+# pytorch-optimizer's checks, shared by its optimizers (its own messages); AdEMAMix
+# takes a third beta.
+def _pto_errors(*more_betas):
+    return [
+        ({"lr": -0.1}, "negative lr (0 is allowed)", None),
+        ({"lr": 0.01, "betas": (1.0, 0.99, *more_betas)}, "beta1 of 1 (must be in [0, 1))", None),
+        ({"lr": 0.01, "betas": (0.9, -0.1, *more_betas)}, "negative beta2", None),
+        ({"lr": 0.01, "weight_decay": -0.1}, "negative weight_decay", None),
+        ({"lr": 0.01, "eps": -1e-8}, "negative eps", None),
+    ]
+
+
+def _adopt():
+    from pytorch_optimizer import ADOPT
+
+    return (
+        ADOPT,
+        _inputs([
+            ({}, "default (lr 1e-3)"),
+            ({"lr": 0.01}, "lr"),
+            ({"lr": 0.0}, "lr of 0 (allowed by the reference)"),
+            ({"lr": 0.01, "betas": (0.8, 0.99)}, "betas"),
+            ({"lr": 0.01, "eps": 0.5}, "eps large enough to floor sqrt(v)"),
+            ({"lr": 0.01, "weight_decay": 0.1}, "weight_decay, coupled"),
+            ({"lr": 0.01, "weight_decay": 0.1, "weight_decouple": True}, "weight_decay, decoupled"),
+            ({"lr": 0.01, "weight_decay": 0.1, "weight_decouple": True, "fixed_decay": True},
+             "weight_decay, decoupled and fixed"),
+            ({"lr": 0.01, "maximize": True}, "maximize"),
+            ({"lr": 0.01, "clip_lambda": None}, "clip_lambda None: no clipping"),
+            ({"lr": 0.01, "cautious": True}, "cautious (the per-parameter path)"),
+            ({"lr": 0.01, "stable_adamw": True}, "stable_adamw (the per-parameter path)"),
+            ({"lr": 0.01, "cautious": True, "stable_adamw": True, "weight_decay": 0.05, "maximize": True},
+             "cautious, stable_adamw, weight_decay and maximize"),
+        ]),
+        _error_inputs(_pto_errors(), ValueError),
+    )
+
+
+def _ademamix():
+    from pytorch_optimizer import AdEMAMix
+
+    return (
+        AdEMAMix,
+        _inputs([
+            ({}, "default (lr 1e-3, alpha 5)"),
+            ({"lr": 0.01}, "lr"),
+            ({"lr": 0.01, "betas": (0.8, 0.99, 0.999)}, "betas"),
+            ({"lr": 0.01, "betas": (0.9, 0.999, 1.0)}, "beta3 of 1 (allowed): the slow moment never moves"),
+            ({"lr": 0.01, "alpha": 2.0, "eps": 1e-3}, "alpha and eps"),
+            ({"lr": 0.01, "t_alpha_beta3": 8.0}, "t_alpha_beta3: alpha and beta3 warm up over 8 of the 20 steps"),
+            ({"lr": 0.01, "weight_decay": 0.1}, "weight_decay, coupled"),
+            ({"lr": 0.01, "weight_decay": 0.1, "weight_decouple": True}, "weight_decay, decoupled"),
+            ({"lr": 0.01, "weight_decay": 0.1, "weight_decouple": True, "fixed_decay": True},
+             "weight_decay, decoupled and fixed"),
+            ({"lr": 0.01, "maximize": True}, "maximize"),
+            ({"lr": 0.01, "cautious": True}, "cautious"),
+            ({"lr": 0.01, "stable_adamw": True}, "stable_adamw"),
+            ({"lr": 0.01, "cautious": True, "stable_adamw": True, "t_alpha_beta3": 8.0,
+              "weight_decay": 0.05, "weight_decouple": True, "maximize": True},
+             "cautious, stable_adamw, t_alpha_beta3, decoupled weight_decay and maximize"),
+        ]),
+        _error_inputs(_pto_errors(0.9999) + [
+            ({"lr": 0.01, "betas": (0.9, 0.999, 1.5)}, "beta3 above 1", None),
+            ({"lr": 0.01, "alpha": -1.0}, "negative alpha", None),
+            ({"lr": 0.01, "t_alpha_beta3": -1.0}, "negative t_alpha_beta3", None),
+        ], ValueError),
+    )
+
+
 OPTIMIZERS = {
     "sgd": (torch.optim.SGD, co.optim_inputs_func_sgd, co.optim_error_inputs_func_sgd),
     "adam": (torch.optim.Adam, co.optim_inputs_func_adam, co.optim_error_inputs_func_adam),
@@ -264,7 +334,7 @@ OPTIMIZERS = {
 }
 # Loaded only when asked for (`generate.py lion`), so that torch's fixtures
 # regenerate without the other packages.
-REFERENCES = {"lion": _lion}
+REFERENCES = {"lion": _lion, "adopt": _adopt, "ademamix": _ademamix}
 
 
 def num(x: float):
@@ -438,7 +508,7 @@ def error_cases(name: str, cls, error_func) -> tuple[list, list]:
             warnings.simplefilter("error")
             try:
                 cls(real_params, **kwargs)
-            except (ValueError, TypeError, RuntimeError, UserWarning, AssertionError) as exc:
+            except Exception as exc:  # noqa: BLE001 (pytorch-optimizer raises its own classes)
                 message = str(exc)
             else:
                 raise RuntimeError(f"{name}: torch accepted the error input {desc!r}")

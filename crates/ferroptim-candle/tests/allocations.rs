@@ -120,6 +120,12 @@ fn a_step_through_candle_allocates_no_tensor_after_the_first() {
     counts.extend(steady_state_allocations(optim::RAdamConfig::default()));
     counts.extend(steady_state_allocations(optim::AdafactorConfig::default()));
     counts.extend(steady_state_allocations(optim::LionConfig::default()));
+    counts.extend(steady_state_allocations(optim::AdoptConfig::default()));
+    counts.extend(steady_state_allocations(optim::AdEMAMixConfig {
+        cautious: true,
+        stable_adamw: true,
+        ..Default::default()
+    }));
     let smallest_tensor = 1024 * 4;
     let allocating: Vec<_> = counts
         .iter()
@@ -129,7 +135,7 @@ fn a_step_through_candle_allocates_no_tensor_after_the_first() {
         allocating.is_empty(),
         "bytes allocated per step: {allocating:?}"
     );
-    assert_eq!(counts.len(), 26);
+    assert_eq!(counts.len(), 30);
 }
 
 /// LBFGS over candle Vars keeps no copy of the parameters: building it

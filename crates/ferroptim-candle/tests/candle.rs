@@ -200,6 +200,26 @@ fn every_algorithm_updates_vars_exactly_as_ferroptim_updates_params() {
         },
         steps,
     );
+    same_as_ferroptim(optim::AdoptConfig::default(), steps);
+    same_as_ferroptim(
+        optim::AdoptConfig {
+            cautious: true,
+            stable_adamw: true,
+            weight_decay: 0.1,
+            ..Default::default()
+        },
+        steps,
+    );
+    same_as_ferroptim(optim::AdEMAMixConfig::default(), steps);
+    same_as_ferroptim(
+        optim::AdEMAMixConfig {
+            cautious: true,
+            stable_adamw: true,
+            t_alpha_beta3: Some(3.0),
+            ..Default::default()
+        },
+        steps,
+    );
 }
 
 #[test]

@@ -19,7 +19,7 @@ pub const LINES: [RGBColor; 7] = [
 /// The families the pictures draw as panels, one each: a title, what the
 /// demo's reader needs to know about their epochs, and the members. An
 /// optimizer not listed (a new registry row) is drawn in the last panel.
-pub const FAMILIES: [(&str, &str, &[&str]); 5] = [
+pub const FAMILIES: [(&str, &str, &[&str]); 6] = [
     (
         "SGD, ASGD, Muon and Lion",
         "",
@@ -40,6 +40,7 @@ pub const FAMILIES: [(&str, &str, &[&str]); 5] = [
         ": full batch, 5 and 1 steps per epoch",
         &["rprop", "lbfgs"],
     ),
+    ("ADOPT and AdEMAMix", "", &["adopt", "ademamix"]),
     ("Others", "", &[]),
 ];
 

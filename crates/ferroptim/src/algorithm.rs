@@ -31,6 +31,11 @@ pub trait Hyperparameters:
     /// Hyperparameters that torch's `__setstate__` fills in when an older
     /// checkpoint lacks them; any other missing one fails `load_state_dict`.
     const OPTIONAL_KEYS: &'static [&'static str];
+    /// Hyperparameters a group holds only once they are set, as
+    /// pytorch-optimizer's groups hold `cautious` only when it is passed and
+    /// `step` only from the first step: serialized only then
+    /// (`skip_serializing_if`), and known keys when present. By default none.
+    const KEYS_WHEN_SET: &'static [&'static str] = &[];
 
     /// torch's constructor checks, with torch's messages.
     fn validate(&self) -> Result<()>;
@@ -72,6 +77,7 @@ macro_rules! hyperparameters {
     ($ty:ident {
         name: $name:literal,
         $(reference: $reference:literal,)?
+        $(keys_when_set: $when_set:expr,)?
         torch_flags: $flags:expr,
         optional_keys: $keys:expr,
         $($rest:tt)*
@@ -81,6 +87,7 @@ macro_rules! hyperparameters {
             $(const REFERENCE: &'static str = $reference;)?
             const TORCH_FLAGS: &'static [&'static str] = $flags;
             const OPTIONAL_KEYS: &'static [&'static str] = $keys;
+            $(const KEYS_WHEN_SET: &'static [&'static str] = $when_set;)?
 
             $($rest)*
 
@@ -103,6 +110,11 @@ pub trait Algorithm: Hyperparameters {
     const EAGER_STATE: bool = false;
     /// Per-parameter state.
     type State: ParamState;
+
+    /// What a group does once per step before its parameters' updates
+    /// (pytorch-optimizer counts steps per group, not per parameter): called
+    /// for every group, after every gradient is checked. By default nothing.
+    fn begin_step(&mut self) {}
 
     /// The state of a parameter on its first step.
     fn init_state(&self, param: &ParamMeta<'_>) -> Self::State;

@@ -206,6 +206,12 @@ pub(crate) fn options_map<A: Hyperparameters>(options: &A) -> Map<String, Value>
     }
 }
 
+/// Whether `key` is one of `A`'s hyperparameters: in `map` (a config as
+/// JSON), or one a group holds only once set ([`Hyperparameters::KEYS_WHEN_SET`]).
+fn is_hyperparameter<A: Hyperparameters>(map: &Map<String, Value>, key: &str) -> bool {
+    map.contains_key(key) || A::KEYS_WHEN_SET.contains(&key)
+}
+
 /// torch's arguments `given` (a JSON object of kwargs, or a group's
 /// overrides) without torch's implementation flags, checked first.
 ///
@@ -288,7 +294,7 @@ pub(crate) fn merge_options<A: Hyperparameters>(
 ) -> Result<A> {
     let mut map = options_map(defaults);
     for (key, value) in &strip_torch_flags::<A>(overrides)? {
-        if !map.contains_key(key) {
+        if !is_hyperparameter::<A>(&map, key) {
             return Err(Error::UnknownHyperparameter {
                 optimizer: A::NAME,
                 key: key.clone(),
@@ -331,6 +337,8 @@ pub(crate) fn options_from_saved<A: Hyperparameters>(
         if map.contains_key(key) {
             map.insert(key.clone(), value.clone());
             seen += 1;
+        } else if A::KEYS_WHEN_SET.contains(&key.as_str()) {
+            map.insert(key.clone(), value.clone());
         } else {
             extra.insert(key.clone(), value.clone());
         }
@@ -734,7 +742,7 @@ fn check_extra_key<A: Hyperparameters>(key: &str, value: &Value) -> Result<()> {
     let reserved = key == "params"
         || key == "param_names"
         || A::TORCH_FLAGS.contains(&key)
-        || options_map(&A::default()).contains_key(key);
+        || is_hyperparameter::<A>(&options_map(&A::default()), key);
     if reserved {
         return Err(Error::InvalidConfig {
             optimizer: A::NAME,

@@ -22,6 +22,16 @@ use serde::ser::{self, Serialize};
 use serde::{Deserialize, Deserializer, Serializer};
 use serde_json::{Map, Value};
 
+/// `skip_serializing_if` for a flag a group holds only once set (`cautious`).
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `skip_serializing_if` for a group counter held only from its first step.
+pub(crate) fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// A float as ferroptim writes it in JSON: a number, or `"nan"`, `"inf"`, `"-inf"`.
 #[derive(serde::Serialize, Deserialize)]
 #[serde(untagged)]

@@ -366,6 +366,9 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
     /// The step itself, without hooks.
     fn update_all(&mut self) -> Result<()> {
         self.check_grads()?;
+        for group in self.groups.as_mut_slice() {
+            group.options.begin_step();
+        }
         let (groups, states) = (self.groups.as_slice(), &mut self.states);
         crate::parallel::with_pool(|exec| {
             let mut first = 0;

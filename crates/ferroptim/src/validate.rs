@@ -46,6 +46,50 @@ pub(crate) fn check_adam_like(
     check_non_negative("weight_decay", "Invalid weight_decay value", weight_decay)
 }
 
+/// pytorch-optimizer's `validate_learning_rate`: `NegativeLRError` for
+/// `lr < 0` (0 is allowed). NaN fails here too, where the reference lets it
+/// through to the step.
+pub(crate) fn pto_learning_rate(lr: f64) -> Result<()> {
+    if lr >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::hyper(
+            "lr",
+            format!("learning rate must be positive. ({} > 0)", py_float(lr)),
+        ))
+    }
+}
+
+/// pytorch-optimizer's `validate_non_negative`; NaN fails here too.
+pub(crate) fn pto_non_negative(name: &'static str, value: f64) -> Result<()> {
+    if value >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::hyper(name, format!("{name} must be non-negative")))
+    }
+}
+
+/// pytorch-optimizer's `validate_betas`: each beta in `[0, 1)`, a third one
+/// (AdEMAMix's slow momentum) in `[0, 1]`, under the names `beta1`...
+pub(crate) fn pto_betas(betas: &[f64]) -> Result<()> {
+    for (i, &beta) in betas.iter().enumerate() {
+        let closed = i == 2;
+        let inside = if closed {
+            (0.0..=1.0).contains(&beta)
+        } else {
+            (0.0..1.0).contains(&beta)
+        };
+        if !inside {
+            let end = if closed { ']' } else { ')' };
+            return Err(Error::hyper(
+                "betas",
+                format!("beta{} must be in the range [0.0, 1.0{end}", i + 1),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Formats an f64 as Python's `repr` does for the values torch puts in its
 /// messages (`1.0`, `-0.5`, `1e-08`), so our messages read like torch's.
 pub(crate) fn py_float(x: f64) -> String {

@@ -11,8 +11,8 @@
 //! each: `sgd`, `adam_family` (Adam,
 //! Adamax, NAdam, RAdam, whose shared scalars [`Moments`] has one
 //! constructor), `adaptive` (Adadelta, Adagrad, RMSprop),
-//! ASGD and Rprop, Lion, sparse gradients, Adafactor, Newton–Schulz, and the
-//! flat-vector helpers of LBFGS.
+//! ASGD and Rprop, Lion, ADOPT and AdEMAMix (`pytorch_optimizer`), sparse
+//! gradients, Adafactor, Newton–Schulz, and the flat-vector helpers of LBFGS.
 //!
 //! The scalars torch computes in Python floats (bias corrections, step
 //! sizes) are computed once per step in `f64` by the algorithm module,
@@ -38,6 +38,7 @@ mod asgd_rprop;
 pub mod flat;
 mod lion;
 pub mod newton_schulz;
+mod pytorch_optimizer;
 mod sgd;
 mod sparse;
 
@@ -51,6 +52,9 @@ pub use adaptive::{
 };
 pub use asgd_rprop::{asgd, rprop, AsgdScalars, AsgdSlices, RpropScalars, RpropSlices};
 pub use lion::{lion, LionScalars, LionSlices};
+pub use pytorch_optimizer::{
+    ademamix, adopt, AdemamixScalars, AdemamixSlices, AdoptScalars, AdoptSlices, GradInputs,
+};
 pub use sgd::{sgd, sgd_momentum, SgdMomentumSlices, SgdScalars, SgdSlices};
 pub use sparse::{adagrad_sparse, sgd_sparse, sparse_adam, SparseAdamScalars};
 

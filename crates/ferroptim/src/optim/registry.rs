@@ -119,6 +119,10 @@ macro_rules! for_each_optimizer {
             lbfgs:      LbfgsConfig,      [],          Closure, false, (),        "{}",                               Some(r#"{"lr": 1.0, "line_search_fn": "strong_wolfe", "max_iter": 5}"#), Some(1), r#"{"lr": 1.0, "max_iter": 1, "max_eval": 25, "line_search_fn": "strong_wolfe"}"#;
             // Beyond torch.optim: lion-pytorch's Lion (a 3-10x smaller lr than AdamW's, as its authors advise).
             lion:       LionConfig,       [Lion],      Dense,   false, (3, 2, 1), "{}",                               Some(r#"{"lr": 0.001}"#),                                         None,    r#"{"lr": 0.02}"#;
+            // pytorch-optimizer's ADOPT and AdEMAMix. With `cautious` or `stable_adamw`
+            // they take a read-only pass first (their per-tensor sums); not by default.
+            adopt:      AdoptConfig,      [Adopt],     Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 0.005}"#),                                         None,    r#"{"lr": 0.05}"#;
+            ademamix:   AdEMAMixConfig,   [AdEMAMix],  Dense,   false, (5, 4, 1), "{}",                               Some(r#"{"lr": 0.002}"#),                                         None,    r#"{"lr": 0.02}"#;
         }
     };
 }

@@ -148,6 +148,16 @@ fn lion_rejects_what_lion_pytorch_rejects() {
 }
 
 #[test]
+fn adopt_rejects_what_pytorch_optimizer_rejects() {
+    assert!(check("adopt") >= 6);
+}
+
+#[test]
+fn ademamix_rejects_what_pytorch_optimizer_rejects() {
+    assert!(check("ademamix") >= 9);
+}
+
+#[test]
 fn build_rejects_unknown_names_and_fields() {
     let p = || [Param::zeros::<f64>(&[2])];
     assert!(matches!(

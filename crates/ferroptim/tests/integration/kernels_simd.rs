@@ -7,8 +7,9 @@
 
 use ferroptim::kernels::{
     self, AdadeltaScalars, AdadeltaSlices, AdagradSlices, AdamScalars, AdamSlices, AdamaxScalars,
-    AdaptiveScalars, AsgdSlices, LionScalars, LionSlices, MomentSlices, Moments, RmspropScalars,
-    RmspropSlices, RpropSlices, SgdMomentumSlices, SgdScalars, SgdSlices,
+    AdaptiveScalars, AdemamixScalars, AdemamixSlices, AdoptScalars, AdoptSlices, AsgdSlices,
+    GradInputs, LionScalars, LionSlices, MomentSlices, Moments, RmspropScalars, RmspropSlices,
+    RpropSlices, SgdMomentumSlices, SgdScalars, SgdSlices,
 };
 use proptest::prelude::*;
 
@@ -71,6 +72,53 @@ proptest! {
         whole_equals_elementwise(a, |s| {
             if let [p, g, m] = s {
                 kernels::lion(LionSlices { param: p, grad: g, exp_avg: m }, &h).unwrap();
+            }
+        })?;
+    }
+
+    // ADOPT and AdEMAMix without their cautious / stable_adamw options, whose
+    // per-tensor sums make one element's update depend on the others.
+    #[test]
+    fn adopt(a in arrays(4), first: bool, clip: bool, maximize: bool, decouple: bool) {
+        let h = AdoptScalars {
+            inputs: GradInputs::new(0.01, 0.1, decouple, false, maximize),
+            first,
+            eps: 1e-6,
+            clip: clip.then_some(1.2),
+            one_minus_beta1: 0.1,
+            neg_lr: -0.01,
+            beta2: 0.9999,
+            one_minus_beta2: 1.0 - 0.9999,
+            cautious: false,
+            stable_adamw: false,
+        };
+        whole_equals_elementwise(a, |s| {
+            if let [p, g, m, v] = s {
+                kernels::adopt(AdoptSlices { param: p, grad: g, exp_avg: m, exp_avg_sq: v }, &h).unwrap();
+            }
+        })?;
+    }
+
+    #[test]
+    fn ademamix(a in arrays(5), maximize: bool, decouple: bool) {
+        let h = AdemamixScalars {
+            inputs: GradInputs::new(0.01, 0.1, decouple, true, maximize),
+            one_minus_beta1: 0.1,
+            beta2: 0.999,
+            one_minus_beta2: 1.0 - 0.999,
+            one_minus_beta3: 1.0 - 0.9999,
+            bias_correction1: 0.271,
+            bias_correction2_sqrt: 0.0547,
+            eps: 1e-8,
+            alpha: 5.0,
+            neg_lr: -0.01,
+            cautious: false,
+            stable_adamw: false,
+        };
+        whole_equals_elementwise(a, |s| {
+            if let [p, g, m, v, slow] = s {
+                let slices = AdemamixSlices { param: p, grad: g, exp_avg: m, exp_avg_sq: v, exp_avg_slow: slow };
+                kernels::ademamix(slices, &h).unwrap();
             }
         })?;
     }

@@ -221,3 +221,17 @@ fn muon_matches_torch() {
 fn lion_matches_lion_pytorch() {
     replay("lion", Expect::BitExact);
 }
+
+/// Beyond torch: pytorch-optimizer 4.1.0's ADOPT, every argument it has.
+/// Within the tolerance: its `√v` is torch's (MKL's vector `sqrt`, see the
+/// top of this file).
+#[test]
+fn adopt_matches_pytorch_optimizer() {
+    replay("adopt", Expect::WithinTolerance);
+}
+
+/// Beyond torch: pytorch-optimizer 4.1.0's AdEMAMix, every argument it has.
+#[test]
+fn ademamix_matches_pytorch_optimizer() {
+    replay("ademamix", Expect::WithinTolerance);
+}

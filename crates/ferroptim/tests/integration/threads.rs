@@ -4,8 +4,8 @@
 
 use ferroptim::{optim, Param, Tensor, MIN_CHUNK};
 
-/// Runs 4 steps of `name` on fresh parameters, with `threads` threads.
-fn run(name: &str, threads: usize) -> Vec<Vec<f32>> {
+/// Runs 4 steps of `name` with `config` on fresh parameters, with `threads` threads.
+fn run(name: &str, config: &str, threads: usize) -> Vec<Vec<f32>> {
     ferroptim::set_num_threads(threads).unwrap();
     let sizes = [3 * MIN_CHUNK + 5, 7, 130, 1, 64];
     let params: Vec<Param> = sizes
@@ -17,7 +17,7 @@ fn run(name: &str, threads: usize) -> Vec<Vec<f32>> {
             Param::from_vec(v, &[n]).unwrap()
         })
         .collect();
-    let mut opt = optim::build(name, "{}", params.clone()).unwrap();
+    let mut opt = optim::build(name, config, params.clone()).unwrap();
     for step in 0..4 {
         for p in &params {
             let n = p.numel();
@@ -37,10 +37,23 @@ fn threads_change_nothing_but_the_time() {
         if matches!(name, "lbfgs" | "sparseadam" | "muon") {
             continue; // closures, sparse gradients, matrices only
         }
-        let one = run(name, 1);
-        let three = run(name, 3);
+        let one = run(name, "{}", 1);
+        let three = run(name, "{}", 3);
         assert!(one == three, "{name}: 1 and 3 threads differ");
         assert_eq!(ferroptim::num_threads(), 3);
+    }
+    // The options whose per-tensor sums (the cautious mask's count,
+    // StableAdamW's RMS) run over the threads' blocks. (In this test: the
+    // thread count is global, and the tests of one binary run at once.)
+    let options = r#"{"lr": 0.01, "cautious": true, "stable_adamw": true}"#;
+    for name in ["adopt", "ademamix"] {
+        let one = run(name, options, 1);
+        let three = run(name, options, 3);
+        assert!(one == three, "{name} {options}: 1 and 3 threads differ");
+        assert!(
+            one != run(name, r#"{"lr": 0.01}"#, 1),
+            "{name}: the options do nothing"
+        );
     }
     ferroptim::set_num_threads(1).unwrap();
 }
