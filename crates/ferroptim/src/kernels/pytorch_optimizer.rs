@@ -132,15 +132,13 @@ impl<T: Element> Scales<T> {
         });
         Scales { mask, rms }
     }
+}
 
-    /// `u` masked by whether it agrees with `x` (`update.mul_(mask)`).
-    #[inline(always)]
-    fn masked(&self, u: T, x: T) -> T {
-        match self.mask {
-            Some(weight) => u * if u * x > T::ZERO { weight } else { T::ZERO },
-            None => u,
-        }
-    }
+/// `u` kept where it agrees in sign with `x`, weighted by `w`
+/// (`mask = (u·x > 0)`, `mask.mul_(w)`, `update.mul_(mask)`).
+#[inline(always)]
+fn masked<T: Element>(u: T, x: T, w: T) -> T {
+    u * if u * x > T::ZERO { w } else { T::ZERO }
 }
 
 slices!(
@@ -164,8 +162,9 @@ pub struct AdoptScalars<T> {
     pub first: bool,
     /// `ε`, the floor of `√v`.
     pub eps: T,
-    /// The clip of the normalized gradient, `clip_lambda(step)`.
-    pub clip: Option<T>,
+    /// The clip of the normalized gradient, `clip_lambda(step)` (∞ for
+    /// none: clipping to ±∞ changes no value, NaN included).
+    pub clip: T,
     /// `1 − β₁`.
     pub one_minus_beta1: T,
     /// `−lr`.
@@ -184,17 +183,16 @@ impl<T: Element> AdoptScalars<T> {
     /// `g / max(√v, ε)`, clipped to `±clip`, and the new first moment.
     #[inline(always)]
     fn moments(&self, m: T, g: T, v: T) -> (T, T) {
-        let mut normed = g / clamp_min(v.sqrt(), self.eps);
-        if let Some(c) = self.clip {
-            // foreach maximum_(−c) then minimum_(c): NaN stays.
-            normed = if normed < -c {
-                -c
-            } else if normed > c {
-                c
-            } else {
-                normed
-            };
-        }
+        let normed = g / clamp_min(v.sqrt(), self.eps);
+        // foreach maximum_(−c) then minimum_(c): NaN stays.
+        let c = self.clip;
+        let normed = if normed < -c {
+            -c
+        } else if normed > c {
+            c
+        } else {
+            normed
+        };
         (normed, lerp(m, normed, self.one_minus_beta1))
     }
 }
@@ -225,34 +223,52 @@ pub fn adopt<T: Element>(slices: AdoptSlices<'_, T>, h: &AdoptScalars<T>) -> Res
     } else {
         Scales::NONE
     };
-    run(slices, &AdoptStep { h, scales })
+    run(slices, &AdoptStep { h: *h, scales })
 }
 
-struct AdoptStep<'a, T> {
-    h: &'a AdoptScalars<T>,
+/// A step's scalars by value, so that they stay in registers (a load
+/// through a reference held in a struct could alias the slices written).
+struct AdoptStep<T> {
+    h: AdoptScalars<T>,
     scales: Scales<T>,
 }
 
-impl<T: Element> Loop<AdoptSlices<'_, T>> for AdoptStep<'_, T> {
+impl<T: Element> Loop<AdoptSlices<'_, T>> for AdoptStep<T> {
     #[inline(always)]
     fn run(&self, s: AdoptSlices<'_, T>) {
-        let (h, scales) = (self.h, self.scales);
+        let h = self.h;
+        if h.first {
+            // exp_avg_sq.addcmul_(g, g); nothing else moves but the decay.
+            for ((p, &g), v) in s.param.iter_mut().zip(s.grad).zip(s.exp_avg_sq.iter_mut()) {
+                let (x, g) = h.inputs.apply(*p, g);
+                *p = x;
+                *v = g.mul_add(g, *v);
+            }
+            return;
+        }
+        // One loop per combination of the options, so that each is a
+        // straight-line (vectorizable) body.
+        match (self.scales.mask, self.scales.rms) {
+            (None, None) => self.each(s, |m, _| m),
+            (Some(w), None) => self.each(s, |m, n| masked(m, n, w)),
+            (None, Some(rms)) => self.each(s, |m, _| m / rms),
+            (Some(w), Some(rms)) => self.each(s, |m, n| masked(m, n, w) / rms),
+        }
+    }
+}
+
+impl<T: Element> AdoptStep<T> {
+    /// Every element after the first step, with `update(m, n)` the update
+    /// made of the new momentum and the normalized gradient.
+    #[inline(always)]
+    fn each(&self, s: AdoptSlices<'_, T>, update: impl Fn(T, T) -> T) {
+        let h = self.h;
         let moments = s.exp_avg.iter_mut().zip(s.exp_avg_sq.iter_mut());
         for ((p, &g), (m, v)) in s.param.iter_mut().zip(s.grad).zip(moments) {
             let (x, g) = h.inputs.apply(*p, g);
-            if h.first {
-                // exp_avg_sq.addcmul_(g, g)
-                *p = x;
-                *v = g.mul_add(g, *v);
-                continue;
-            }
             let (normed, new_m) = h.moments(*m, g, *v);
             *m = new_m;
-            let mut u = scales.masked(new_m, normed);
-            if let Some(rms) = scales.rms {
-                u = u / rms;
-            }
-            *p = u.mul_add(h.neg_lr, x);
+            *p = update(new_m, normed).mul_add(h.neg_lr, x);
             *v = (h.one_minus_beta2 * g).mul_add(g, *v * h.beta2);
         }
     }
@@ -340,18 +356,46 @@ pub fn ademamix<T: Element>(slices: AdemamixSlices<'_, T>, h: &AdemamixScalars<T
     } else {
         Scales::NONE
     };
-    run(slices, &AdemamixStep { h, scales })
+    run(slices, &AdemamixStep { h: *h, scales })
 }
 
-struct AdemamixStep<'a, T> {
-    h: &'a AdemamixScalars<T>,
+/// A step's scalars by value, so that they stay in registers (a load
+/// through a reference held in a struct could alias the slices written).
+struct AdemamixStep<T> {
+    h: AdemamixScalars<T>,
     scales: Scales<T>,
 }
 
-impl<T: Element> Loop<AdemamixSlices<'_, T>> for AdemamixStep<'_, T> {
+impl<T: Element> Loop<AdemamixSlices<'_, T>> for AdemamixStep<T> {
     #[inline(always)]
     fn run(&self, s: AdemamixSlices<'_, T>) {
-        let (h, scales) = (self.h, self.scales);
+        let (h, mask) = (self.h, self.scales.mask);
+        // One loop per combination of the options (straight-line bodies).
+        match (mask, self.scales.rms) {
+            (None, None) => self.each(s, |m, _| m, |u, d, x| x + (h.neg_lr * u) / d),
+            (Some(w), None) => {
+                self.each(s, |m, g| masked(m, g, w), |u, d, x| x + (h.neg_lr * u) / d)
+            }
+            (_, Some(rms)) => self.each(
+                s,
+                |m, g| mask.map_or(m, |w| masked(m, g, w)),
+                |u, d, x| ((u / d) / rms).mul_add(h.neg_lr, x),
+            ),
+        }
+    }
+}
+
+impl<T: Element> AdemamixStep<T> {
+    /// Every element, with `fast(m, g)` the fast momentum's part of the
+    /// update and `apply(u, d, θ)` the new parameter.
+    #[inline(always)]
+    fn each(
+        &self,
+        s: AdemamixSlices<'_, T>,
+        fast: impl Fn(T, T) -> T,
+        apply: impl Fn(T, T, T) -> T,
+    ) {
+        let h = self.h;
         let moments = s.exp_avg.iter_mut().zip(s.exp_avg_sq.iter_mut());
         let moments = moments.zip(s.exp_avg_slow.iter_mut());
         for ((p, &g), ((m, v), slow)) in s.param.iter_mut().zip(s.grad).zip(moments) {
@@ -359,14 +403,10 @@ impl<T: Element> Loop<AdemamixSlices<'_, T>> for AdemamixStep<'_, T> {
             (*m, *v, *slow) = h.moments(g, *m, *v, *slow);
             let denom = v.sqrt() / h.bias_correction2_sqrt + h.eps;
             // updates = m / bc1 (masked first), then add_(slow, alpha=α).
-            let u = scales.masked(*m, g) / h.bias_correction1;
-            let u = slow.mul_add(h.alpha, u);
-            *p = match scales.rms {
-                // update.div_(d).div_(rms); p.add_(update, alpha=−lr)
-                Some(rms) => ((u / denom) / rms).mul_add(h.neg_lr, x),
-                // p.addcdiv_(update, d, value=−lr): not fused.
-                None => x + (h.neg_lr * u) / denom,
-            };
+            let u = fast(*m, g) / h.bias_correction1;
+            // With StableAdamW: update.div_(d).div_(rms), p.add_(update, alpha=−lr);
+            // without: p.addcdiv_(update, d, value=−lr), not fused.
+            *p = apply(slow.mul_add(h.alpha, u), denom, x);
         }
     }
 }

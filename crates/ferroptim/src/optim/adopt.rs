@@ -181,7 +181,10 @@ impl Algorithm for AdoptConfig {
             ),
             first: step == 1,
             eps: T::from_f64(self.eps),
-            clip: self.clip_lambda.map(|p| T::from_f64((step as f64).powf(p))),
+            clip: T::from_f64(
+                self.clip_lambda
+                    .map_or(f64::INFINITY, |p| (step as f64).powf(p)),
+            ),
             one_minus_beta1: T::from_f64(1.0 - beta1),
             neg_lr: T::from_f64(-self.lr),
             beta2: T::from_f64(beta2),

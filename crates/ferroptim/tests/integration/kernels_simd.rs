@@ -84,7 +84,7 @@ proptest! {
             inputs: GradInputs::new(0.01, 0.1, decouple, false, maximize),
             first,
             eps: 1e-6,
-            clip: clip.then_some(1.2),
+            clip: if clip { 1.2 } else { f32::INFINITY },
             one_minus_beta1: 0.1,
             neg_lr: -0.01,
             beta2: 0.9999,
