@@ -315,6 +315,57 @@ def _ademamix():
     )
 
 
+def _sgd_schedulefree():
+    from schedulefree import SGDScheduleFree
+
+    return (
+        SGDScheduleFree,
+        _inputs([
+            ({}, "default (lr 1.0, momentum 0.9)"),
+            ({"lr": 0.1}, "lr"),
+            ({"lr": 0.1, "momentum": 0.5}, "momentum"),
+            ({"lr": 0.1, "weight_decay": 0.1}, "weight_decay"),
+            ({"lr": 0.1, "warmup_steps": 5}, "warmup_steps"),
+            ({"lr": 0.1, "r": 1.0}, "r: polynomial weighting"),
+            ({"lr": 0.1, "weight_lr_power": 0.0}, "weight_lr_power 0: weights without the lr"),
+            ({"lr": 0.0}, "lr of 0: every weight 0, c = 0 (the reference's ZeroDivisionError branch)"),
+            ({"lr": 0.1, "momentum": 0.8, "weight_decay": 0.05, "warmup_steps": 4, "r": 0.5,
+              "weight_lr_power": 1.0}, "every argument at once"),
+            ({"lr": 0.1, "foreach": False}, "foreach False (the per-parameter path)"),
+        ]),
+        _error_inputs([
+            ({"lr": -0.1}, "negative lr", None),
+            ({"weight_decay": -0.1}, "negative weight_decay", None),
+            ({"momentum": 0.0}, "momentum of 0", None),
+            ({"momentum": 1.0}, "momentum of 1", None),
+        ], ValueError),
+    )
+
+
+def _adamw_schedulefree():
+    from schedulefree import AdamWScheduleFree
+
+    return (
+        AdamWScheduleFree,
+        _inputs([
+            ({}, "default (lr 0.0025)"),
+            ({"lr": 0.01}, "lr"),
+            ({"lr": 0.01, "betas": (0.8, 0.99)}, "betas"),
+            ({"lr": 0.01, "eps": 1e-3}, "eps"),
+            ({"lr": 0.01, "weight_decay": 0.1}, "weight_decay"),
+            ({"lr": 0.01, "warmup_steps": 5}, "warmup_steps"),
+            ({"lr": 0.01, "r": 1.0}, "r: polynomial weighting"),
+            ({"lr": 0.01, "weight_lr_power": 0.0}, "weight_lr_power 0"),
+            ({"lr": 0.0}, "lr of 0: c = 0"),
+            ({"lr": 0.01, "betas": (0.95, 0.98), "weight_decay": 0.05, "warmup_steps": 4, "r": 0.5,
+              "weight_lr_power": 1.0, "eps": 1e-6}, "every argument at once"),
+            ({"lr": 0.01, "foreach": False}, "foreach False (the per-parameter path)"),
+        ]),
+        # The reference checks no argument: only torch's own check (an empty list) remains.
+        _error_inputs([], ValueError),
+    )
+
+
 OPTIMIZERS = {
     "sgd": (torch.optim.SGD, co.optim_inputs_func_sgd, co.optim_error_inputs_func_sgd),
     "adam": (torch.optim.Adam, co.optim_inputs_func_adam, co.optim_error_inputs_func_adam),
@@ -334,7 +385,8 @@ OPTIMIZERS = {
 }
 # Loaded only when asked for (`generate.py lion`), so that torch's fixtures
 # regenerate without the other packages.
-REFERENCES = {"lion": _lion, "adopt": _adopt, "ademamix": _ademamix}
+REFERENCES = {"lion": _lion, "adopt": _adopt, "ademamix": _ademamix,
+              "sgdschedulefree": _sgd_schedulefree, "adamwschedulefree": _adamw_schedulefree}
 
 
 def num(x: float):
@@ -413,6 +465,11 @@ def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int, sparse: bool = Fa
         {"params": [params[i] for i in GROUPS[1]], "lr": base_lr * GROUP1_LR_SCALE},
     ]
     opt = cls(group_specs, **kwargs)
+    # Schedule-Free's parameters differ between training and evaluation:
+    # its steps need train(), and the run ends with eval() (recorded below).
+    modes = callable(getattr(opt, "train", None)) and callable(getattr(opt, "eval", None))
+    if modes:
+        opt.train()
     steps = []
     sd_mid = None
     for step in range(STEPS):
@@ -439,7 +496,7 @@ def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int, sparse: bool = Fa
             sd_mid = state_dict_json(opt.state_dict())
             if on_mid is not None:
                 on_mid(opt)
-    return {
+    out = {
         "groups": [
             {"params": GROUPS[0]},
             {"params": GROUPS[1], "lr": base_lr * GROUP1_LR_SCALE},
@@ -450,6 +507,10 @@ def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int, sparse: bool = Fa
         "mid_step": MID_STEP,
         "state_dict_final": state_dict_json(opt.state_dict()),
     }
+    if modes:
+        opt.eval()
+        out["eval"] = {"params": [tensor_json(p) for p in params], "state_dict": state_dict_json(opt.state_dict())}
+    return out
 
 
 def describe_params(params, sample) -> str | None:

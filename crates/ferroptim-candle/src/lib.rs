@@ -308,6 +308,12 @@ impl<A: Algorithm> Optimizer for CandleOptim<A> {
     ) -> ferroptim::Result<f64> {
         self.inner.step_with_closure(closure)
     }
+    fn train(&mut self) -> ferroptim::Result<()> {
+        self.inner.train()
+    }
+    fn eval(&mut self) -> ferroptim::Result<()> {
+        self.inner.eval()
+    }
     fn state_dict(&self) -> StateDict {
         self.inner.state_dict()
     }

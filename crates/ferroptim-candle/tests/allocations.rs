@@ -78,8 +78,9 @@ fn steady_state_allocations<A: Algorithm>(config: A) -> Vec<(String, usize)> {
         let b = Var::from_tensor(&Tensor::ones(1024, dtype, &dev).unwrap()).unwrap();
         let vars = vec![w.clone(), b.clone()];
         let mut opt = CandleOptim::from_vars(vars, config.clone()).unwrap();
-        // Squares, so that both gradients are contiguous tensors (a
-        // broadcast gradient would be copied before the update).
+        ferroptim::Optimizer::train(&mut opt).unwrap(); // Schedule-Free steps in train mode
+                                                        // Squares, so that both gradients are contiguous tensors (a
+                                                        // broadcast gradient would be copied before the update).
         let loss = (w.as_tensor().sqr().unwrap().sum_all().unwrap()
             + b.as_tensor().sqr().unwrap().sum_all().unwrap())
         .unwrap();
@@ -121,6 +122,12 @@ fn a_step_through_candle_allocates_no_tensor_after_the_first() {
     counts.extend(steady_state_allocations(optim::AdafactorConfig::default()));
     counts.extend(steady_state_allocations(optim::LionConfig::default()));
     counts.extend(steady_state_allocations(optim::AdoptConfig::default()));
+    counts.extend(steady_state_allocations(
+        optim::SgdScheduleFreeConfig::default(),
+    ));
+    counts.extend(steady_state_allocations(
+        optim::AdamWScheduleFreeConfig::default(),
+    ));
     counts.extend(steady_state_allocations(optim::AdEMAMixConfig {
         cautious: true,
         stable_adamw: true,
@@ -135,7 +142,7 @@ fn a_step_through_candle_allocates_no_tensor_after_the_first() {
         allocating.is_empty(),
         "bytes allocated per step: {allocating:?}"
     );
-    assert_eq!(counts.len(), 30);
+    assert_eq!(counts.len(), 34);
 }
 
 /// LBFGS over candle Vars keeps no copy of the parameters: building it

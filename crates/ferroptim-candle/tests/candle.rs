@@ -126,6 +126,9 @@ fn same_as_ferroptim<A: Algorithm>(config: A, steps: usize) {
         .collect();
     let mut ours = CandleOptim::from_vars(vars.clone(), config.clone()).unwrap();
     let mut native = Optim::new(params.clone(), config).unwrap();
+    // Schedule-Free steps in train mode (the others ignore it).
+    ours.train().unwrap();
+    native.train().unwrap();
     for step in 0..steps {
         let grads = loss(&vars, &x, &y).backward().unwrap();
         for (v, p) in vars.iter().zip(&params) {
@@ -147,6 +150,13 @@ fn same_as_ferroptim<A: Algorithm>(config: A, steps: usize) {
         }
     }
     assert_eq!(ours.state_dict(), native.state_dict(), "{}", A::NAME);
+    // And eval() moves both the same way.
+    ours.eval().unwrap();
+    native.eval().unwrap();
+    for (v, p) in vars.iter().zip(&params) {
+        let got = v.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(got, p.to_vec::<f32>().unwrap(), "{} after eval()", A::NAME);
+    }
 }
 
 #[test]
@@ -206,6 +216,23 @@ fn every_algorithm_updates_vars_exactly_as_ferroptim_updates_params() {
             cautious: true,
             stable_adamw: true,
             weight_decay: 0.1,
+            ..Default::default()
+        },
+        steps,
+    );
+    same_as_ferroptim(
+        optim::SgdScheduleFreeConfig {
+            lr: 0.1,
+            weight_decay: 0.01,
+            warmup_steps: 2,
+            ..Default::default()
+        },
+        steps,
+    );
+    same_as_ferroptim(
+        optim::AdamWScheduleFreeConfig {
+            weight_decay: 0.01,
+            r: 0.5,
             ..Default::default()
         },
         steps,

@@ -187,6 +187,7 @@ pub fn step_secs(name: &str, size: Size, reps: usize) -> Result<f64, String> {
     }
     let mut opt: Box<dyn Optimizer> =
         optim::build(name, config, params).map_err(|e| format!("{name}: {e}"))?;
+    opt.train().map_err(|e| format!("{name}: {e}"))?; // Schedule-Free steps in train mode
     let mut error = None;
     let secs = median_secs(reps, || {
         if let Err(e) = opt.step() {

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
-use ferroptim::optim;
 use ferroptim::optim::registry::{Drive, Entry};
+use ferroptim::{optim, Optimizer};
 use ferroptim_candle::{BoxedOptim, CandleParam};
 use plotters::prelude::*;
 
@@ -125,6 +125,9 @@ trait Stepper {
         &mut self,
         loss: &mut dyn FnMut() -> candle_core::Result<Tensor>,
     ) -> Result<(), String>;
+    /// `optimizer.train()` / `eval()`: Schedule-Free trains at one point
+    /// and is evaluated at another (the others ignore it).
+    fn set_mode(&mut self, train: bool) -> Result<(), String>;
 }
 
 impl Stepper for BoxedOptim {
@@ -139,6 +142,11 @@ impl Stepper for BoxedOptim {
         BoxedOptim::step_with_loss(self, loss)
             .map(drop)
             .map_err(|e| e.to_string())
+    }
+
+    fn set_mode(&mut self, train: bool) -> Result<(), String> {
+        let opt: &mut dyn Optimizer = &mut **self;
+        if train { opt.train() } else { opt.eval() }.map_err(|e| e.to_string())
     }
 }
 
@@ -160,6 +168,11 @@ impl Stepper for WithAdamWForBiases {
         _: &mut dyn FnMut() -> candle_core::Result<Tensor>,
     ) -> Result<(), String> {
         Err("this pairing steps from gradients only".into())
+    }
+
+    fn set_mode(&mut self, train: bool) -> Result<(), String> {
+        self.matrices.set_mode(train)?;
+        self.adamw.set_mode(train)
     }
 }
 
@@ -222,10 +235,12 @@ pub fn train(
     let mut opt = stepper(entry, &model, lr, &extra)?;
     if entry.drive == Drive::Closure {
         for _ in 0..settings.epochs {
+            opt.set_mode(true)?;
             for _ in 0..entry.demo_full_batch.unwrap_or(1) {
                 opt.step_with_loss(&mut || model.loss(&train_x, &train_y))?;
                 steps += 1;
             }
+            opt.set_mode(false)?;
             losses.push(full_loss(&model)?);
             progress.inc(1);
         }
@@ -233,6 +248,7 @@ pub fn train(
         let mut rng = SplitMix::new(settings.seed ^ 0x5EED);
         let mut order: Vec<u32> = (0..n as u32).collect();
         for _ in 0..settings.epochs {
+            opt.set_mode(true)?;
             rng.shuffle(&mut order);
             let batches: Vec<Option<&[u32]>> = match entry.demo_full_batch {
                 Some(steps) => vec![None; steps],
@@ -254,6 +270,8 @@ pub fn train(
                 opt.step(&grads)?;
                 steps += 1;
             }
+            // The loss (and the accuracy) where the model is evaluated.
+            opt.set_mode(false)?;
             losses.push(full_loss(&model)?);
             progress.inc(1);
         }

@@ -40,7 +40,11 @@ pub const FAMILIES: [(&str, &str, &[&str]); 6] = [
         ": full batch, 5 and 1 steps per epoch",
         &["rprop", "lbfgs"],
     ),
-    ("ADOPT and AdEMAMix", "", &["adopt", "ademamix"]),
+    (
+        "ADOPT, AdEMAMix, Schedule-Free",
+        "",
+        &["adopt", "ademamix", "sgdschedulefree", "adamwschedulefree"],
+    ),
     ("Others", "", &[]),
 ];
 

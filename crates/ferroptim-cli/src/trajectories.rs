@@ -111,6 +111,8 @@ pub fn path(name: &str, fun: &Function, steps: usize) -> Result<Trajectory, Stri
     let entry = entry(name)?;
     let mut opt =
         optim::build(name, entry.trajectories, [p.clone()]).map_err(|e| format!("{name}: {e}"))?;
+    // Schedule-Free's path is its training point y, where gradients are taken.
+    opt.train().map_err(|e| format!("{name}: {e}"))?;
     let point = |p: &Param| -> (f64, f64) {
         let v = p.to_vec::<f64>().unwrap_or_default();
         (v[0], v[1])

@@ -25,7 +25,9 @@ fn optimizer(name: &str, count: usize, numel: usize) -> Box<dyn Optimizer> {
         p.set_grad(Tensor::from_vec(vec![1e-3f32; numel], &[numel]).unwrap())
             .unwrap();
     }
-    optim::build(name, config(name), params).unwrap()
+    let mut opt = optim::build(name, config(name), params).unwrap();
+    opt.train().unwrap(); // Schedule-Free steps in train mode
+    opt
 }
 
 fn steps(c: &mut Criterion) {

@@ -118,6 +118,40 @@ pub trait Algorithm: Hyperparameters {
 
     /// The state of a parameter on its first step.
     fn init_state(&self, param: &ParamMeta<'_>) -> Self::State;
+
+    /// The state of a parameter on its first step, from its values as the
+    /// step finds them (Schedule-Free's `z` starts as a copy of θ). By
+    /// default [`Algorithm::init_state`].
+    fn init_state_from<T: Element>(&self, values: &[T], param: &ParamMeta<'_>) -> Self::State {
+        let _ = values;
+        self.init_state(param)
+    }
+
+    /// Whether the group is in training mode, for an algorithm whose
+    /// parameters differ between training and evaluation (Schedule-Free's
+    /// `train_mode`); `None` (the default) for the others.
+    fn train_mode(&self) -> Option<bool> {
+        None
+    }
+
+    /// Moves one parameter to its training (`train`) or evaluation point,
+    /// and is called for every parameter with a state when a group in the
+    /// other mode switches; then [`Algorithm::set_train_mode`] records it.
+    /// By default nothing moves.
+    fn switch_mode<T: Element>(
+        &self,
+        train: bool,
+        param: &mut [T],
+        state: &Self::State,
+    ) -> Result<()> {
+        let _ = (train, param, state);
+        Ok(())
+    }
+
+    /// Records the group's mode (see [`Algorithm::train_mode`]).
+    fn set_train_mode(&mut self, train: bool) {
+        let _ = train;
+    }
     /// One update of one parameter of `shape` with a dense gradient. The
     /// state's tensors have the parameter's dtype `T` and shape.
     fn update<T: Element>(

@@ -187,6 +187,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// A step in evaluation mode, by an optimizer whose parameters differ
+    /// between the two (Schedule-Free); nothing changed.
+    #[error(
+        "{optimizer}: param group {group} was not in train mode when step was called; \
+         call train() before training steps (and eval() before evaluating or saving)"
+    )]
+    NotInTrainMode {
+        /// The optimizer's name.
+        optimizer: &'static str,
+        /// The first group in evaluation mode.
+        group: usize,
+    },
+
     /// This optimizer does not take sparse gradients (torch raises too).
     #[error("{optimizer} does not support sparse gradients (parameter {param})")]
     SparseGradUnsupported {

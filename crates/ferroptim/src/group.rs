@@ -233,7 +233,9 @@ pub(crate) fn strip_torch_flags<A: Hyperparameters>(
     let defaults = options_map(&A::default());
     let mut out = Map::new();
     for (key, value) in given {
-        if TORCH_IMPL_FLAGS.contains(&key.as_str()) {
+        // A reference that keeps `foreach` as a group setting of its own
+        // (schedulefree) has it as a hyperparameter, not a flag.
+        if TORCH_IMPL_FLAGS.contains(&key.as_str()) && !defaults.contains_key(key) {
             if !A::TORCH_FLAGS.contains(&key.as_str()) {
                 return Err(invalid(format!(
                     "`{key}`: torch.optim.{} has no such argument (its implementation flags: {})",
@@ -331,7 +333,8 @@ pub(crate) fn options_from_saved<A: Hyperparameters>(
     let mut extra = Map::new();
     let mut seen = 0;
     for (key, value) in saved {
-        if key == "params" || key == "param_names" || TORCH_IMPL_FLAGS.contains(&key.as_str()) {
+        let flag = TORCH_IMPL_FLAGS.contains(&key.as_str()) && !map.contains_key(key);
+        if key == "params" || key == "param_names" || flag {
             continue;
         }
         if map.contains_key(key) {

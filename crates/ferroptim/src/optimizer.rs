@@ -27,6 +27,7 @@ use crate::parallel::Exec;
 use crate::param::Param;
 use crate::slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData};
 use crate::state::{ParamState, StateDict, StateEntries};
+use crate::tensor::{Element, TensorDataMut};
 
 /// The hooks of an optimizer (see [`hooks`](crate::hooks)): each receives it as `&dyn Optimizer`.
 pub type OptimizerHooks = Hooks<dyn Optimizer>;
@@ -106,6 +107,21 @@ pub trait Optimizer: Send {
             ctx.evaluation += 1;
             closure(&mut ctx)
         })
+    }
+
+    /// Puts the parameters at their training point, as Schedule-Free's
+    /// `optimizer.train()` does (call it before training steps, as with
+    /// `model.train()`); for optimizers whose parameters do not differ
+    /// between training and evaluation, nothing happens.
+    fn train(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Puts the parameters at their evaluation point (Schedule-Free's
+    /// `optimizer.eval()`: call it before evaluating or saving the model);
+    /// for other optimizers nothing happens.
+    fn eval(&mut self) -> Result<()> {
+        Ok(())
     }
 
     /// The state and hyperparameters, shaped like torch's `state_dict()`.
@@ -349,8 +365,9 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
         self.groups.params().cloned().collect()
     }
 
-    /// Checks every gradient before anything is updated.
+    /// Checks every group's mode and gradient before anything is updated.
     fn check_grads(&self) -> Result<()> {
+        self.check_modes()?;
         let mut index = 0;
         for group in self.groups.as_slice() {
             for p in &group.params {
@@ -359,6 +376,42 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
                 }
                 index += 1;
             }
+        }
+        Ok(())
+    }
+
+    /// A step needs every group in training mode, if it has modes.
+    fn check_modes(&self) -> Result<()> {
+        let groups = self.groups.as_slice().iter();
+        match groups
+            .map(|g| g.options.train_mode())
+            .position(|m| m == Some(false))
+        {
+            Some(group) => Err(crate::Error::NotInTrainMode {
+                optimizer: A::NAME,
+                group,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Moves every group in the other mode to `train` (see [`Optimizer::train`]).
+    fn set_mode(&mut self, train: bool) -> Result<()> {
+        let mut first = 0;
+        for (group, states) in self.groups.as_mut_slice().iter_mut().zip(&self.states) {
+            let len = group.params.len();
+            if group.options.train_mode() == Some(!train) {
+                for (i, (p, state)) in group.params.iter().zip(states).enumerate() {
+                    let Some(state) = state else { continue };
+                    let options = &group.options;
+                    p.with_value_mut(first + i, &mut |data| match data {
+                        TensorDataMut::F32(v) => options.switch_mode(train, v, state),
+                        TensorDataMut::F64(v) => options.switch_mode(train, v, state),
+                    })?;
+                }
+                group.options.set_train_mode(train);
+            }
+            first += len;
         }
         Ok(())
     }
@@ -428,10 +481,19 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
 
     fn step_with_closure(&mut self, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64> {
         hooked_step(self, |opt| {
+            opt.check_modes()?;
             let loss = closure()?;
             opt.update_all()?;
             Ok(loss)
         })
+    }
+
+    fn train(&mut self) -> Result<()> {
+        self.set_mode(true)
+    }
+
+    fn eval(&mut self) -> Result<()> {
+        self.set_mode(false)
     }
 
     fn state_dict(&self) -> StateDict {
@@ -465,6 +527,11 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
                         "no param group lists this parameter index",
                     )
                 })?;
+                if entries.is_empty() {
+                    // torch's defaultdict leaves `{}` for a parameter that was
+                    // looked up but never stepped (Schedule-Free's train()).
+                    continue;
+                }
                 let param = &groups[g].params[i];
                 let shape = param.shape();
                 let reader = StateEntries::new(id, &shape, param.dtype(), entries);
@@ -486,18 +553,24 @@ fn update_one<A: Algorithm, P: ParamSlot>(
     p: &P,
     slot: &mut Option<A::State>,
 ) -> Result<()> {
-    p.update_in_place(index, &mut |shape, data| {
-        let meta = ParamMeta::new(shape, data.dtype());
-        let state = slot.get_or_insert_with(|| options.init_state(&meta));
-        match data {
-            SlotData::F32(v, GradRef::Dense(g)) => options.update(v, g, shape, state),
-            SlotData::F64(v, GradRef::Dense(g)) => options.update(v, g, shape, state),
-            SlotData::F32(v, GradRef::Sparse(g)) => {
-                options.update_sparse(v, shape, g, state, index)
-            }
-            SlotData::F64(v, GradRef::Sparse(g)) => {
-                options.update_sparse(v, shape, g, state, index)
-            }
-        }
+    p.update_in_place(index, &mut |shape, data| match data {
+        SlotData::F32(v, g) => update_typed(options, index, shape, v, g, slot),
+        SlotData::F64(v, g) => update_typed(options, index, shape, v, g, slot),
     })
+}
+
+fn update_typed<A: Algorithm, T: Element>(
+    options: &A,
+    index: usize,
+    shape: &[usize],
+    values: &mut [T],
+    grad: GradRef<'_, T>,
+    slot: &mut Option<A::State>,
+) -> Result<()> {
+    let meta = ParamMeta::new(shape, T::DTYPE);
+    let state = slot.get_or_insert_with(|| options.init_state_from(values, &meta));
+    match grad {
+        GradRef::Dense(g) => options.update(values, g, shape, state),
+        GradRef::Sparse(g) => options.update_sparse(values, shape, g, state, index),
+    }
 }

@@ -70,6 +70,7 @@ fn a_dense_step_after_the_first_allocates_nothing() {
                     })
                     .collect();
                 let mut opt = optim::build(name, config, params.clone()).unwrap();
+                opt.train().unwrap(); // Schedule-Free steps in train mode
                 for p in &params {
                     let g = Tensor::from_vec(vec![0.25f64; p.numel()], &p.shape()).unwrap();
                     p.set_grad(g.to_dtype(p.dtype())).unwrap();

@@ -11,7 +11,8 @@
 //! each: `sgd`, `adam_family` (Adam,
 //! Adamax, NAdam, RAdam, whose shared scalars [`Moments`] has one
 //! constructor), `adaptive` (Adadelta, Adagrad, RMSprop),
-//! ASGD and Rprop, Lion, ADOPT and AdEMAMix (`pytorch_optimizer`), sparse
+//! ASGD and Rprop, Lion, ADOPT and AdEMAMix (`pytorch_optimizer`), Schedule-Free
+//! SGD and AdamW, sparse
 //! gradients, Adafactor, Newton–Schulz, and the flat-vector helpers of LBFGS.
 //!
 //! The scalars torch computes in Python floats (bias corrections, step
@@ -39,6 +40,7 @@ pub mod flat;
 mod lion;
 pub mod newton_schulz;
 mod pytorch_optimizer;
+mod schedule_free;
 mod sgd;
 mod sparse;
 
@@ -54,6 +56,10 @@ pub use asgd_rprop::{asgd, rprop, AsgdScalars, AsgdSlices, RpropScalars, RpropSl
 pub use lion::{lion, LionScalars, LionSlices};
 pub use pytorch_optimizer::{
     ademamix, adopt, AdemamixScalars, AdemamixSlices, AdoptScalars, AdoptSlices, GradInputs,
+};
+pub use schedule_free::{
+    adamw_schedule_free, sgd_schedule_free, switch_mode, AdamWScheduleFreeScalars,
+    AdamWScheduleFreeSlices, ScheduleFreeScalars, SgdScheduleFreeSlices,
 };
 pub use sgd::{sgd, sgd_momentum, SgdMomentumSlices, SgdScalars, SgdSlices};
 pub use sparse::{adagrad_sparse, sgd_sparse, sparse_adam, SparseAdamScalars};

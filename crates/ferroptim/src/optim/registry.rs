@@ -123,6 +123,9 @@ macro_rules! for_each_optimizer {
             // they take a read-only pass first (their per-tensor sums); not by default.
             adopt:      AdoptConfig,      [Adopt],     Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 0.005}"#),                                         None,    r#"{"lr": 0.05}"#;
             ademamix:   AdEMAMixConfig,   [AdEMAMix],  Dense,   false, (5, 4, 1), "{}",                               Some(r#"{"lr": 0.002}"#),                                         None,    r#"{"lr": 0.02}"#;
+            // schedulefree's: call train() before steps, eval() before evaluating.
+            sgdschedulefree:   SgdScheduleFreeConfig,   [SgdScheduleFree],   Dense, false, (3, 2, 1), "{}", Some(r#"{"lr": 1.0}"#),  None, r#"{"lr": 0.002}"#;
+            adamwschedulefree: AdamWScheduleFreeConfig, [AdamWScheduleFree], Dense, false, (4, 3, 1), "{}", Some(r#"{"lr": 0.01}"#), None, r#"{"lr": 0.05}"#;
         }
     };
 }

@@ -28,6 +28,16 @@ pub struct Case {
     pub mid_step: usize,
     pub state_dict_mid: StateDict,
     pub state_dict_final: StateDict,
+    /// Schedule-Free's: the parameters and state_dict after `eval()` at the end.
+    #[serde(default)]
+    pub eval: Option<EvalRecord>,
+}
+
+/// What a reference with train/eval modes held after `eval()`.
+#[derive(Deserialize)]
+pub struct EvalRecord {
+    pub params: Vec<Tensor>,
+    pub state_dict: StateDict,
 }
 
 /// A gradient torch was fed: dense, or sparse rows (uncoalesced, as recorded).
@@ -107,8 +117,11 @@ impl Case {
                 spec
             })
             .collect();
-        let opt = optim::build(optimizer, &self.kwargs.to_string(), groups)
+        let mut opt = optim::build(optimizer, &self.kwargs.to_string(), groups)
             .unwrap_or_else(|e| panic!("{}: {e}", self.desc));
+        // As the generator does: Schedule-Free steps in train mode (for the
+        // other optimizers this does nothing).
+        opt.train().unwrap();
         (opt, params)
     }
 
@@ -270,9 +283,12 @@ pub fn compare_state(
     got: &BTreeMap<usize, BTreeMap<String, StateValue>>,
     want: &BTreeMap<usize, BTreeMap<String, StateValue>>,
 ) -> Agreement {
+    // An empty entry is no state: torch's `self.state` is a defaultdict, and
+    // Schedule-Free's train() touches every parameter's entry.
+    let want: BTreeMap<_, _> = want.iter().filter(|(_, w)| !w.is_empty()).collect();
     assert_eq!(
         got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>(),
+        want.keys().copied().collect::<Vec<_>>(),
         "{what}: params with state"
     );
     let mut a = Agreement::default();

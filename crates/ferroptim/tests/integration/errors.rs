@@ -148,6 +148,18 @@ fn lion_rejects_what_lion_pytorch_rejects() {
 }
 
 #[test]
+fn sgd_schedulefree_rejects_what_schedulefree_rejects() {
+    assert!(check("sgdschedulefree") >= 5);
+}
+
+#[test]
+fn adamw_schedulefree_rejects_an_empty_parameter_list_as_torch_does() {
+    // schedulefree checks none of AdamWScheduleFree's arguments; ferroptim's
+    // own checks are tested beside the module.
+    assert!(check("adamwschedulefree") >= 1);
+}
+
+#[test]
 fn adopt_rejects_what_pytorch_optimizer_rejects() {
     assert!(check("adopt") >= 6);
 }

@@ -6,10 +6,11 @@
 //! end.
 
 use ferroptim::kernels::{
-    self, AdadeltaScalars, AdadeltaSlices, AdagradSlices, AdamScalars, AdamSlices, AdamaxScalars,
-    AdaptiveScalars, AdemamixScalars, AdemamixSlices, AdoptScalars, AdoptSlices, AsgdSlices,
-    GradInputs, LionScalars, LionSlices, MomentSlices, Moments, RmspropScalars, RmspropSlices,
-    RpropSlices, SgdMomentumSlices, SgdScalars, SgdSlices,
+    self, AdadeltaScalars, AdadeltaSlices, AdagradSlices, AdamScalars, AdamSlices,
+    AdamWScheduleFreeScalars, AdamWScheduleFreeSlices, AdamaxScalars, AdaptiveScalars,
+    AdemamixScalars, AdemamixSlices, AdoptScalars, AdoptSlices, AsgdSlices, GradInputs,
+    LionScalars, LionSlices, MomentSlices, Moments, RmspropScalars, RmspropSlices, RpropSlices,
+    ScheduleFreeScalars, SgdMomentumSlices, SgdScalars, SgdScheduleFreeSlices, SgdSlices,
 };
 use proptest::prelude::*;
 
@@ -119,6 +120,30 @@ proptest! {
             if let [p, g, m, v, slow] = s {
                 let slices = AdemamixSlices { param: p, grad: g, exp_avg: m, exp_avg_sq: v, exp_avg_slow: slow };
                 kernels::ademamix(slices, &h).unwrap();
+            }
+        })?;
+    }
+
+    #[test]
+    fn schedule_free(a in arrays(4), decay: bool) {
+        let schedule = ScheduleFreeScalars {
+            weight_decay: wd(decay),
+            ckp1: 0.3,
+            y_coef: 0.1 * (0.9 * (1.0 - 0.3) - 1.0),
+            neg_lr: -0.1,
+        };
+        let h = AdamWScheduleFreeScalars {
+            schedule,
+            beta2: 0.999,
+            one_minus_beta2: 1.0 - 0.999,
+            bias_correction2: 0.003,
+            eps: 1e-8,
+        };
+        whole_equals_elementwise(a, |s| {
+            if let [p, g, z, v] = s {
+                kernels::sgd_schedule_free(SgdScheduleFreeSlices { param: p, grad: g, z }, &schedule).unwrap();
+                kernels::adamw_schedule_free(AdamWScheduleFreeSlices { param: p, grad: g, z, exp_avg_sq: v }, &h).unwrap();
+                kernels::switch_mode(p, z, 1.0 - 1.0 / 0.9);
             }
         })?;
     }

@@ -328,6 +328,7 @@ fn a_step_with_a_non_finite_gradient_is_skipped_and_changes_nothing() {
     for &name in optim::NAMES.iter().filter(|&&n| n != "lbfgs") {
         let params = [Param::zeros::<f32>(&[2, 3]), Param::zeros::<f32>(&[3, 2])];
         let mut opt = optim::build(name, "{}", params.clone()).unwrap();
+        opt.train().unwrap(); // Schedule-Free steps in train mode
         let sparse = name == "sparseadam";
         for p in &params {
             fill(p, 0.5, sparse);

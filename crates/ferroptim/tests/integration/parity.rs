@@ -84,6 +84,29 @@ fn replay_each(name: &str, expect_for: impl Fn(&common::Case) -> Expect) {
                 case.desc
             );
         }
+        if let Some(eval) = &case.eval {
+            // Schedule-Free: eval() moves the parameters to the average, and
+            // the state_dict records the mode.
+            opt.eval().unwrap();
+            let what = format!("{name} [{}] {} after eval()", case.desc, case.dtype);
+            for (j, (p, want)) in params.iter().zip(&eval.params).enumerate() {
+                let (key, what) = (format!("param {j}"), format!("{what} param {j}"));
+                agreement.merge(compare_tensor_in(
+                    &mut scales,
+                    &key,
+                    &what,
+                    &p.value(),
+                    want,
+                ));
+            }
+            let sd = opt.state_dict();
+            for (g, w) in sd.param_groups.iter().zip(&eval.state_dict.param_groups) {
+                assert!(
+                    json_equal(&g.clone().into(), &w.clone().into()),
+                    "{what}: param_groups differ:\n ours  {g:?}\n torch {w:?}"
+                );
+            }
+        }
         let tol = match expect {
             Expect::BFloat16Update(tol, _) => tol,
             _ => tolerance(&case.dtype),
@@ -234,4 +257,18 @@ fn adopt_matches_pytorch_optimizer() {
 #[test]
 fn ademamix_matches_pytorch_optimizer() {
     replay("ademamix", Expect::WithinTolerance);
+}
+
+/// Beyond torch: schedulefree 1.4.1's SGDScheduleFree, every argument, and
+/// its eval() switch to the average.
+#[test]
+fn sgd_schedulefree_matches_schedulefree() {
+    replay("sgdschedulefree", Expect::BitExact);
+}
+
+/// Beyond torch: schedulefree 1.4.1's AdamWScheduleFree, every argument,
+/// and its eval() switch. Within the tolerance: torch's `sqrt`.
+#[test]
+fn adamw_schedulefree_matches_schedulefree() {
+    replay("adamwschedulefree", Expect::WithinTolerance);
 }

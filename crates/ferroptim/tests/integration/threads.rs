@@ -18,6 +18,7 @@ fn run(name: &str, config: &str, threads: usize) -> Vec<Vec<f32>> {
         })
         .collect();
     let mut opt = optim::build(name, config, params.clone()).unwrap();
+    opt.train().unwrap(); // Schedule-Free steps in train mode
     for step in 0..4 {
         for p in &params {
             let n = p.numel();
