@@ -315,6 +315,48 @@ def _ademamix():
     )
 
 
+def _timm_optimizer(module: str, name: str):
+    """A class of timm's optimizers without importing timm itself: its package
+    imports torchvision (for its models), which has no build for this torch;
+    timm/optim needs only torch. Its modules keep their names (timm.optim.*)."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    root = Path(importlib.util.find_spec("timm").submodule_search_locations[0])
+    for package, path in [("timm", root), ("timm.optim", root / "optim")]:
+        if package not in sys.modules:
+            stub = types.ModuleType(package)
+            stub.__path__ = [str(path)]
+            sys.modules[package] = stub
+    return getattr(importlib.import_module(f"timm.optim.{module}"), name)
+
+
+def _lars():
+    return (
+        _timm_optimizer("lars", "Lars"),
+        _inputs([
+            ({}, "default (lr 1.0, no adaptation: plain SGD)"),
+            ({"lr": 0.1, "momentum": 0.9}, "momentum, no adaptation"),
+            ({"lr": 0.1, "weight_decay": 0.01}, "weight_decay: adaptation on"),
+            ({"lr": 0.1, "always_adapt": True}, "always_adapt without weight decay"),
+            ({"lr": 0.1, "always_adapt": True, "trust_coeff": 0.02, "eps": 1e-3}, "trust_coeff and eps"),
+            ({"lr": 0.1, "weight_decay": 0.01, "trust_clip": True}, "trust_clip (LARC)"),
+            ({"lr": 0.01, "always_adapt": True, "trust_coeff": 0.5, "trust_clip": True},
+             "trust_clip that clips"),
+            ({"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01}, "momentum, dampening and weight_decay"),
+            ({"lr": 0.1, "momentum": 0.9, "nesterov": True, "always_adapt": True}, "nesterov"),
+        ]),
+        _error_inputs([
+            ({"lr": -0.1}, "negative lr", None),
+            ({"momentum": -0.1}, "negative momentum", None),
+            ({"weight_decay": -0.1}, "negative weight_decay", None),
+            ({"nesterov": True}, "nesterov without momentum", None),
+        ], ValueError),
+    )
+
+
 def _sgd_schedulefree():
     from schedulefree import SGDScheduleFree
 
@@ -386,7 +428,8 @@ OPTIMIZERS = {
 # Loaded only when asked for (`generate.py lion`), so that torch's fixtures
 # regenerate without the other packages.
 REFERENCES = {"lion": _lion, "adopt": _adopt, "ademamix": _ademamix,
-              "sgdschedulefree": _sgd_schedulefree, "adamwschedulefree": _adamw_schedulefree}
+              "sgdschedulefree": _sgd_schedulefree, "adamwschedulefree": _adamw_schedulefree,
+              "lars": _lars}
 
 
 def num(x: float):

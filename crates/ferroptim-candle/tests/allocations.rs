@@ -121,6 +121,11 @@ fn a_step_through_candle_allocates_no_tensor_after_the_first() {
     counts.extend(steady_state_allocations(optim::RAdamConfig::default()));
     counts.extend(steady_state_allocations(optim::AdafactorConfig::default()));
     counts.extend(steady_state_allocations(optim::LionConfig::default()));
+    counts.extend(steady_state_allocations(optim::LarsConfig {
+        momentum: 0.9,
+        weight_decay: 0.01,
+        ..Default::default()
+    }));
     counts.extend(steady_state_allocations(optim::AdoptConfig::default()));
     counts.extend(steady_state_allocations(
         optim::SgdScheduleFreeConfig::default(),
@@ -142,7 +147,7 @@ fn a_step_through_candle_allocates_no_tensor_after_the_first() {
         allocating.is_empty(),
         "bytes allocated per step: {allocating:?}"
     );
-    assert_eq!(counts.len(), 34);
+    assert_eq!(counts.len(), 36);
 }
 
 /// LBFGS over candle Vars keeps no copy of the parameters: building it

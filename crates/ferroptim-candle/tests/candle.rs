@@ -210,6 +210,16 @@ fn every_algorithm_updates_vars_exactly_as_ferroptim_updates_params() {
         },
         steps,
     );
+    same_as_ferroptim(
+        optim::LarsConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.01,
+            trust_clip: true,
+            ..Default::default()
+        },
+        steps,
+    );
     same_as_ferroptim(optim::AdoptConfig::default(), steps);
     same_as_ferroptim(
         optim::AdoptConfig {

@@ -21,9 +21,9 @@ pub const LINES: [RGBColor; 7] = [
 /// optimizer not listed (a new registry row) is drawn in the last panel.
 pub const FAMILIES: [(&str, &str, &[&str]); 6] = [
     (
-        "SGD, ASGD, Muon and Lion",
+        "SGD, ASGD, Muon, Lion and LARS",
         "",
-        &["sgd", "asgd", "muon", "lion"],
+        &["sgd", "asgd", "muon", "lion", "lars"],
     ),
     (
         "Adam and its variants",

@@ -39,6 +39,21 @@ pub fn sum_sq<T: Element>(x: &[T]) -> f64 {
     tree_sum(x, sum_sq_serial)
 }
 
+/// `(Σ xᵢ², Σ yᵢ²)` of two slices of one length, in one pass (LARS's two
+/// norms); each sum as [`sum_sq`] gives it.
+pub fn sum_sq_pair<T: Element>(x: &[T], y: &[T]) -> (f64, f64) {
+    let Pair(a, b) = tree_sum((x, y), sum_sq_pair_serial);
+    (a, b)
+}
+
+simd! {
+fn sum_sq_pair_serial<T: Element>((x, y): (&[T], &[T])) -> Pair {
+    let (mut a, mut b) = ([0.0; LANES], [0.0; LANES]);
+    add_squares(&mut a, x);
+    add_squares(&mut b, y);
+    Pair(total(a), total(b))
+}}
+
 simd! {
 fn sum_sq_serial<T: Element>(x: &[T]) -> f64 {
     let mut lanes = [0.0; LANES];

@@ -21,6 +21,9 @@ pub struct SgdScalars<T> {
     pub maximize: bool,
     /// The buffer's first step: `b ← g` (torch's `clone` of the gradient).
     pub first: bool,
+    /// LARS's per-tensor trust ratio, multiplying the decayed gradient
+    /// (`None` for SGD).
+    pub trust_ratio: Option<T>,
 }
 
 impl<T: Element> SgdScalars<T> {
@@ -41,6 +44,17 @@ impl<T: Element> SgdScalars<T> {
             nesterov,
             maximize,
             first: false,
+            trust_ratio: None,
+        }
+    }
+
+    /// The gradient the update uses: `±g + λ·p`, times LARS's trust ratio.
+    #[inline(always)]
+    fn direction(&self, g: T, p: T) -> T {
+        let d = signed_decayed(g, p, self.maximize, self.weight_decay);
+        match self.trust_ratio {
+            Some(t) => d * t,
+            None => d,
         }
     }
 }
@@ -72,7 +86,7 @@ impl<T: Element> Loop<SgdSlices<'_, T>> for SgdScalars<T> {
     #[inline(always)]
     fn run(&self, s: SgdSlices<'_, T>) {
         for (p, &g) in s.param.iter_mut().zip(s.grad) {
-            let d = signed_decayed(g, *p, self.maximize, self.weight_decay);
+            let d = self.direction(g, *p);
             *p = d.mul_add(self.neg_lr, *p);
         }
     }
@@ -93,7 +107,7 @@ impl<T: Element> Loop<SgdMomentumSlices<'_, T>> for SgdScalars<T> {
             .zip(s.grad)
             .zip(s.momentum_buffer.iter_mut())
         {
-            let d = signed_decayed(g, *p, self.maximize, self.weight_decay);
+            let d = self.direction(g, *p);
             *b = if self.first {
                 d
             } else {

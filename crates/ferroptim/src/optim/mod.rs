@@ -15,6 +15,7 @@ mod adamw_schedulefree;
 mod ademamix;
 mod adopt;
 mod asgd;
+mod lars;
 mod lbfgs;
 mod lion;
 mod muon;
@@ -37,6 +38,7 @@ pub use adamw_schedulefree::{AdamWScheduleFree, AdamWScheduleFreeConfig, AdamWSc
 pub use ademamix::{AdEMAMix, AdEMAMixConfig, AdEMAMixState};
 pub use adopt::{Adopt, AdoptConfig, AdoptState};
 pub use asgd::{Asgd, AsgdConfig, AsgdState};
+pub use lars::{Lars, LarsConfig};
 pub use lbfgs::{Lbfgs, LbfgsConfig, LbfgsState, LineSearch};
 pub use lion::{Lion, LionConfig, LionState};
 pub use muon::{Muon, MuonConfig, MuonState, ADJUST_LR_FNS};

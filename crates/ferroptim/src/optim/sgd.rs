@@ -133,7 +133,7 @@ impl Algorithm for SgdConfig {
         shape: &[usize],
         state: &mut SgdState,
     ) -> Result<()> {
-        let mut h = SgdScalars::<T>::new(
+        let h = SgdScalars::<T>::new(
             -self.lr,
             self.weight_decay,
             self.momentum,
@@ -141,37 +141,7 @@ impl Algorithm for SgdConfig {
             self.nesterov,
             self.maximize,
         );
-        if self.momentum == 0.0 {
-            return kernels::sgd(SgdSlices { param, grad }, &h);
-        }
-        match &mut state.momentum_buffer {
-            Some(buf) => {
-                let momentum_buffer = buf.as_slice_mut::<T>()?;
-                kernels::sgd_momentum(
-                    SgdMomentumSlices {
-                        param,
-                        grad,
-                        momentum_buffer,
-                    },
-                    &h,
-                )
-            }
-            None => {
-                let mut buf = vec![T::ZERO; param.len()];
-                h.first = true;
-                let momentum_buffer = &mut buf[..];
-                kernels::sgd_momentum(
-                    SgdMomentumSlices {
-                        param,
-                        grad,
-                        momentum_buffer,
-                    },
-                    &h,
-                )?;
-                state.momentum_buffer = Some(Tensor::from_vec(buf, shape)?);
-                Ok(())
-            }
-        }
+        step(h, self.momentum != 0.0, param, grad, shape, state)
     }
 
     fn check_grad(&self, sparse: bool, param: usize) -> Result<()> {
@@ -210,6 +180,49 @@ impl Algorithm for SgdConfig {
             row.copy_from_slice(&values[k * width..(k + 1) * width]);
         }
         self.update(param, &dense, shape, state)
+    }
+}
+
+/// SGD's step with scalars `h` (LARS's too, with its trust ratio): without
+/// momentum, or with a buffer created from the first step's gradient.
+pub(super) fn step<T: Element>(
+    mut h: SgdScalars<T>,
+    momentum: bool,
+    param: &mut [T],
+    grad: &[T],
+    shape: &[usize],
+    state: &mut SgdState,
+) -> Result<()> {
+    if !momentum {
+        return kernels::sgd(SgdSlices { param, grad }, &h);
+    }
+    match &mut state.momentum_buffer {
+        Some(buf) => {
+            let momentum_buffer = buf.as_slice_mut::<T>()?;
+            kernels::sgd_momentum(
+                SgdMomentumSlices {
+                    param,
+                    grad,
+                    momentum_buffer,
+                },
+                &h,
+            )
+        }
+        None => {
+            let mut buf = vec![T::ZERO; param.len()];
+            h.first = true;
+            let momentum_buffer = &mut buf[..];
+            kernels::sgd_momentum(
+                SgdMomentumSlices {
+                    param,
+                    grad,
+                    momentum_buffer,
+                },
+                &h,
+            )?;
+            state.momentum_buffer = Some(Tensor::from_vec(buf, shape)?);
+            Ok(())
+        }
     }
 }
 

@@ -160,6 +160,11 @@ fn adamw_schedulefree_rejects_an_empty_parameter_list_as_torch_does() {
 }
 
 #[test]
+fn lars_rejects_what_timm_rejects() {
+    assert!(check("lars") >= 5);
+}
+
+#[test]
 fn adopt_rejects_what_pytorch_optimizer_rejects() {
     assert!(check("adopt") >= 6);
 }

@@ -149,9 +149,10 @@ proptest! {
     }
 
     #[test]
-    fn sgd_momentum(a in arrays(3), nesterov: bool, maximize: bool, decay: bool, first: bool) {
+    fn sgd_momentum(a in arrays(3), nesterov: bool, maximize: bool, decay: bool, first: bool, lars: bool) {
         let mut h = SgdScalars::<f32>::new(-0.1, if decay { 0.01 } else { 0.0 }, 0.9, 0.1, nesterov, maximize);
         h.first = first;
+        h.trust_ratio = lars.then_some(0.37);
         whole_equals_elementwise(a, |s| {
             if let [p, g, b] = s {
                 kernels::sgd_momentum(SgdMomentumSlices { param: p, grad: g, momentum_buffer: b }, &h).unwrap();

@@ -272,3 +272,19 @@ fn sgd_schedulefree_matches_schedulefree() {
 fn adamw_schedulefree_matches_schedulefree() {
     replay("adamwschedulefree", Expect::WithinTolerance);
 }
+
+/// Beyond torch: timm 1.0.31's Lars (LARS and LARC), every argument. Without
+/// adaptation (no weight decay, no always_adapt) it is SGD, to the bit; with
+/// it, the two norms are summed in another order than torch's.
+#[test]
+fn lars_matches_timm() {
+    replay_each("lars", |c| {
+        let on = |k: &str| c.kwargs.get(k).is_some_and(|v| v == true);
+        let decay = c.kwargs.get("weight_decay").and_then(|v| v.as_f64()) > Some(0.0);
+        if decay || on("always_adapt") {
+            Expect::WithinTolerance
+        } else {
+            Expect::BitExact
+        }
+    });
+}
