@@ -313,8 +313,9 @@ fn trajectories(out: &PathBuf, steps: usize, names: &[String]) -> Result<(), Str
     register_font()?;
     for fun in &trajectories::FUNCTIONS {
         println!("{}", fun.title);
+        let width = names.iter().map(String::len).max().unwrap_or(0).max(11);
         println!(
-            "  {:<11} {:>14} {:>16}",
+            "  {:<width$} {:>14} {:>16}",
             "optimizer", "final f(x, y)", "distance to min"
         );
         let mut paths = Vec::new();
@@ -327,7 +328,10 @@ fn trajectories(out: &PathBuf, steps: usize, names: &[String]) -> Result<(), Str
             let note = path.non_finite_at.map_or(String::new(), |s| {
                 format!("  (NaN at step {s}; last finite point shown)")
             });
-            println!("  {name:<11} {:>14.4e} {distance:>16}{note}", (fun.f)(x, y));
+            println!(
+                "  {name:<width$} {:>14.4e} {distance:>16}{note}",
+                (fun.f)(x, y)
+            );
             paths.push(path);
         }
         let file = out.join(format!("trajectories_{}.png", fun.name));

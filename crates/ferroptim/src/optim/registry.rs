@@ -126,7 +126,7 @@ macro_rules! for_each_optimizer {
             // timm's LARS, benched as used (momentum and weight decay): a pass reading θ
             // and g for the two norms, then SGD's reading θ, g, b and writing θ, b: the
             // bytes of 7 arrays, written as (4, 3, 1).
-            lars:       LarsConfig,       [Lars],      Dense,   false, (4, 3, 1), r#"{"momentum": 0.9, "weight_decay": 0.0001}"#,          Some(r#"{"lr": 0.1, "momentum": 0.9, "always_adapt": true, "trust_coeff": 0.01}"#), None, r#"{"lr": 0.001, "momentum": 0.9}"#;
+            lars:       LarsConfig,       [Lars],      Dense,   false, (4, 3, 1), r#"{"momentum": 0.9, "weight_decay": 0.0001}"#,          Some(r#"{"lr": 0.1, "momentum": 0.9, "always_adapt": true, "trust_coeff": 0.01}"#), None, r#"{"lr": 0.5, "momentum": 0.9, "always_adapt": true, "trust_coeff": 0.01}"#;
             // schedulefree's: call train() before steps, eval() before evaluating.
             sgdschedulefree:   SgdScheduleFreeConfig,   [SgdScheduleFree],   Dense, false, (3, 2, 1), "{}", Some(r#"{"lr": 1.0}"#),  None, r#"{"lr": 0.002}"#;
             adamwschedulefree: AdamWScheduleFreeConfig, [AdamWScheduleFree], Dense, false, (4, 3, 1), "{}", Some(r#"{"lr": 0.01}"#), None, r#"{"lr": 0.05}"#;
