@@ -183,7 +183,8 @@ impl Algorithm for AdEMAMixConfig {
     type State = AdEMAMixState;
 
     fn begin_step(&mut self) {
-        self.step += 1;
+        // Saturating: a step count read from a checkpoint may be anything.
+        self.step = self.step.saturating_add(1);
     }
 
     fn init_state(&self, param: &ParamMeta<'_>) -> AdEMAMixState {

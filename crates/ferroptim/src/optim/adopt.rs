@@ -152,7 +152,8 @@ impl Algorithm for AdoptConfig {
     type State = AdoptState;
 
     fn begin_step(&mut self) {
-        self.step += 1;
+        // Saturating: a step count read from a checkpoint may be anything.
+        self.step = self.step.saturating_add(1);
     }
 
     fn init_state(&self, param: &ParamMeta<'_>) -> AdoptState {
@@ -266,6 +267,18 @@ mod tests {
         let (mut live, _, _) = two_groups(config);
         live.load_state_dict(&plain.state_dict()).unwrap();
         assert_eq!(live.state_dict(), sd);
+    }
+
+    #[test]
+    fn a_hostile_step_count_does_not_overflow() {
+        let (mut opt, a, _) = two_groups("{}");
+        let mut sd = opt.state_dict();
+        sd.param_groups[0].insert("step".into(), json!(u64::MAX));
+        opt.load_state_dict(&sd).unwrap();
+        a.set_grad(Tensor::from_vec(vec![1.0f64, 2.0], &[2]).unwrap())
+            .unwrap();
+        opt.step().unwrap();
+        assert_eq!(opt.hyperparameter(0, "step"), Some(json!(u64::MAX)));
     }
 
     #[test]

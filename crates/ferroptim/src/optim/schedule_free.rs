@@ -39,7 +39,8 @@ impl Averaging {
     /// The state after the step that follows `self` (the reference's
     /// arithmetic, in Python floats).
     pub fn advance(self, lr: f64, warmup_steps: u64, r: f64, weight_lr_power: f64) -> Averaging {
-        let next = self.k + 1;
+        // Saturating: a step count read from a checkpoint may be anything.
+        let next = self.k.saturating_add(1);
         let sched = if self.k < warmup_steps {
             next as f64 / warmup_steps as f64
         } else {

@@ -285,6 +285,18 @@ mod tests {
     }
 
     #[test]
+    fn a_hostile_step_count_does_not_overflow() {
+        let (mut opt, p) = stepped(1);
+        let mut sd = opt.state_dict();
+        sd.param_groups[0].insert("k".into(), u64::MAX.into());
+        opt.load_state_dict(&sd).unwrap();
+        p.set_grad(Tensor::from_vec(vec![1.0, 1.0], &[2]).unwrap())
+            .unwrap();
+        opt.step().unwrap();
+        assert_eq!(opt.hyperparameter(0, "k"), Some(u64::MAX.into()));
+    }
+
+    #[test]
     fn an_empty_state_entry_is_no_state() {
         // torch's state is a defaultdict: schedulefree's train() leaves `{}`
         // for every parameter it looked at before its first step.
