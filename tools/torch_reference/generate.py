@@ -47,8 +47,11 @@ MID_STEP = 10
 SHAPES = [(), (5, 9), (7,), (0, 3)]
 # Optimizers that need other shapes: Adafactor factors the last two
 # dimensions of a batch of matrices (and divides by sqrt(numel), so no empty
-# parameter); Muon takes matrices only (wide, tall and square ones).
+# parameter); Muon takes matrices only (wide, tall and square ones). Adan
+# with max_grad_norm fails on a 0-d parameter (its clip factor has shape
+# [1] and multiplies the 0-d gradient in place), so it gets a [1] instead.
 SHAPES_FOR = {
+    "adan": [(1,), (5, 9), (7,), (0, 3)],
     "adafactor": [(), (5, 9), (7,), (2, 3, 4)],
     "muon": [(4, 3), (5, 9), (9, 5), (6, 6)],
 }
@@ -315,6 +318,69 @@ def _ademamix():
     )
 
 
+def _lamb():
+    from pytorch_optimizer import Lamb
+
+    return (
+        Lamb,
+        _inputs([
+            ({}, "default (lr 1e-3; the foreach path)"),
+            ({"lr": 0.01}, "lr"),
+            ({"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-3}, "betas and eps"),
+            ({"lr": 0.01, "weight_decay": 0.1}, "weight_decay, decoupled (the default)"),
+            ({"lr": 0.01, "weight_decay": 0.1, "fixed_decay": True}, "weight_decay, decoupled and fixed"),
+            ({"lr": 0.01, "weight_decay": 0.1, "weight_decouple": False}, "weight_decay, coupled (added to the update)"),
+            ({"lr": 0.01, "grad_averaging": False}, "grad_averaging off"),
+            ({"lr": 0.01, "adam": True}, "adam: trust ratio 1"),
+            ({"lr": 0.01, "adam_debias": True}, "adam_debias: no bias correction of the step"),
+            ({"lr": 0.01, "pre_norm": True}, "pre_norm: gradients scaled by the global norm (max_grad_norm 1)"),
+            ({"lr": 0.01, "pre_norm": True, "max_grad_norm": 100.0}, "pre_norm with a max_grad_norm that does not clip"),
+            ({"lr": 0.01, "pre_norm": True, "max_grad_norm": 0.0}, "pre_norm with max_grad_norm 0 (off)"),
+            ({"lr": 0.01, "maximize": True}, "maximize"),
+            ({"lr": 0.01, "rectify": True}, "rectify (the per-parameter path; no step until n_sma >= 5)"),
+            ({"lr": 0.01, "rectify": True, "degenerated_to_sgd": True}, "rectify, degenerated_to_sgd"),
+            ({"lr": 0.01, "rectify": True, "n_sma_threshold": 4, "weight_decay": 0.1, "weight_decouple": False},
+             "rectify, n_sma_threshold 4 (below 4 the reference fails: math domain error), coupled weight_decay (which rectify ignores)"),
+            ({"lr": 0.01, "foreach": False}, "foreach False (the per-parameter path)"),
+            ({"lr": 0.01, "foreach": False, "weight_decay": 0.1, "weight_decouple": False, "pre_norm": True},
+             "foreach False, coupled weight_decay, pre_norm"),
+            ({"lr": 0.01, "foreach": False, "adam": True, "maximize": True}, "foreach False, adam, maximize"),
+            ({"lr": 0.01, "betas": (0.85, 0.98), "weight_decay": 0.05, "fixed_decay": True, "grad_averaging": False,
+              "pre_norm": True, "max_grad_norm": 2.0, "maximize": True, "adam_debias": True},
+             "every foreach argument at once"),
+        ]),
+        _error_inputs(_pto_errors() + [
+            ({"lr": 0.01, "max_grad_norm": -1.0}, "negative max_grad_norm", None),
+        ], ValueError),
+    )
+
+
+def _adan():
+    from pytorch_optimizer import Adan
+
+    return (
+        Adan,
+        _inputs([
+            ({}, "default (lr 1e-3)"),
+            ({"lr": 0.01}, "lr"),
+            ({"lr": 0.01, "betas": (0.9, 0.9, 0.95)}, "betas"),
+            ({"lr": 0.01, "eps": 1e-3}, "eps"),
+            ({"lr": 0.01, "weight_decay": 0.1}, "weight_decay, coupled (a division of the parameter)"),
+            ({"lr": 0.01, "weight_decay": 0.1, "weight_decouple": True}, "weight_decay, decoupled"),
+            ({"lr": 0.01, "max_grad_norm": 1.0}, "max_grad_norm: gradients clipped by the global norm"),
+            ({"lr": 0.01, "max_grad_norm": 100.0}, "max_grad_norm that does not clip"),
+            ({"lr": 0.01, "maximize": True}, "maximize (the first difference is then -2g: the reference's)"),
+            ({"lr": 0.01, "maximize": True, "max_grad_norm": 1.0}, "maximize and max_grad_norm"),
+            ({"lr": 0.01, "foreach": False}, "foreach False (the per-parameter path)"),
+            ({"lr": 0.01, "betas": (0.95, 0.9, 0.98), "eps": 1e-6, "weight_decay": 0.05, "weight_decouple": True,
+              "max_grad_norm": 2.0, "maximize": True}, "every argument at once"),
+        ]),
+        _error_inputs(_pto_errors(0.99) + [
+            ({"lr": 0.01, "max_grad_norm": -1.0}, "negative max_grad_norm", None),
+        ], ValueError),
+    )
+
+
 def _timm_optimizer(module: str, name: str):
     """A class of timm's optimizers without importing timm itself: its package
     imports torchvision (for its models), which has no build for this torch;
@@ -429,7 +495,7 @@ OPTIMIZERS = {
 # regenerate without the other packages.
 REFERENCES = {"lion": _lion, "adopt": _adopt, "ademamix": _ademamix,
               "sgdschedulefree": _sgd_schedulefree, "adamwschedulefree": _adamw_schedulefree,
-              "lars": _lars}
+              "lars": _lars, "lamb": _lamb, "adan": _adan}
 
 
 def num(x: float):

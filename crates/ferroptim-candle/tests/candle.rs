@@ -220,6 +220,33 @@ fn every_algorithm_updates_vars_exactly_as_ferroptim_updates_params() {
         },
         steps,
     );
+    same_as_ferroptim(
+        optim::LambConfig {
+            lr: 0.01,
+            weight_decay: 0.01,
+            pre_norm: true,
+            ..Default::default()
+        },
+        steps,
+    );
+    same_as_ferroptim(
+        optim::LambConfig {
+            lr: 0.01,
+            rectify: true,
+            degenerated_to_sgd: true,
+            ..Default::default()
+        },
+        steps,
+    );
+    same_as_ferroptim(
+        optim::AdanConfig {
+            lr: 0.01,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            ..Default::default()
+        },
+        steps,
+    );
     same_as_ferroptim(optim::AdoptConfig::default(), steps);
     same_as_ferroptim(
         optim::AdoptConfig {

@@ -21,9 +21,9 @@ pub const LINES: [RGBColor; 7] = [
 /// optimizer not listed (a new registry row) is drawn in the last panel.
 pub const FAMILIES: [(&str, &str, &[&str]); 6] = [
     (
-        "SGD, ASGD, Muon, Lion and LARS",
+        "SGD, ASGD, Muon, Lion, LARS and LAMB",
         "",
-        &["sgd", "asgd", "muon", "lion", "lars"],
+        &["sgd", "asgd", "muon", "lion", "lars", "lamb"],
     ),
     (
         "Adam and its variants",
@@ -41,9 +41,15 @@ pub const FAMILIES: [(&str, &str, &[&str]); 6] = [
         &["rprop", "lbfgs"],
     ),
     (
-        "ADOPT, AdEMAMix, Schedule-Free",
+        "ADOPT, AdEMAMix, Adan, Schedule-Free",
         "",
-        &["adopt", "ademamix", "sgdschedulefree", "adamwschedulefree"],
+        &[
+            "adopt",
+            "ademamix",
+            "adan",
+            "sgdschedulefree",
+            "adamwschedulefree",
+        ],
     ),
     ("Others", "", &[]),
 ];

@@ -116,6 +116,24 @@ pub trait Algorithm: Hyperparameters {
     /// for every group, after every gradient is checked. By default nothing.
     fn begin_step(&mut self) {}
 
+    /// Whether a step first needs the global norm of every gradient
+    /// (pytorch-optimizer's `get_global_gradient_norm`: LAMB's `pre_norm`,
+    /// Adan's `max_grad_norm`). Asked of the optimizer's defaults, whose
+    /// settings the reference reads. By default no.
+    fn needs_global_grad_norm(&self) -> bool {
+        false
+    }
+
+    /// Takes the step's squared global gradient norm, `Σᵢ ‖gᵢ‖²` over every
+    /// group's gradients as the reference computes it (each norm in its
+    /// gradient's dtype, then squared and summed in `f32`), with the
+    /// defaults. Called for every group, before [`Algorithm::begin_step`],
+    /// when the defaults [need it](Algorithm::needs_global_grad_norm).
+    /// By default nothing.
+    fn set_global_grad_norm(&mut self, defaults: &Self, sq_norm: f32) {
+        let _ = (defaults, sq_norm);
+    }
+
     /// The state of a parameter on its first step.
     fn init_state(&self, param: &ParamMeta<'_>) -> Self::State;
 

@@ -82,6 +82,6 @@ pub use param::{Grad, Param, SparseGrad};
 pub use slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData, SlotElement, UpdateFn, ValueFn};
 #[doc(hidden)]
 pub use state::field as state_field;
-pub use state::{ParamState, ParamStateDict, StateDict, StateEntries, StateValue};
+pub use state::{ParamState, ParamStateDict, StateDict, StateEntries, StateScalar, StateValue};
 pub use tensor::{Dtype, Element, Tensor, TensorData, TensorDataMut};
 pub use torch_pt::{TorchCheckpoint, TorchLoadLimits};

@@ -416,10 +416,42 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
         Ok(())
     }
 
+    /// pytorch-optimizer's `get_global_gradient_norm`: every gradient's norm
+    /// in its own dtype, then as `f32` squared and summed in order, as
+    /// torch sums a short float32 vector (measured: bit for bit on its
+    /// fixtures); `0` without gradients. Dense gradients only, as
+    /// [`Optim::check_grads`] has made sure.
+    fn global_grad_sq_norm(&self) -> Result<f32> {
+        fn norm<T: Element>(g: &[T]) -> f32 {
+            T::from_f64(crate::kernels::reduce::sum_sq(g).sqrt()).to_f64() as f32
+        }
+        let mut total = 0.0f32;
+        for (index, p) in self.groups.params().enumerate() {
+            p.with_grad_mut(index, &mut |g| {
+                let n = match g {
+                    TensorDataMut::F32(v) => norm(v),
+                    TensorDataMut::F64(v) => norm(v),
+                };
+                total += n * n;
+                Ok(())
+            })?;
+        }
+        Ok(total)
+    }
+
     /// The step itself, without hooks.
     fn update_all(&mut self) -> Result<()> {
         self.check_grads()?;
+        let defaults = self.groups.defaults().clone();
+        let sq_norm = if defaults.needs_global_grad_norm() {
+            Some(self.global_grad_sq_norm()?)
+        } else {
+            None
+        };
         for group in self.groups.as_mut_slice() {
+            if let Some(sq_norm) = sq_norm {
+                group.options.set_global_grad_norm(&defaults, sq_norm);
+            }
             group.options.begin_step();
         }
         let (groups, states) = (self.groups.as_slice(), &mut self.states);

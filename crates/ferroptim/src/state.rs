@@ -30,6 +30,33 @@ pub enum StateValue {
     TensorList(Vec<Tensor>),
 }
 
+/// A number torch keeps in a state as a 0-d tensor of the parameter's
+/// dtype, or as a Python float: held by value (a step that writes one
+/// allocates nothing), made a [`StateValue`] when saved.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StateScalar {
+    /// A 0-d tensor of this dtype, whose value is exact in `f64`.
+    Tensor(f64, Dtype),
+    /// A Python float.
+    Float(f64),
+}
+
+impl StateScalar {
+    /// A 0-d tensor of `T` holding `x`.
+    pub fn tensor<T: crate::tensor::Element>(x: T) -> Self {
+        StateScalar::Tensor(x.to_f64(), T::DTYPE)
+    }
+
+    /// Its state_dict form.
+    pub fn to_value(self) -> StateValue {
+        match self {
+            StateScalar::Tensor(x, Dtype::F32) => StateValue::Tensor(Tensor::scalar(x as f32)),
+            StateScalar::Tensor(x, Dtype::F64) => StateValue::Tensor(Tensor::scalar(x)),
+            StateScalar::Float(x) => StateValue::Float(x),
+        }
+    }
+}
+
 /// The state of one parameter: torch's state keys and their values.
 pub type ParamStateDict = BTreeMap<String, StateValue>;
 
@@ -241,6 +268,32 @@ impl<'a> StateEntries<'a> {
         Ok(x)
     }
 
+    /// A number torch keeps either as a 0-d tensor (read here in the
+    /// parameter's dtype) or as a Python float (LAMB's `trust_ratio`, a
+    /// float where a norm is zero); `None` if the key is absent.
+    pub fn optional_scalar(&mut self, key: &str) -> Result<Option<StateScalar>> {
+        let Some(value) = self.get(key) else {
+            return Ok(None);
+        };
+        match value {
+            StateValue::Tensor(t) if t.shape().is_empty() => {
+                let x = t.to_dtype(self.dtype).to_f64_vec()[0];
+                Ok(Some(StateScalar::Tensor(x, self.dtype)))
+            }
+            StateValue::Float(x) => Ok(Some(StateScalar::Float(*x))),
+            StateValue::Int(i) => Ok(Some(StateScalar::Float(*i as f64))),
+            StateValue::Tensor(t) => Err(Error::ShapeMismatch {
+                what: format!("state_dict {}", self.path(key)),
+                expected: Vec::new(),
+                found: t.shape().to_vec(),
+            }),
+            other => Err(Error::state(
+                self.path(key),
+                format!("expected a 0-d tensor or a float, found {}", kind(other)),
+            )),
+        }
+    }
+
     /// A list of tensors of `shape`, converted to the parameter's dtype
     /// (LBFGS's history); an error if absent.
     pub fn tensor_list(&mut self, key: &str, shape: &[usize]) -> Result<Vec<Tensor>> {
@@ -317,7 +370,7 @@ pub trait ParamState: Clone + std::fmt::Debug + Send + Sync + 'static {
 
 /// How one field of a [`ParamState`] is saved and read back, named in
 /// [`param_state!`](crate::param_state) by its kind: `step`, `int_step`,
-/// `tensor`, `optional_tensor`, `scalar_f32`.
+/// `tensor`, `optional_tensor`, `optional_scalar`, `scalar_f32`.
 #[doc(hidden)]
 pub mod field {
     use super::{StateEntries, StateValue};
@@ -365,6 +418,19 @@ pub mod field {
         }
         pub fn load(entries: &mut StateEntries<'_>, key: &str) -> Result<Option<Tensor>> {
             entries.optional_tensor(key)
+        }
+    }
+
+    /// A number kept as a 0-d tensor of the parameter's dtype or a float,
+    /// that only some steps write (LAMB's norms and trust ratio).
+    pub mod optional_scalar {
+        use super::*;
+        use crate::state::StateScalar;
+        pub fn save(x: &Option<StateScalar>) -> Option<StateValue> {
+            x.map(StateScalar::to_value)
+        }
+        pub fn load(entries: &mut StateEntries<'_>, key: &str) -> Result<Option<StateScalar>> {
+            entries.optional_scalar(key)
         }
     }
 

@@ -7,79 +7,14 @@
 //! The parameter's norm is measured in the pass that updates the moment; for
 //! a vector, so is the update's norm, and a step is two passes over memory.
 //!
-//! Reductions (`norm`, `mean`) are summed in `f64` and rounded to `T` once,
-//! where torch sums in its vectorised order: the two agree to the rounding of
-//! the sum. The sums run in eight independent lanes, and large ones in blocks
-//! added along a fixed tree (`crate::parallel`), so they vectorise, spread
-//! over threads, and give the same bits on any number of threads.
+//! Reductions (`norm`, `mean`) are [`reduce`](super::reduce)'s: summed in
+//! `f64` in a fixed order, rounded to `T` once, the same on any number of threads.
 
+use super::reduce::{add_squares, square, sum_sq, total, Pair, LANES, TILE};
 use super::{check_len, lerp, simd};
 use crate::error::Result;
 use crate::parallel::{for_chunks, tree_sum};
 use crate::tensor::Element;
-
-/// Independent partial sums per loop, so that a reduction is not one long
-/// chain of dependent additions and the loop can run on vector registers.
-const LANES: usize = 8;
-
-/// The lanes of a reduction, added up in a fixed order.
-#[inline(always)]
-fn total(lanes: [f64; LANES]) -> f64 {
-    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
-        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
-}
-
-#[inline(always)]
-fn square<T: Element>(x: T) -> f64 {
-    x.to_f64() * x.to_f64()
-}
-
-/// `Σ xᵢ²`, in `f64`.
-pub fn sum_sq<T: Element>(x: &[T]) -> f64 {
-    tree_sum(x, sum_sq_serial)
-}
-
-/// `(Σ xᵢ², Σ yᵢ²)` of two slices of one length, in one pass (LARS's two
-/// norms); each sum as [`sum_sq`] gives it.
-pub fn sum_sq_pair<T: Element>(x: &[T], y: &[T]) -> (f64, f64) {
-    let Pair(a, b) = tree_sum((x, y), sum_sq_pair_serial);
-    (a, b)
-}
-
-simd! {
-fn sum_sq_pair_serial<T: Element>((x, y): (&[T], &[T])) -> Pair {
-    let (mut a, mut b) = ([0.0; LANES], [0.0; LANES]);
-    add_squares(&mut a, x);
-    add_squares(&mut b, y);
-    Pair(total(a), total(b))
-}}
-
-simd! {
-fn sum_sq_serial<T: Element>(x: &[T]) -> f64 {
-    let mut lanes = [0.0; LANES];
-    add_squares(&mut lanes, x);
-    total(lanes)
-}}
-
-/// Adds `xᵢ²` to lane `i mod LANES`.
-#[inline(always)]
-fn add_squares<T: Element>(lanes: &mut [f64; LANES], x: &[T]) {
-    let body = x.chunks_exact(LANES);
-    let rest = body.remainder();
-    for x in body {
-        for k in 0..LANES {
-            lanes[k] += square(x[k]);
-        }
-    }
-    for (lane, &x) in lanes.iter_mut().zip(rest) {
-        *lane += square(x);
-    }
-}
-
-/// Elements per tile: the update is computed for a tile into a buffer on
-/// the stack by a plain element-wise loop (which vectorises), then its
-/// squares are added to the lanes.
-const TILE: usize = 256;
 
 /// A vector norm rounded to `T`, as torch's `norm()` returns it.
 fn norm<T: Element>(sum_sq: f64) -> T {
@@ -128,17 +63,6 @@ pub struct MomentSums {
     /// `Σ uᵢ²`, for the update's RMS. A factored moment knows `u` only once
     /// every row is in, so this is `None` there: see [`update_sum_sq`].
     pub update_sum_sq: Option<f64>,
-}
-
-/// Two sums from one pass, added lane by lane.
-#[derive(Clone, Copy, Debug, Default)]
-struct Pair(f64, f64);
-
-impl std::ops::Add for Pair {
-    type Output = Pair;
-    fn add(self, other: Pair) -> Pair {
-        Pair(self.0 + other.0, self.1 + other.1)
-    }
 }
 
 /// torch's `v.clamp_(min=lo)`: a NaN `v` stays NaN (`lo` is never NaN).

@@ -34,12 +34,15 @@ use crate::tensor::Element;
 
 pub mod adafactor;
 mod adam_family;
+mod adan;
 mod adaptive;
 mod asgd_rprop;
 pub mod flat;
+mod lamb;
 mod lion;
 pub mod newton_schulz;
 mod pytorch_optimizer;
+pub(crate) mod reduce;
 mod schedule_free;
 mod sgd;
 mod sparse;
@@ -48,11 +51,15 @@ pub use adam_family::{
     adam, adamax, nadam, radam, AdamScalars, AdamSlices, AdamaxScalars, MomentSlices, Moments,
     NadamScalars, RadamScalars,
 };
+pub use adan::{adan, AdanScalars, AdanSlices};
 pub use adaptive::{
     adadelta, adagrad, rmsprop, AdadeltaScalars, AdadeltaSlices, AdagradSlices, AdaptiveScalars,
     RmspropScalars, RmspropSlices,
 };
 pub use asgd_rprop::{asgd, rprop, AsgdScalars, AsgdSlices, RpropScalars, RpropSlices};
+pub use lamb::{
+    lamb_apply, lamb_moments, LambApplySlices, LambPath, LambScalars, LambSlices, TrustRatio,
+};
 pub use lion::{lion, LionScalars, LionSlices};
 pub use pytorch_optimizer::{
     ademamix, adopt, AdemamixScalars, AdemamixSlices, AdoptScalars, AdoptSlices, GradInputs,

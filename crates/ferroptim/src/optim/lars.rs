@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::algorithm::Algorithm;
 use crate::error::{Error, Result};
-use crate::kernels::{adafactor::sum_sq_pair, SgdScalars};
+use crate::kernels::{reduce::sum_sq_pair, SgdScalars};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
 use crate::tensor::Element;

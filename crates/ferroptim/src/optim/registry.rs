@@ -127,6 +127,11 @@ macro_rules! for_each_optimizer {
             // and g for the two norms, then SGD's reading θ, g, b and writing θ, b: the
             // bytes of 7 arrays, written as (4, 3, 1).
             lars:       LarsConfig,       [Lars],      Dense,   false, (4, 3, 1), r#"{"momentum": 0.9, "weight_decay": 0.0001}"#,          Some(r#"{"lr": 0.1, "momentum": 0.9, "always_adapt": true, "trust_coeff": 0.01}"#), None, r#"{"lr": 0.5, "momentum": 0.9, "always_adapt": true, "trust_coeff": 0.01}"#;
+            // pytorch-optimizer's LAMB: a pass reading θ, g, m, v and writing m, v (the
+            // two norms), then one reading θ, m, v and writing θ: the bytes of 10 arrays.
+            lamb:       LambConfig,       [Lamb],      Dense,   false, (7, 3, 1), "{}",                               Some(r#"{"lr": 0.01}"#),                                          None,    r#"{"lr": 0.05}"#;
+            // pytorch-optimizer's Adan: one pass over θ, g and its four state buffers.
+            adan:       AdanConfig,       [Adan],      Dense,   false, (6, 5, 1), "{}",                               Some(r#"{"lr": 0.005}"#),                                         None,    r#"{"lr": 0.05}"#;
             // schedulefree's: call train() before steps, eval() before evaluating.
             sgdschedulefree:   SgdScheduleFreeConfig,   [SgdScheduleFree],   Dense, false, (3, 2, 1), "{}", Some(r#"{"lr": 1.0}"#),  None, r#"{"lr": 0.002}"#;
             adamwschedulefree: AdamWScheduleFreeConfig, [AdamWScheduleFree], Dense, false, (4, 3, 1), "{}", Some(r#"{"lr": 0.01}"#), None, r#"{"lr": 0.05}"#;

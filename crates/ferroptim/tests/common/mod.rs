@@ -338,12 +338,41 @@ pub fn sparse_sgd_with_momentum(name: &str, case: &Case) -> bool {
 /// `Expect::BFloat16Update` in parity.rs).
 pub const MUON_TOLERANCE: f64 = 2e-4;
 
-/// The tolerance for optimizer `name`'s results in `dtype`.
-pub fn tolerance_for(name: &str, dtype: &str) -> f64 {
+/// The tolerance of a case that scales its gradients by pytorch-optimizer's
+/// global norm (LAMB's `pre_norm`, Adan's `max_grad_norm`), in any dtype:
+/// every gradient is scaled by one float32 factor whose `√` is MKL's, one
+/// float32 ulp from ours at times, so a step's gradients can all be 10⁻⁷
+/// apart (relative).
+///
+/// Measured: with MKL's `√` the worst case is 4.2·10⁻⁶ (float32) and
+/// 7.6·10⁻⁷ (float64). With the reference's global-norm `√` replaced by the
+/// correctly rounded one (a patched run of the generator, not committed),
+/// every LAMB and Adan case holds 3·10⁻⁷ in float32 and 4·10⁻¹⁶ in float64:
+/// the factor is the only difference.
+pub const GLOBAL_NORM_TOLERANCE: f64 = 5e-6;
+
+impl Case {
+    /// Whether optimizer `name` scales this case's gradients by their global
+    /// norm (see [`GLOBAL_NORM_TOLERANCE`]).
+    pub fn uses_global_norm(&self, name: &str) -> bool {
+        let max = self.kwargs.get("max_grad_norm").and_then(Value::as_f64);
+        match name {
+            // max_grad_norm defaults to 1 and takes effect with pre_norm.
+            "lamb" => self.kwargs.get("pre_norm") == Some(&Value::Bool(true)) && max != Some(0.0),
+            "adan" => max > Some(0.0),
+            _ => false,
+        }
+    }
+}
+
+/// The tolerance for optimizer `name`'s results in `case`.
+pub fn tolerance_for(name: &str, case: &Case) -> f64 {
     if name == "muon" {
         MUON_TOLERANCE
+    } else if case.uses_global_norm(name) {
+        GLOBAL_NORM_TOLERANCE
     } else {
-        tolerance(dtype)
+        tolerance(&case.dtype)
     }
 }
 

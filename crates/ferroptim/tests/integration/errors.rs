@@ -165,6 +165,16 @@ fn lars_rejects_what_timm_rejects() {
 }
 
 #[test]
+fn lamb_rejects_what_pytorch_optimizer_rejects() {
+    assert!(check("lamb") >= 7);
+}
+
+#[test]
+fn adan_rejects_what_pytorch_optimizer_rejects() {
+    assert!(check("adan") >= 7);
+}
+
+#[test]
 fn adopt_rejects_what_pytorch_optimizer_rejects() {
     assert!(check("adopt") >= 6);
 }

@@ -7,10 +7,11 @@
 
 use ferroptim::kernels::{
     self, AdadeltaScalars, AdadeltaSlices, AdagradSlices, AdamScalars, AdamSlices,
-    AdamWScheduleFreeScalars, AdamWScheduleFreeSlices, AdamaxScalars, AdaptiveScalars,
-    AdemamixScalars, AdemamixSlices, AdoptScalars, AdoptSlices, AsgdSlices, GradInputs,
-    LionScalars, LionSlices, MomentSlices, Moments, RmspropScalars, RmspropSlices, RpropSlices,
-    ScheduleFreeScalars, SgdMomentumSlices, SgdScalars, SgdScheduleFreeSlices, SgdSlices,
+    AdamWScheduleFreeScalars, AdamWScheduleFreeSlices, AdamaxScalars, AdanScalars, AdanSlices,
+    AdaptiveScalars, AdemamixScalars, AdemamixSlices, AdoptScalars, AdoptSlices, AsgdSlices,
+    GradInputs, LambApplySlices, LambPath, LambScalars, LambSlices, LionScalars, LionSlices,
+    MomentSlices, Moments, RmspropScalars, RmspropSlices, RpropSlices, ScheduleFreeScalars,
+    SgdMomentumSlices, SgdScalars, SgdScheduleFreeSlices, SgdSlices,
 };
 use proptest::prelude::*;
 
@@ -96,6 +97,60 @@ proptest! {
         whole_equals_elementwise(a, |s| {
             if let [p, g, m, v] = s {
                 kernels::adopt(AdoptSlices { param: p, grad: g, exp_avg: m, exp_avg_sq: v }, &h).unwrap();
+            }
+        })?;
+    }
+
+    // LAMB's two passes with a given trust ratio (the ratio itself is a
+    // per-tensor sum): the moments, then the update on each of its paths.
+    #[test]
+    fn lamb(a in arrays(4), path in 0usize..4, scale: bool, maximize: bool, decay: bool, ratio: bool) {
+        let path = [LambPath::Foreach, LambPath::PerParam, LambPath::Rectified, LambPath::Degenerated][path];
+        let h = LambScalars {
+            grad_scale: scale.then_some(0.37),
+            maximize,
+            decay: decay.then_some(0.999),
+            l2: (!decay && path == LambPath::PerParam).then_some(0.01),
+            beta1: 0.9,
+            beta3: 0.1,
+            beta2: 0.999,
+            one_minus_beta2: 1.0 - 0.999,
+            eps: 1e-6,
+            neg_step_size: -0.01,
+            path,
+        };
+        whole_equals_elementwise(a, |s| {
+            if let [p, g, m, v] = s {
+                let mut slices = LambSlices { param: p, grad: g, exp_avg: m, exp_avg_sq: v };
+                kernels::lamb_moments(&mut slices, &h, false).unwrap();
+                let apply = LambApplySlices { param: slices.param, exp_avg: slices.exp_avg, exp_avg_sq: slices.exp_avg_sq };
+                kernels::lamb_apply(apply, &h, ratio.then_some(1.7), true).unwrap();
+            }
+        })?;
+    }
+
+    #[test]
+    fn adan(a in arrays(6), first: bool, scale: bool, maximize: bool, decouple: bool) {
+        let h = AdanScalars {
+            grad_scale: scale.then_some(0.37),
+            maximize,
+            first: first.then_some(-0.37),
+            one_minus_beta1: 0.02,
+            beta2: 0.92,
+            one_minus_beta2: 0.08,
+            beta3: 0.99,
+            one_minus_beta3: 1.0 - 0.99,
+            bias_correction3_sqrt: 0.3,
+            eps: 1e-8,
+            decay: decouple.then_some(0.999),
+            proximal: (!decouple).then_some(1.001),
+            neg_step_size: -0.05,
+            neg_diff_step_size: -0.4,
+        };
+        whole_equals_elementwise(a, |s| {
+            if let [p, g, m, n, v, prev] = s {
+                let slices = AdanSlices { param: p, grad: g, exp_avg: m, exp_avg_sq: n, exp_avg_diff: v, previous_grad: prev };
+                kernels::adan(slices, &h).unwrap();
             }
         })?;
     }

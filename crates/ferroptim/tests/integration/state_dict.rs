@@ -122,7 +122,7 @@ fn a_state_dict_written_by_torch_resumes_like_torch() {
             let (mut opt, params) = case.build(name, &case.steps[mid - 1].params);
             opt.load_state_dict(&case.state_dict_mid).unwrap();
             let agreement = continue_like_torch(name, case, opt.as_mut(), &params);
-            let tol = tolerance_for(name, &case.dtype);
+            let tol = tolerance_for(name, case);
             assert!(
                 agreement.max_norm_rel <= tol,
                 "{name} [{}] {}: {}",
@@ -418,7 +418,7 @@ fn a_checkpoint_saved_by_torch_save_resumes_like_torch() {
             );
             // And it continues as torch continued.
             let agreement = continue_like_torch(name, case, via_pt.as_mut(), &params);
-            let tol = tolerance_for(name, &case.dtype);
+            let tol = tolerance_for(name, case);
             assert!(
                 agreement.max_norm_rel <= tol,
                 "{name} {}: {}",
