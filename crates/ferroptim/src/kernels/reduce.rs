@@ -84,3 +84,15 @@ impl std::ops::Add for Pair {
         Pair(self.0 + other.0, self.1 + other.1)
     }
 }
+
+/// pytorch-optimizer's clip factor from a squared global gradient norm,
+/// `clamp(max_norm / (√sq_norm + ε), max=1)`, in its float32 tensor
+/// arithmetic (a reciprocal times a scalar; NaN stays NaN).
+pub fn global_clip_factor(sq_norm: f32, max_norm: f64, eps: f64) -> f32 {
+    let scale = (1.0 / (sq_norm.sqrt() + eps as f32)) * max_norm as f32;
+    if scale > 1.0 {
+        1.0
+    } else {
+        scale
+    }
+}

@@ -252,12 +252,10 @@ impl Algorithm for LambConfig {
         self.pre_norm && self.max_grad_norm != 0.0
     }
 
-    /// `clamp(max_grad_norm / (√Σ‖g‖² + ε), max=1)` in float32, as the
-    /// reference's tensor arithmetic (a reciprocal times a scalar).
+    /// The defaults' clip factor (`global_clip_factor`).
     fn set_global_grad_norm(&mut self, defaults: &Self, sq_norm: f32) {
-        let norm = sq_norm.sqrt() + defaults.eps as f32;
-        let scale = (1.0 / norm) * defaults.max_grad_norm as f32;
-        self.grad_scale = Some(if scale > 1.0 { 1.0 } else { scale });
+        let (max, eps) = (defaults.max_grad_norm, defaults.eps);
+        self.grad_scale = Some(kernels::reduce::global_clip_factor(sq_norm, max, eps));
     }
 
     fn begin_step(&mut self) {

@@ -15,8 +15,8 @@ use crate::common;
 use std::collections::BTreeMap;
 
 use crate::common::{
-    compare_state, compare_tensor_in, json_equal, load, sparse_sgd_with_momentum, tolerance,
-    Agreement, Scales, GLOBAL_NORM_TOLERANCE, MUON_TOLERANCE,
+    compare_state, compare_tensor_in, json_equal, load, sparse_sgd_with_momentum, tolerance_for,
+    Agreement, Scales, MUON_TOLERANCE,
 };
 
 #[derive(Clone, Copy, PartialEq)]
@@ -32,8 +32,6 @@ enum Expect {
     /// the fraction given second of all values must still match to the bit:
     /// a wrong formula anywhere breaks that at once.
     BFloat16Update(f64, f64),
-    /// pytorch-optimizer's global gradient norm: [`GLOBAL_NORM_TOLERANCE`].
-    GlobalNorm(f64),
 }
 
 fn replay(name: &str, expect: Expect) {
@@ -110,8 +108,9 @@ fn replay_each(name: &str, expect_for: impl Fn(&common::Case) -> Expect) {
             }
         }
         let tol = match expect {
-            Expect::BFloat16Update(tol, _) | Expect::GlobalNorm(tol) => tol,
-            _ => tolerance(&case.dtype),
+            Expect::BFloat16Update(tol, _) => tol,
+            // The dtype's, or GLOBAL_NORM_TOLERANCE for a case with the global norm.
+            _ => tolerance_for(name, case),
         };
         assert!(
             agreement.max_norm_rel <= tol,
@@ -265,30 +264,18 @@ fn ademamix_matches_pytorch_optimizer() {
 /// both of its paths (foreach and per-parameter, with and without rectify)
 /// and with its global gradient norm (`pre_norm`). Within the tolerance:
 /// torch's `sqrt`, and the norms, which torch sums in its own order; with
-/// the global norm, [`Expect::GlobalNorm`].
+/// the global norm, `GLOBAL_NORM_TOLERANCE` (see `tests/common`).
 #[test]
 fn lamb_matches_pytorch_optimizer() {
-    replay_each("lamb", |c| {
-        if c.uses_global_norm("lamb") {
-            Expect::GlobalNorm(GLOBAL_NORM_TOLERANCE)
-        } else {
-            Expect::WithinTolerance
-        }
-    });
+    replay("lamb", Expect::WithinTolerance);
 }
 
 /// Beyond torch: pytorch-optimizer 4.1.0's Adan, every argument it has, with
 /// its global gradient clipping. Within the tolerance: torch's `sqrt`; with
-/// clipping, [`Expect::GlobalNorm`].
+/// clipping, `GLOBAL_NORM_TOLERANCE`.
 #[test]
 fn adan_matches_pytorch_optimizer() {
-    replay_each("adan", |c| {
-        if c.uses_global_norm("adan") {
-            Expect::GlobalNorm(GLOBAL_NORM_TOLERANCE)
-        } else {
-            Expect::WithinTolerance
-        }
-    });
+    replay("adan", Expect::WithinTolerance);
 }
 
 /// Beyond torch: schedulefree 1.4.1's SGDScheduleFree, every argument, and
