@@ -88,7 +88,8 @@ def main(names: list[str] | None = None) -> None:
         for seed, dtype in enumerate(g.DTYPES, start=1):
             path = OUT / f"{name}-{str(dtype).removeprefix('torch.')}.pt"
             case = g.run_case(cls, dict(kwargs), dtype, seed, sparse, g.SHAPES_FOR.get(name),
-                              on_mid=lambda opt: torch.save(opt.state_dict(), path))
+                              on_mid=lambda opt: torch.save(opt.state_dict(), path),
+                              lr_scale=g.group1_lr_scale(name, kwargs))
             want = fixture["cases"][seed - 1]
             if case["steps"] != want["steps"]:
                 raise RuntimeError(f"{name}: the rerun differs from the committed fixture case {seed - 1}")

@@ -58,6 +58,13 @@ SHAPES_FOR = {
 GROUPS = [[0, 1], [2, 3]]
 # The second group runs at this multiple of the first group's lr.
 GROUP1_LR_SCALE = 0.5
+# Prodigy's groups share one step size: a group's lr must be the largest or
+# 0 (a group that takes no part in the D estimate). With a first moment the
+# second group has lr 0; without one (beta1 = 0) a group of lr 0 is moved by
+# its gradient over d*eps, a huge step, so it shares the first group's lr.
+GROUP1_LR_SCALE_FOR = {
+    "prodigy": lambda kwargs: 0.0 if kwargs.get("betas", (0.9,))[0] > 0 else 1.0,
+}
 # (step, param) pairs that get no gradient: param 0 starts late (lazy state),
 # param 2 skips a step in the middle.
 NO_GRAD = {(0, 0), (1, 0), (7, 2)}
@@ -381,6 +388,43 @@ def _adan():
     )
 
 
+def _prodigy():
+    from prodigyopt import Prodigy
+
+    return (
+        Prodigy,
+        _inputs([
+            ({}, "default (lr 1, d0 1e-6; the second group has lr 0: no part in the estimate)"),
+            ({"betas": (0.8, 0.99)}, "betas"),
+            ({"beta3": 0.9}, "beta3 (default sqrt(beta2))"),
+            ({"eps": 1e-6}, "eps"),
+            ({"weight_decay": 0.1}, "weight_decay, decoupled (the default; the lr-0 group decays too)"),
+            ({"weight_decay": 0.1, "decouple": False}, "weight_decay, coupled (added to the gradient)"),
+            ({"use_bias_correction": True}, "use_bias_correction"),
+            ({"safeguard_warmup": True}, "safeguard_warmup (no lr in s)"),
+            ({"d0": 1e-3}, "d0"),
+            ({"d_coef": 0.5}, "d_coef"),
+            ({"growth_rate": 1.02}, "growth_rate (d grows by at most 2% a step)"),
+            ({"slice_p": 3}, "slice_p 3: the estimate on every third element"),
+            ({"lr": 0.5}, "lr 0.5 (a multiplier of the learned step)"),
+            ({"betas": (0.0, 0.99)}, "beta1 0: no first moment (both groups at lr 1)"),
+            ({"betas": (0.0, 0.99), "weight_decay": 0.1, "decouple": False},
+             "beta1 0, coupled weight_decay (the gradient with its decay is the step)"),
+            ({"lr": 0.8, "betas": (0.85, 0.98), "beta3": 0.95, "eps": 1e-7, "weight_decay": 0.05,
+              "use_bias_correction": True, "safeguard_warmup": True, "d0": 1e-5, "d_coef": 2.0,
+              "growth_rate": 1.5, "slice_p": 2}, "every argument at once"),
+        ]),
+        _error_inputs([
+            ({"d0": 0.0}, "d0 of 0 (must be positive)", None),
+            ({"lr": 0.0}, "lr of 0 (must be positive; a later group may have 0)", None),
+            ({"lr": -0.1}, "negative lr", None),
+            ({"eps": 0.0}, "eps of 0 (must be positive)", None),
+            ({"betas": (1.0, 0.999)}, "beta1 of 1", None),
+            ({"betas": (0.9, -0.1)}, "negative beta2", None),
+        ], ValueError),
+    )
+
+
 def _timm_optimizer(module: str, name: str):
     """A class of timm's optimizers without importing timm itself: its package
     imports torchvision (for its models), which has no build for this torch;
@@ -495,7 +539,7 @@ OPTIMIZERS = {
 # regenerate without the other packages.
 REFERENCES = {"lion": _lion, "adopt": _adopt, "ademamix": _ademamix,
               "sgdschedulefree": _sgd_schedulefree, "adamwschedulefree": _adamw_schedulefree,
-              "lars": _lars, "lamb": _lamb, "adan": _adan}
+              "lars": _lars, "lamb": _lamb, "adan": _adan, "prodigy": _prodigy}
 
 
 def num(x: float):
@@ -562,8 +606,13 @@ def sparse_grad(shape, step: int, gen: torch.Generator, dtype: torch.dtype):
     return grad, {"indices": indices.tolist(), "values": tensor_json(values)}
 
 
+def group1_lr_scale(name: str, kwargs: dict) -> float:
+    """The second group's lr, as a multiple of the first's."""
+    return GROUP1_LR_SCALE_FOR.get(name, lambda _: GROUP1_LR_SCALE)(kwargs)
+
+
 def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int, sparse: bool = False,
-             shapes: list | None = None, on_mid=None) -> dict:
+             shapes: list | None = None, on_mid=None, lr_scale: float = GROUP1_LR_SCALE) -> dict:
     gen = torch.Generator().manual_seed(seed)
     shapes = SPARSE_SHAPES if sparse else shapes or SHAPES
     params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
@@ -571,7 +620,7 @@ def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int, sparse: bool = Fa
     base_lr = kwargs.get("lr", inspect.signature(cls).parameters["lr"].default)
     group_specs = [
         {"params": [params[i] for i in GROUPS[0]]},
-        {"params": [params[i] for i in GROUPS[1]], "lr": base_lr * GROUP1_LR_SCALE},
+        {"params": [params[i] for i in GROUPS[1]], "lr": base_lr * lr_scale},
     ]
     opt = cls(group_specs, **kwargs)
     # Schedule-Free's parameters differ between training and evaluation:
@@ -608,7 +657,7 @@ def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int, sparse: bool = Fa
     out = {
         "groups": [
             {"params": GROUPS[0]},
-            {"params": GROUPS[1], "lr": base_lr * GROUP1_LR_SCALE},
+            {"params": GROUPS[1], "lr": base_lr * lr_scale},
         ],
         "initial_params": initial,
         "steps": steps,
@@ -711,7 +760,8 @@ def generate(name: str) -> dict:
                 seed += 1
                 case = {"desc": ("sparse grads: " if sparse else "") + desc,
                         "dtype": str(dtype).removeprefix("torch."), "kwargs": value_json(kwargs)}
-                case.update(run_case(cls, dict(kwargs), dtype, seed, sparse, SHAPES_FOR.get(name)))
+                case.update(run_case(cls, dict(kwargs), dtype, seed, sparse, SHAPES_FOR.get(name),
+                                     lr_scale=group1_lr_scale(name, kwargs)))
                 cases.append(case)
     if name in SPARSE_APPENDED:
         for kwargs, desc in configs:

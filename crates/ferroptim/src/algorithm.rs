@@ -12,8 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::group::ParamGroup;
 use crate::param::SparseGrad;
-use crate::slot::ParamMeta;
+use crate::slot::{ParamMeta, ParamSlot};
 use crate::state::ParamState;
 use crate::tensor::Element;
 
@@ -43,6 +44,12 @@ pub trait Hyperparameters:
     fn lr(&self) -> f64;
     /// Sets the learning rate.
     fn set_lr(&mut self, lr: f64);
+    /// The checks of a group's hyperparameters (from a spec, or set by
+    /// name), where they differ from the constructor's: Prodigy's groups may
+    /// have an lr of 0. By default [`Hyperparameters::validate`].
+    fn validate_group(&self) -> Result<()> {
+        self.validate()
+    }
     /// Fills in what torch's constructor derives from other arguments
     /// (LBFGS's `max_eval`), after a group is merged or loaded. By default nothing.
     fn resolve(&mut self) {}
@@ -102,6 +109,10 @@ macro_rules! hyperparameters {
     };
 }
 
+/// What one parameter adds to a step's totals in [`Algorithm::gather`]: two
+/// sums the reference keeps in Python floats, added in parameter order.
+pub type Totals = [f64; 2];
+
 /// An optimization algorithm whose update is per parameter: its value is a
 /// param group's hyperparameters.
 pub trait Algorithm: Hyperparameters {
@@ -132,6 +143,56 @@ pub trait Algorithm: Hyperparameters {
     /// By default nothing.
     fn set_global_grad_norm(&mut self, defaults: &Self, sq_norm: f32) {
         let _ = (defaults, sq_norm);
+    }
+
+    /// Whether a step is two passes with sums over every parameter between
+    /// them, as Prodigy's D estimate couples every parameter of every group:
+    /// [`Algorithm::begin_gather`] with every group, then
+    /// [`Algorithm::gather`] for each parameter with a gradient (its state
+    /// created first), their [`Totals`] added in parameter order,
+    /// [`Algorithm::end_gather`], and then [`Algorithm::update`] as for any
+    /// algorithm, unless `end_gather` ends the step there. By default no.
+    const GATHERS: bool = false;
+
+    /// Before a gathering step's first pass, after every gradient is checked:
+    /// reads what the step needs from every group (Prodigy's `d` from the
+    /// first, the largest lr) into each group's workspace. An error stops
+    /// the step before anything but workspaces changed. By default nothing.
+    fn begin_gather<P: ParamSlot>(groups: &mut [ParamGroup<Self, P>]) -> Result<()> {
+        let _ = groups;
+        Ok(())
+    }
+
+    /// A gathering step's first pass over one parameter: may update its
+    /// state (not the parameter), and returns what it adds to the totals.
+    /// By default nothing.
+    fn gather<T: Element>(
+        &self,
+        param: &[T],
+        grad: &[T],
+        state: &mut Self::State,
+    ) -> Result<Totals> {
+        let _ = (param, grad, state);
+        Ok([0.0; 2])
+    }
+
+    /// After every parameter's [`Algorithm::gather`], with their totals:
+    /// sets what the second pass needs in every group, and returns whether
+    /// there is a second pass (Prodigy's step ends early while its
+    /// denominator is 0). By default there is.
+    fn end_gather<P: ParamSlot>(groups: &mut [ParamGroup<Self, P>], totals: Totals) -> bool {
+        let _ = (groups, totals);
+        true
+    }
+
+    /// Whether a parameter's state fits these hyperparameters, where its
+    /// shapes depend on them (Prodigy's `s` has one element per `slice_p`):
+    /// checked when a state_dict is loaded and before every step, so a
+    /// misfit is an error before anything changes. `index` is the
+    /// parameter's state_dict number. By default every state fits.
+    fn check_state(&self, state: &Self::State, index: usize) -> Result<()> {
+        let _ = (state, index);
+        Ok(())
     }
 
     /// The state of a parameter on its first step.

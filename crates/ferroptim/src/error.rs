@@ -200,6 +200,24 @@ pub enum Error {
         group: usize,
     },
 
+    /// A step of an optimizer whose groups share one step size (Prodigy's
+    /// `d`) with a group at another lr than the largest, other than 0;
+    /// nothing changed.
+    #[error(
+        "{optimizer}: param group {group} has lr {lr}, the largest is {max}: setting different \
+         lr values in different parameter groups is only supported for values of 0"
+    )]
+    MixedGroupLr {
+        /// The optimizer's name.
+        optimizer: &'static str,
+        /// The first such group.
+        group: usize,
+        /// Its lr.
+        lr: f64,
+        /// The largest lr of any group.
+        max: f64,
+    },
+
     /// This optimizer does not take sparse gradients (torch raises too).
     #[error("{optimizer} does not support sparse gradients (parameter {param})")]
     SparseGradUnsupported {

@@ -316,7 +316,7 @@ pub(crate) fn merge_options<A: Hyperparameters>(
     }
     let mut options: A = crate::json::from_value(Value::Object(map)).map_err(config_error::<A>)?;
     options.inherit(defaults);
-    options.validate()?;
+    options.validate_group()?;
     options.resolve();
     Ok(options)
 }
@@ -409,7 +409,8 @@ impl<H: Hyperparameters, P: ParamSlot> ParamGroup<H, P> {
 
 /// A saved group, read and checked, ready to replace a live group's settings.
 pub(crate) struct SavedGroup<H> {
-    options: H,
+    /// The saved hyperparameters.
+    pub options: H,
     extra: Map<String, Value>,
     names: Option<Vec<String>>,
     /// The saved parameter indices, in order.

@@ -19,7 +19,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use crate::algorithm::Algorithm;
+use crate::algorithm::{Algorithm, Totals};
 use crate::error::Result;
 use crate::group::{GroupSpec, GroupStore, Groups, IntoParamGroups, ParamGroup};
 use crate::hooks::Hooks;
@@ -365,14 +365,18 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
         self.groups.params().cloned().collect()
     }
 
-    /// Checks every group's mode and gradient before anything is updated.
+    /// Checks every group's mode, and every gradient and the state it will
+    /// update, before anything is updated.
     fn check_grads(&self) -> Result<()> {
         self.check_modes()?;
         let mut index = 0;
-        for group in self.groups.as_slice() {
-            for p in &group.params {
+        for (group, states) in self.groups.as_slice().iter().zip(&self.states) {
+            for (p, state) in group.params.iter().zip(states) {
                 if let Some(kind) = p.grad_kind(index)? {
                     group.options.check_grad(kind == GradKind::Sparse, index)?;
+                    if let Some(state) = state {
+                        group.options.check_state(state, index)?;
+                    }
                 }
                 index += 1;
             }
@@ -439,9 +443,58 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
         Ok(total)
     }
 
+    /// A gathering step's first pass ([`Algorithm::GATHERS`]): every
+    /// parameter with a gradient gathers (its state created first), and the
+    /// totals are added in parameter order, whatever the threads.
+    fn gather_all(&mut self) -> Result<Totals> {
+        let (groups, states) = (self.groups.as_slice(), &mut self.states);
+        let mut totals = [0.0; 2];
+        let mut add = |t: Totals| {
+            totals[0] += t[0];
+            totals[1] += t[1];
+        };
+        crate::parallel::with_pool(|exec| {
+            let mut first = 0;
+            for (group, states) in groups.iter().zip(states.iter_mut()) {
+                let options = &group.options;
+                match &exec {
+                    Exec::Install(pool) if group.params.len() > 1 => {
+                        let each: Vec<Result<Totals>> = pool.install(|| {
+                            use rayon::prelude::*;
+                            let pairs = group.params.par_iter().zip(states.par_iter_mut());
+                            pairs
+                                .enumerate()
+                                .map(|(i, (p, slot))| gather_one(options, first + i, p, slot))
+                                .collect()
+                        });
+                        for t in each {
+                            add(t?);
+                        }
+                    }
+                    _ => {
+                        let pairs = group.params.iter().zip(states.iter_mut());
+                        for (i, (p, slot)) in pairs.enumerate() {
+                            add(gather_one(options, first + i, p, slot)?);
+                        }
+                    }
+                }
+                first += group.params.len();
+            }
+            Ok::<(), crate::Error>(())
+        })?;
+        Ok(totals)
+    }
+
     /// The step itself, without hooks.
     fn update_all(&mut self) -> Result<()> {
         self.check_grads()?;
+        if A::GATHERS {
+            A::begin_gather(self.groups.as_mut_slice())?;
+            let totals = self.gather_all()?;
+            if !A::end_gather(self.groups.as_mut_slice(), totals) {
+                return Ok(());
+            }
+        }
         let defaults = self.groups.defaults().clone();
         let sq_norm = if defaults.needs_global_grad_norm() {
             Some(self.global_grad_sq_norm()?)
@@ -567,7 +620,9 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
                 let param = &groups[g].params[i];
                 let shape = param.shape();
                 let reader = StateEntries::new(id, &shape, param.dtype(), entries);
-                states[g][i] = Some(A::State::from_entries(reader)?);
+                let state = A::State::from_entries(reader)?;
+                saved[g].options.check_state(&state, id)?;
+                states[g][i] = Some(state);
             }
             // Everything checked: commit.
             opt.groups.commit(saved);
@@ -589,6 +644,44 @@ fn update_one<A: Algorithm, P: ParamSlot>(
         SlotData::F32(v, g) => update_typed(options, index, shape, v, g, slot),
         SlotData::F64(v, g) => update_typed(options, index, shape, v, g, slot),
     })
+}
+
+/// The first pass of a gathering step over parameter `index`, creating its
+/// state on its first step; nothing without a gradient.
+fn gather_one<A: Algorithm, P: ParamSlot>(
+    options: &A,
+    index: usize,
+    p: &P,
+    slot: &mut Option<A::State>,
+) -> Result<Totals> {
+    fn typed<A: Algorithm, T: Element>(
+        options: &A,
+        index: usize,
+        shape: &[usize],
+        values: &[T],
+        grad: GradRef<'_, T>,
+        slot: &mut Option<A::State>,
+    ) -> Result<Totals> {
+        let meta = ParamMeta::new(shape, T::DTYPE);
+        let state = slot.get_or_insert_with(|| options.init_state_from(values, &meta));
+        match grad {
+            GradRef::Dense(g) => options.gather(values, g, state),
+            // A gathering step takes dense gradients only.
+            GradRef::Sparse(_) => Err(crate::Error::SparseGradUnsupported {
+                optimizer: A::NAME,
+                param: index,
+            }),
+        }
+    }
+    let mut totals = [0.0; 2];
+    p.update_in_place(index, &mut |shape, data| {
+        totals = match data {
+            SlotData::F32(v, g) => typed(options, index, shape, v, g, slot)?,
+            SlotData::F64(v, g) => typed(options, index, shape, v, g, slot)?,
+        };
+        Ok(())
+    })?;
+    Ok(totals)
 }
 
 fn update_typed<A: Algorithm, T: Element>(

@@ -174,6 +174,46 @@ impl<'a> StateEntries<'a> {
         })
     }
 
+    /// A 1-D tensor (or, with `or_scalar`, a 0-d one) of at most the
+    /// parameter's number of elements, converted to its dtype: a state whose
+    /// length depends on a hyperparameter (Prodigy's `s` and `p0`, one per
+    /// `slice_p` elements), which the algorithm checks against it.
+    pub fn flat_tensor(&mut self, key: &str, or_scalar: bool) -> Result<Tensor> {
+        let numel: usize = self.shape.iter().product();
+        let value = self.get(key).ok_or_else(|| {
+            Error::state(
+                self.path(key),
+                "missing; this optimizer keeps it for every parameter",
+            )
+        })?;
+        let t = match value {
+            StateValue::Tensor(t) => t,
+            other => {
+                return Err(Error::state(
+                    self.path(key),
+                    format!("expected a tensor, found {}", kind(other)),
+                ))
+            }
+        };
+        let fits = match t.shape() {
+            [] => or_scalar,
+            [n] => *n <= numel,
+            _ => false,
+        };
+        if !fits {
+            let expected = if or_scalar { "a 0-d or 1-D" } else { "a 1-D" };
+            return Err(Error::state(
+                self.path(key),
+                format!(
+                    "expected {expected} tensor of at most {numel} elements (the parameter's), \
+                     found shape {:?}",
+                    t.shape()
+                ),
+            ));
+        }
+        Ok(t.to_dtype(self.dtype))
+    }
+
     fn optional_tensor_shaped(&mut self, key: &str, shape: &[usize]) -> Result<Option<Tensor>> {
         let Some(value) = self.get(key) else {
             return Ok(None);

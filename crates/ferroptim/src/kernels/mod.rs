@@ -11,7 +11,8 @@
 //! each: `sgd`, `adam_family` (Adam,
 //! Adamax, NAdam, RAdam, whose shared scalars [`Moments`] has one
 //! constructor), `adaptive` (Adadelta, Adagrad, RMSprop),
-//! ASGD and Rprop, Lion, ADOPT and AdEMAMix (`pytorch_optimizer`), Schedule-Free
+//! ASGD and Rprop, Lion, ADOPT and AdEMAMix (`pytorch_optimizer`), LAMB, Adan,
+//! Prodigy's two passes, Schedule-Free
 //! SGD and AdamW, sparse
 //! gradients, Adafactor, Newton–Schulz, and the flat-vector helpers of LBFGS.
 //!
@@ -41,6 +42,7 @@ pub mod flat;
 mod lamb;
 mod lion;
 pub mod newton_schulz;
+mod prodigy;
 mod pytorch_optimizer;
 pub(crate) mod reduce;
 mod schedule_free;
@@ -61,6 +63,10 @@ pub use lamb::{
     lamb_apply, lamb_moments, LambApplySlices, LambPath, LambScalars, LambSlices, TrustRatio,
 };
 pub use lion::{lion, LionScalars, LionSlices};
+pub use prodigy::{
+    prodigy_apply, prodigy_gather, ProdigyApplyScalars, ProdigyApplySlices, ProdigyGatherScalars,
+    ProdigyGatherSlices,
+};
 pub use pytorch_optimizer::{
     ademamix, adopt, AdemamixScalars, AdemamixSlices, AdoptScalars, AdoptSlices, GradInputs,
 };

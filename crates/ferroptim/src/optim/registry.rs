@@ -132,6 +132,9 @@ macro_rules! for_each_optimizer {
             lamb:       LambConfig,       [Lamb],      Dense,   false, (7, 3, 1), "{}",                               Some(r#"{"lr": 0.01}"#),                                          None,    r#"{"lr": 0.05}"#;
             // pytorch-optimizer's Adan: one pass over θ, g and its four state buffers.
             adan:       AdanConfig,       [Adan],      Dense,   false, (6, 5, 1), "{}",                               Some(r#"{"lr": 0.005}"#),                                         None,    r#"{"lr": 0.05}"#;
+            // prodigyopt's Prodigy: a pass reading θ, g, m, v, s, θ₀ and writing m, v, s (the
+            // D estimate's sums), then one reading θ, m, v and writing θ: the bytes of 14 arrays.
+            prodigy:    ProdigyConfig,    [Prodigy],   Dense,   false, (9, 5, 1), "{}",                               Some(r#"{"lr": 1.0}"#),                                           None,    r#"{"lr": 1.0}"#;
             // schedulefree's: call train() before steps, eval() before evaluating.
             sgdschedulefree:   SgdScheduleFreeConfig,   [SgdScheduleFree],   Dense, false, (3, 2, 1), "{}", Some(r#"{"lr": 1.0}"#),  None, r#"{"lr": 0.002}"#;
             adamwschedulefree: AdamWScheduleFreeConfig, [AdamWScheduleFree], Dense, false, (4, 3, 1), "{}", Some(r#"{"lr": 0.01}"#), None, r#"{"lr": 0.05}"#;

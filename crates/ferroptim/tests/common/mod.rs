@@ -323,6 +323,45 @@ pub fn json_equal(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// [`json_equal`], with numbers equal within `rel_tol` of their size
+/// (Prodigy's D estimate, kept in its groups, sums dot products that torch
+/// adds in BLAS's order); `0` is `json_equal`.
+pub fn json_close(a: &Value, b: &Value, rel_tol: f64) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
+            x == y || (x - y).abs() <= rel_tol * x.abs().max(y.abs())
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_close(x, y, rel_tol))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_close(v, w, rel_tol)))
+        }
+        _ => a == b,
+    }
+}
+
+/// The tolerance of the numbers in a param group: exact, but for
+/// Prodigy's D estimate (`d`, `d_numerator`, ...), whose dot products torch
+/// adds in BLAS's order; its numerator is a sum of terms of either sign, so
+/// it is held to a looser bound than the parameters.
+pub fn group_tolerance(name: &str, case: &Case) -> f64 {
+    if name == "prodigy" {
+        PRODIGY_GROUP_TOLERANCE * tolerance(&case.dtype) / tolerance("float32")
+    } else {
+        0.0
+    }
+}
+
+/// Prodigy's group tolerance in float32 (see [`group_tolerance`]).
+pub const PRODIGY_GROUP_TOLERANCE: f64 = 1e-5;
+
 /// Whether `case` is SGD with sparse gradients and momentum: torch keeps
 /// that buffer as an uncoalesced sparse tensor and adds its entries one by
 /// one, ferroptim keeps it dense, so the same sums round in another order

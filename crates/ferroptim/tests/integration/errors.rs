@@ -175,6 +175,11 @@ fn adan_rejects_what_pytorch_optimizer_rejects() {
 }
 
 #[test]
+fn prodigy_rejects_what_prodigyopt_rejects() {
+    assert!(check("prodigy") >= 7);
+}
+
+#[test]
 fn adopt_rejects_what_pytorch_optimizer_rejects() {
     assert!(check("adopt") >= 6);
 }
