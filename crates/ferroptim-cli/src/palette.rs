@@ -31,9 +31,9 @@ pub const FAMILIES: [(&str, &str, &[&str]); 6] = [
         &["adam", "adamw", "adamax", "nadam", "radam", "sparseadam"],
     ),
     (
-        "Per-coordinate scalings",
+        "Per-coordinate scalings, and Prodigy's learned step",
         "",
-        &["adagrad", "adadelta", "rmsprop", "adafactor"],
+        &["adagrad", "adadelta", "rmsprop", "adafactor", "prodigy"],
     ),
     (
         "Rprop and LBFGS",
