@@ -8,7 +8,7 @@
 //! round in their vectorised orders), on [`tree_sum`]'s blocks, so they do
 //! not depend on the thread count.
 
-use super::reduce::{total, LANES, TILE};
+use super::reduce::{total, Pair, LANES, TILE};
 use super::{run, simd, slices, Loop};
 use crate::error::Result;
 use crate::parallel::{tree_sum, Chunks};
@@ -128,34 +128,13 @@ pub fn prodigy_gather<T: Element>(
 ) -> Result<(f64, f64)> {
     slices.check()?;
     let h = *h;
-    let (dot, abs) = tree_sum(slices, |c| {
-        let (dot, abs) = gather_serial(c, h);
-        Sums(dot, abs)
-    })
-    .into();
+    let Pair(dot, abs) = tree_sum(slices, |c| gather_serial(c, h));
     let item = |x: f64| T::from_f64(x).to_f64();
     Ok((item(dot), item(abs)))
 }
 
-/// The two sums of one block.
-#[derive(Clone, Copy, Debug)]
-struct Sums(f64, f64);
-
-impl std::ops::Add for Sums {
-    type Output = Sums;
-    fn add(self, other: Sums) -> Sums {
-        Sums(self.0 + other.0, self.1 + other.1)
-    }
-}
-
-impl From<Sums> for (f64, f64) {
-    fn from(s: Sums) -> (f64, f64) {
-        (s.0, s.1)
-    }
-}
-
 simd! {
-fn gather_serial<T: Element>(c: ProdigyGatherSlices<'_, T>, h: ProdigyGatherScalars<T>) -> (f64, f64) {
+fn gather_serial<T: Element>(c: ProdigyGatherSlices<'_, T>, h: ProdigyGatherScalars<T>) -> Pair {
     let ProdigyGatherSlices { param, grad, mut exp_avg, exp_avg_sq, s, p0, p0_fill, slice_p: k } = c;
     let n = param.len();
     let (mut dot, mut abs) = ([0.0; LANES], [0.0; LANES]);
@@ -200,7 +179,7 @@ fn gather_serial<T: Element>(c: ProdigyGatherSlices<'_, T>, h: ProdigyGatherScal
         add_values(&mut abs, &abs_tile[..len]);
         j0 = j1;
     }
-    (total(dot), total(abs))
+    Pair(total(dot), total(abs))
 }}
 
 /// Adds `xᵢ` to lane `i mod LANES`.
