@@ -48,6 +48,7 @@ fn set_grads(params: &[Param]) {
 
 #[test]
 fn concurrent_steps_on_shared_parameters_finish() {
+    let _threads = crate::thread_count_lock();
     within(120, "two optimizers on the same params", || {
         ferroptim::set_num_threads(2).unwrap();
         let params = shared_params();
@@ -72,6 +73,7 @@ fn concurrent_steps_on_shared_parameters_finish() {
 
 #[test]
 fn the_thread_count_may_change_while_another_thread_steps() {
+    let _threads = crate::thread_count_lock();
     within(120, "set_num_threads during steps", || {
         let stop = Arc::new(AtomicBool::new(false));
         let toggler = {
@@ -97,6 +99,7 @@ fn the_thread_count_may_change_while_another_thread_steps() {
 
 #[test]
 fn a_step_inside_another_rayon_pool_finishes() {
+    let _threads = crate::thread_count_lock();
     within(120, "steps from a foreign rayon pool", || {
         ferroptim::set_num_threads(2).unwrap();
         let params = shared_params();

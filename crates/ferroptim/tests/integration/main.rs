@@ -25,3 +25,14 @@ mod swa;
 mod threads;
 mod torch_pt_limits;
 mod training_checkpoint;
+
+/// The thread count is global and the tests of this binary run at once: a
+/// test that sets the count holds this lock, so that one which reads the
+/// count back, or relies on it, sees its own.
+static THREAD_COUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn thread_count_lock() -> std::sync::MutexGuard<'static, ()> {
+    THREAD_COUNT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -34,6 +34,7 @@ fn run(name: &str, config: &str, threads: usize) -> Vec<Vec<f32>> {
 
 #[test]
 fn threads_change_nothing_but_the_time() {
+    let _threads = crate::thread_count_lock();
     for &name in optim::NAMES {
         if matches!(name, "lbfgs" | "sparseadam" | "muon") {
             continue; // closures, sparse gradients, matrices only
@@ -45,7 +46,7 @@ fn threads_change_nothing_but_the_time() {
     }
     // The options whose per-tensor sums (the cautious mask's count,
     // StableAdamW's RMS) run over the threads' blocks. (In this test: the
-    // thread count is global, and the tests of one binary run at once.)
+    // thread count is global: `thread_count_lock` keeps the others out.)
     let options = r#"{"lr": 0.01, "cautious": true, "stable_adamw": true}"#;
     for name in ["adopt", "ademamix"] {
         let one = run(name, options, 1);
