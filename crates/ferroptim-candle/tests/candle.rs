@@ -284,6 +284,19 @@ fn every_algorithm_updates_vars_exactly_as_ferroptim_updates_params() {
         },
         steps,
     );
+    same_as_ferroptim(optim::ProdigyConfig::default(), steps);
+    same_as_ferroptim(
+        optim::ProdigyConfig {
+            betas: (0.0, 0.99),
+            weight_decay: 0.01,
+            decouple: false,
+            use_bias_correction: true,
+            safeguard_warmup: true,
+            slice_p: 3,
+            ..Default::default()
+        },
+        steps,
+    );
 }
 
 #[test]

@@ -111,6 +111,15 @@ impl<T: Element> ProdigyGatherScalars<T> {
     fn grad(&self, p: T, g: T) -> T {
         self.l2.map_or(g, |l2| p.mul_add(l2, g))
     }
+
+    /// One element of the D estimate: `s ← β₃·s + w·g`, and the element's
+    /// terms of the two sums, `g·(θ₀ − θ)` and `|s|`.
+    #[inline(always)]
+    fn estimate(&self, p: T, g: T, s: &mut T, start: T) -> (f64, f64) {
+        let g = self.grad(p, g);
+        *s = g.mul_add(self.s_weight, *s * self.beta3);
+        (g.to_f64() * (start - p).to_f64(), s.abs().to_f64())
+    }
 }
 
 /// Prodigy's first pass:
@@ -166,14 +175,27 @@ fn gather_serial<T: Element>(c: ProdigyGatherSlices<'_, T>, h: ProdigyGatherScal
         // The D estimate, on every k-th element.
         let len = j1 - j0;
         let s = &mut s[j0..j1];
-        let strided = p.iter().step_by(k).zip(g.iter().step_by(k));
-        let each = strided.zip(s.iter_mut()).zip(dot_tile.iter_mut().zip(abs_tile.iter_mut()));
-        for (j, (((&p, &g), s), (d, a))) in each.enumerate() {
-            let g = h.grad(p, g);
-            let start = p0.map_or(p0_fill, |p0| p0[j0 + j]);
-            *d = g.to_f64() * (start - p).to_f64();
-            *s = g.mul_add(h.s_weight, *s * h.beta3);
-            *a = s.abs().to_f64();
+        let sums = dot_tile.iter_mut().zip(abs_tile.iter_mut());
+        match (k, p0) {
+            // Contiguous (the default slice_p), so that the loop vectorises.
+            (1, Some(p0)) => {
+                let each = p.iter().zip(g).zip(s.iter_mut().zip(&p0[j0..j1]));
+                for (((&p, &g), (s, &start)), (d, a)) in each.zip(sums) {
+                    (*d, *a) = h.estimate(p, g, s, start);
+                }
+            }
+            (1, None) => {
+                for (((&p, &g), s), (d, a)) in p.iter().zip(g).zip(s.iter_mut()).zip(sums) {
+                    (*d, *a) = h.estimate(p, g, s, p0_fill);
+                }
+            }
+            _ => {
+                let strided = p.iter().step_by(k).zip(g.iter().step_by(k));
+                for (j, (((&p, &g), s), (d, a))) in strided.zip(s.iter_mut()).zip(sums).enumerate() {
+                    let start = p0.map_or(p0_fill, |p0| p0[j0 + j]);
+                    (*d, *a) = h.estimate(p, g, s, start);
+                }
+            }
         }
         add_values(&mut dot, &dot_tile[..len]);
         add_values(&mut abs, &abs_tile[..len]);

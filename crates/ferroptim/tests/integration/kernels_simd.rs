@@ -10,7 +10,8 @@ use ferroptim::kernels::{
     AdamWScheduleFreeScalars, AdamWScheduleFreeSlices, AdamaxScalars, AdanScalars, AdanSlices,
     AdaptiveScalars, AdemamixScalars, AdemamixSlices, AdoptScalars, AdoptSlices, AsgdSlices,
     GradInputs, LambApplySlices, LambPath, LambScalars, LambSlices, LionScalars, LionSlices,
-    MomentSlices, Moments, RmspropScalars, RmspropSlices, RpropSlices, ScheduleFreeScalars,
+    MomentSlices, Moments, ProdigyApplyScalars, ProdigyApplySlices, ProdigyGatherScalars,
+    ProdigyGatherSlices, RmspropScalars, RmspropSlices, RpropSlices, ScheduleFreeScalars,
     SgdMomentumSlices, SgdScalars, SgdScheduleFreeSlices, SgdSlices,
 };
 use proptest::prelude::*;
@@ -177,6 +178,86 @@ proptest! {
                 kernels::ademamix(slices, &h).unwrap();
             }
         })?;
+    }
+
+    // Prodigy's first pass with `s` and `p0` on every element (slice_p = 1;
+    // its sums are checked against a scalar reference below), then its
+    // second pass.
+    #[test]
+    fn prodigy(a in arrays(6), first_moment: bool, coupled: bool, decay: bool) {
+        let gather = ProdigyGatherScalars {
+            l2: coupled.then_some(0.01),
+            beta1: if first_moment { 0.9 } else { 0.0 },
+            exp_avg_weight: 0.37 * 0.1,
+            beta2: 0.999,
+            exp_avg_sq_weight: 0.37 * 0.37 * (1.0 - 0.999),
+            beta3: 0.999f32.sqrt(),
+            s_weight: 0.21,
+        };
+        let apply = ProdigyApplyScalars {
+            l2: (coupled && !first_moment).then_some(0.01),
+            decay: (decay && !coupled).then_some(-0.001),
+            d_eps: 0.37e-8,
+            neg_step_size: if first_moment { -0.05 } else { -0.05 * 0.37 },
+        };
+        whole_equals_elementwise(a, |s| {
+            if let [p, g, m, v, sum, p0] = s {
+                let slices = ProdigyGatherSlices {
+                    param: p,
+                    grad: g,
+                    exp_avg: first_moment.then_some(&mut **m),
+                    exp_avg_sq: v,
+                    s: sum,
+                    p0: Some(p0),
+                    p0_fill: 0.0,
+                    slice_p: 1,
+                };
+                kernels::prodigy_gather(slices, &gather).unwrap();
+                let slices = ProdigyApplySlices {
+                    param: p,
+                    grad: g,
+                    exp_avg: first_moment.then_some(&mut **m),
+                    exp_avg_sq: v,
+                };
+                kernels::prodigy_apply(slices, &apply).unwrap();
+            }
+        })?;
+    }
+
+    // Prodigy's two sums, gᵀ(θ₀ − θ) and Σ|s| over every slice_p-th element,
+    // within an f32 rounding of the sums in f64 element by element.
+    #[test]
+    fn prodigy_sums(a in arrays(4), slice_p in 1usize..5, zero_p0: bool) {
+        let [p, g, v, p0] = <[Vec<f32>; 4]>::try_from(a).unwrap();
+        let n = p.len();
+        let sliced = n.div_ceil(slice_p);
+        let mut v = v;
+        let mut s: Vec<f32> = p0[..sliced].iter().map(|x| x - 2.0).collect();
+        let start = |j: usize| if zero_p0 { 0.0 } else { p0[j] };
+        let h = ProdigyGatherScalars {
+            l2: None, beta1: 0.0, exp_avg_weight: 0.0, beta2: 0.9, exp_avg_sq_weight: 0.1, beta3: 0.5, s_weight: 0.3,
+        };
+        let (mut dot, mut abs) = (0.0f64, 0.0f64);
+        for j in 0..sliced {
+            let (x, gx) = (p[j * slice_p], g[j * slice_p]);
+            dot += gx as f64 * (start(j) - x) as f64;
+            abs += gx.mul_add(h.s_weight, s[j] * h.beta3).abs() as f64;
+        }
+        let slices = ProdigyGatherSlices {
+            param: &p,
+            grad: &g,
+            exp_avg: None,
+            exp_avg_sq: &mut v,
+            s: &mut s,
+            p0: (!zero_p0).then_some(&p0[..sliced]),
+            p0_fill: 0.0,
+            slice_p,
+        };
+        let (got_dot, got_abs) = kernels::prodigy_gather(slices, &h).unwrap();
+        let ulp = |x: f64| (x.abs() as f32 * f32::EPSILON) as f64 + f64::from(f32::MIN_POSITIVE);
+        let scale = p.iter().zip(&g).map(|(x, y)| (x.abs() * y.abs()) as f64 * 2.0).sum::<f64>();
+        prop_assert!((got_dot - dot).abs() <= ulp(scale), "dot {got_dot:e}, expected {dot:e}");
+        prop_assert!((got_abs - abs).abs() <= ulp(abs), "Σ|s| {got_abs:e}, expected {abs:e}");
     }
 
     #[test]
