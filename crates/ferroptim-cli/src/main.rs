@@ -374,8 +374,18 @@ fn main() -> ExitCode {
             list,
         } => {
             if *list {
-                for e in ferroptim::optim::REGISTRY {
-                    println!("{:<11} {:<10} {}", e.name, e.torch_name, e.reference);
+                let registry = ferroptim::optim::REGISTRY;
+                let name = registry.iter().map(|e| e.name.len()).max().unwrap_or(0);
+                let torch = registry
+                    .iter()
+                    .map(|e| e.torch_name.len())
+                    .max()
+                    .unwrap_or(0);
+                for e in registry {
+                    println!(
+                        "{:<name$}  {:<torch$}  {}",
+                        e.name, e.torch_name, e.reference
+                    );
                 }
                 return ExitCode::SUCCESS;
             }
