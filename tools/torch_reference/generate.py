@@ -812,6 +812,23 @@ def generate_lbfgs() -> dict:
     }
 
 
+def generate_lookahead() -> dict:
+    import lookahead  # beside this file
+    from importlib.metadata import version
+
+    helpers = {"tensor_json": tensor_json, "value_json": value_json, "state_dict_json": state_dict_json,
+               "SHAPES": SHAPES, "GROUPS": GROUPS, "GROUP1_LR_SCALE": GROUP1_LR_SCALE, "NO_GRAD": NO_GRAD,
+               "STEPS": STEPS, "MID_STEP": MID_STEP, "DTYPES": DTYPES}
+    return {
+        "generator": "tools/torch_reference/generate.py (lookahead.py)",
+        "torch_version": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "optimizer": "lookahead",
+        "reference": f"pytorch-optimizer {version('pytorch-optimizer')}",
+        **lookahead.generate(helpers),
+    }
+
+
 def generate_clip() -> dict:
     import clip  # beside this file
 
@@ -827,10 +844,10 @@ def generate_clip() -> dict:
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    names = argv[1:] or list(OPTIMIZERS) + list(REFERENCES) + ["lbfgs", "clip"]
+    names = argv[1:] or list(OPTIMIZERS) + list(REFERENCES) + ["lbfgs", "clip", "lookahead"]
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     for name in names:
-        special = {"lbfgs": generate_lbfgs, "clip": generate_clip}
+        special = {"lbfgs": generate_lbfgs, "clip": generate_clip, "lookahead": generate_lookahead}
         data = special[name]() if name in special else generate(name)
         path = OUT_DIR / f"{name}.json"
         path.write_text(json.dumps(data, separators=(",", ":")) + "\n")

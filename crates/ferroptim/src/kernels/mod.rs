@@ -41,6 +41,7 @@ mod asgd_rprop;
 pub mod flat;
 mod lamb;
 mod lion;
+mod lookahead;
 pub mod newton_schulz;
 mod prodigy;
 mod pytorch_optimizer;
@@ -63,6 +64,7 @@ pub use lamb::{
     lamb_apply, lamb_moments, LambApplySlices, LambPath, LambScalars, LambSlices, TrustRatio,
 };
 pub use lion::{lion, LionScalars, LionSlices};
+pub use lookahead::{lookahead, LookaheadScalars, LookaheadSlices};
 pub use prodigy::{
     prodigy_apply, prodigy_gather, ProdigyApplyScalars, ProdigyApplySlices, ProdigyGatherScalars,
     ProdigyGatherSlices,

@@ -16,6 +16,7 @@ mod fuzz_loaders;
 mod hooks_and_names;
 mod kernels_simd;
 mod lbfgs;
+mod lookahead;
 mod lr_scheduler;
 mod optimizer;
 mod parity;

@@ -1,0 +1,313 @@
+//! Lookahead against pytorch-optimizer 4.1.0's, wrapped around torch's
+//! optimizers (tools/torch_reference/lookahead.py): the parameters and the
+//! slow weights after every step, the state_dicts (the reference's nested
+//! layout merged into one, see `ferroptim::optim::Lookahead`), a resume from
+//! the reference's mid-run state_dict, and the reference's errors.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ferroptim::optim::{Lookahead, LookaheadConfig};
+use ferroptim::{GroupSpec, Optimizer, Param, StateDict, StateValue, Tensor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::common::{compare_state, compare_tensor_in, json_equal, tolerance, Agreement, Scales};
+
+#[derive(Deserialize)]
+struct Fixture {
+    optimizer: String,
+    reference: String,
+    cases: Vec<Case>,
+    errors: Vec<ErrorCase>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    desc: String,
+    dtype: String,
+    base: String,
+    base_kwargs: Value,
+    kwargs: Value,
+    groups: Vec<Map<String, Value>>,
+    initial_params: Vec<Tensor>,
+    steps: Vec<Step>,
+    mid_step: usize,
+    state_dict_mid: ReferenceStateDict,
+    state_dict_final: ReferenceStateDict,
+}
+
+#[derive(Deserialize)]
+struct Step {
+    grads: Vec<Option<Tensor>>,
+    params: Vec<Tensor>,
+    lookahead_state: BTreeMap<usize, BTreeMap<String, StateValue>>,
+}
+
+/// The reference's `state_dict()`: `lookahead_state` keyed by "group,index".
+#[derive(Deserialize)]
+struct ReferenceStateDict {
+    lookahead_state: BTreeMap<String, BTreeMap<String, StateValue>>,
+    base_optimizer: StateDict,
+}
+
+#[derive(Deserialize)]
+struct ErrorCase {
+    desc: String,
+    kwargs: Value,
+    message: String,
+}
+
+fn fixture() -> Fixture {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lookahead.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let fixture: Fixture = serde_json::from_str(&text).unwrap();
+    assert_eq!(fixture.optimizer, "lookahead");
+    assert!(fixture.reference.starts_with("pytorch-optimizer 4.1.0"));
+    fixture
+}
+
+impl ReferenceStateDict {
+    /// The one-level state_dict ferroptim's Lookahead keeps.
+    fn merged(&self, group_sizes: &[usize]) -> StateDict {
+        let mut sd = self.base_optimizer.clone();
+        for (key, entries) in &self.lookahead_state {
+            let (g, i) = key.split_once(',').unwrap();
+            let (g, i): (usize, usize) = (g.parse().unwrap(), i.parse().unwrap());
+            let flat = group_sizes[..g].iter().sum::<usize>() + i;
+            sd.state.entry(flat).or_default().extend(entries.clone());
+        }
+        sd
+    }
+}
+
+impl Case {
+    fn build(&self) -> (Lookahead, Vec<Param>) {
+        let params: Vec<Param> = self
+            .initial_params
+            .iter()
+            .map(|t| Param::new(t.clone()))
+            .collect();
+        let groups: Vec<GroupSpec> = self
+            .groups
+            .iter()
+            .map(|g| {
+                let ids = g["params"].as_array().unwrap();
+                let mut spec = GroupSpec::new(
+                    ids.iter()
+                        .map(|i| params[i.as_u64().unwrap() as usize].clone()),
+                );
+                for (k, v) in g.iter().filter(|(k, _)| *k != "params") {
+                    spec = spec.set(k, v.clone());
+                }
+                spec
+            })
+            .collect();
+        let config: LookaheadConfig = serde_json::from_value(self.kwargs.clone()).unwrap();
+        let opt = Lookahead::build(&self.base, &self.base_kwargs.to_string(), groups, config)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.desc));
+        (opt, params)
+    }
+
+    fn group_sizes(&self) -> Vec<usize> {
+        self.groups
+            .iter()
+            .map(|g| g["params"].as_array().unwrap().len())
+            .collect()
+    }
+
+    fn step(&self, i: usize, opt: &mut Lookahead, params: &[Param]) {
+        for (p, g) in params.iter().zip(&self.steps[i].grads) {
+            match g {
+                Some(g) => p.set_grad(g.clone()).unwrap(),
+                None => p.clear_grad(),
+            }
+        }
+        opt.step()
+            .unwrap_or_else(|e| panic!("{} step {i}: {e}", self.desc));
+    }
+
+    /// What the replay must reach: the bit with SGD, whose update and
+    /// Lookahead's `lerp` are torch's roundings; the tolerance with the
+    /// bases that take torch's `sqrt` (see `parity`).
+    fn tolerance(&self) -> f64 {
+        if self.base == "sgd" {
+            0.0
+        } else {
+            tolerance(&self.dtype)
+        }
+    }
+}
+
+fn assert_within(case: &Case, what: &str, a: &Agreement) {
+    // A wrong formula anywhere moves most values: all but 1% stay exact
+    // even where torch's `sqrt` is one ulp off (RMSprop's 17 of 3612).
+    assert!(
+        a.exact * 100 >= a.values * 99,
+        "{} {} {what}: only {} of {} values bit-exact",
+        case.desc,
+        case.dtype,
+        a.exact,
+        a.values
+    );
+    assert!(
+        a.max_norm_rel <= case.tolerance(),
+        "{} {} {what}: {:e} > {:e} ({})",
+        case.desc,
+        case.dtype,
+        a.max_norm_rel,
+        case.tolerance(),
+        a.worst
+    );
+}
+
+fn compare_state_dicts(
+    scales: &mut Scales,
+    what: &str,
+    got: &StateDict,
+    want: &StateDict,
+) -> Agreement {
+    assert_eq!(
+        got.param_groups.len(),
+        want.param_groups.len(),
+        "{what}: groups"
+    );
+    for (g, (a, b)) in got.param_groups.iter().zip(&want.param_groups).enumerate() {
+        let (a, b) = (Value::Object(a.clone()), Value::Object(b.clone()));
+        assert!(
+            json_equal(&a, &b),
+            "{what} param_groups[{g}]: ours {a}, reference {b}"
+        );
+    }
+    compare_state(scales, what, &got.state, &want.state)
+}
+
+#[test]
+fn lookahead_matches_pytorch_optimizer() {
+    let fixture = fixture();
+    assert_eq!(fixture.cases.len(), 16);
+    for case in &fixture.cases {
+        let (mut opt, params) = case.build();
+        let sizes = case.group_sizes();
+        let mut scales = Scales::default();
+        let mut agreement = Agreement::default();
+        for (i, step) in case.steps.iter().enumerate() {
+            case.step(i, &mut opt, &params);
+            let what = format!("step {}", i + 1);
+            for (j, (p, want)) in params.iter().zip(&step.params).enumerate() {
+                agreement.merge(compare_tensor_in(
+                    &mut scales,
+                    &format!("param {j}"),
+                    &format!("{what} param {j}"),
+                    &p.value(),
+                    want,
+                ));
+            }
+            let slow: BTreeMap<usize, BTreeMap<String, StateValue>> = opt
+                .state_dict()
+                .state
+                .into_iter()
+                .map(|(i, s)| {
+                    (
+                        i,
+                        s.into_iter()
+                            .filter(|(k, _)| k.starts_with("slow_"))
+                            .collect(),
+                    )
+                })
+                .collect();
+            agreement.merge(compare_state(
+                &mut scales,
+                &what,
+                &slow,
+                &step.lookahead_state,
+            ));
+            if i + 1 == case.mid_step {
+                let want = case.state_dict_mid.merged(&sizes);
+                agreement.merge(compare_state_dicts(
+                    &mut scales,
+                    "mid state_dict",
+                    &opt.state_dict(),
+                    &want,
+                ));
+            }
+        }
+        let want = case.state_dict_final.merged(&sizes);
+        agreement.merge(compare_state_dicts(
+            &mut scales,
+            "final state_dict",
+            &opt.state_dict(),
+            &want,
+        ));
+        assert_within(case, "replay", &agreement);
+        assert!(agreement.values > 0);
+    }
+}
+
+/// A run resumed from the reference's own mid-run state_dict, loaded into a
+/// fresh Lookahead, ends where the reference's uninterrupted run ends.
+#[test]
+fn lookahead_resumes_from_the_references_state_dict() {
+    let fixture = fixture();
+    for case in &fixture.cases {
+        let sizes = case.group_sizes();
+        let mid = &case.steps[case.mid_step - 1].params;
+        let (mut opt, params) = case.build();
+        for (p, v) in params.iter().zip(mid) {
+            p.set_value(v.clone()).unwrap();
+        }
+        opt.load_state_dict(&case.state_dict_mid.merged(&sizes))
+            .unwrap_or_else(|e| panic!("{}: {e}", case.desc));
+        for i in case.mid_step..case.steps.len() {
+            case.step(i, &mut opt, &params);
+        }
+        let mut scales = Scales::default();
+        let mut agreement = Agreement::default();
+        for (j, (p, want)) in params
+            .iter()
+            .zip(&case.steps.last().unwrap().params)
+            .enumerate()
+        {
+            let key = format!("param {j}");
+            agreement.merge(compare_tensor_in(&mut scales, &key, &key, &p.value(), want));
+        }
+        let want = case.state_dict_final.merged(&sizes);
+        agreement.merge(compare_state_dicts(
+            &mut scales,
+            "resumed",
+            &opt.state_dict(),
+            &want,
+        ));
+        assert_within(case, "resumed", &agreement);
+    }
+}
+
+#[test]
+fn lookahead_rejects_what_pytorch_optimizer_rejects() {
+    let fixture = fixture();
+    assert!(!fixture.errors.is_empty());
+    for e in &fixture.errors {
+        let mut json = e.kwargs.as_object().unwrap().clone();
+        json.insert("optimizer".into(), "sgd".into());
+        json.insert("lr".into(), 0.1.into());
+        let err = Lookahead::<Param>::from_json(
+            &Value::Object(json).to_string(),
+            [Param::zeros::<f32>(&[2])],
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        // pytorch-optimizer's message, or serde's naming the variants it takes.
+        let expected = if e.desc.starts_with("pullback_momentum") {
+            "unknown variant `both`, expected one of `none`, `reset`, `pullback`"
+        } else {
+            e.message.as_str()
+        };
+        assert!(
+            err.contains(expected),
+            "{}: ours {err:?}, reference {:?}",
+            e.desc,
+            e.message
+        );
+    }
+}
