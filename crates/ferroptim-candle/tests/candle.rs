@@ -825,3 +825,49 @@ fn a_varmap_optimizer_is_named_in_name_order_and_a_ferroptim_optimizer() {
         "{err}"
     );
 }
+
+/// Lookahead wraps any optimizer through candle as on ferroptim's own
+/// parameters: the same updates (pullback of SGD's momentum included) and
+/// the same state_dict.
+#[test]
+fn lookahead_through_candle_matches_lookahead_on_params() {
+    for json in [
+        r#"{"optimizer": "adamw", "k": 3, "lr": 0.01}"#,
+        r#"{"optimizer": "sgd", "k": 2, "alpha": 0.3, "pullback_momentum": "pullback", "lr": 0.05, "momentum": 0.9}"#,
+    ] {
+        let (x, y) = batch();
+        let vars = mlp_vars(11);
+        let params: Vec<Param> = vars
+            .iter()
+            .map(|v| {
+                Param::from_vec(v.flatten_all().unwrap().to_vec1::<f32>().unwrap(), v.dims())
+                    .unwrap()
+            })
+            .collect();
+        let slots: Vec<CandleParam> = vars
+            .iter()
+            .enumerate()
+            .map(|(i, v)| CandleParam::new(v.clone(), i).unwrap())
+            .collect();
+        let mut ours = ferroptim_candle::build("lookahead", json, slots).unwrap();
+        let mut native = optim::build("lookahead", json, params.clone()).unwrap();
+        assert_eq!(ours.name(), "Lookahead");
+        for step in 0..7 {
+            let grads = loss(&vars, &x, &y).backward().unwrap();
+            for (v, p) in vars.iter().zip(&params) {
+                let g = grads.get(v.as_tensor()).unwrap();
+                let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                p.set_grad(ferroptim::Tensor::from_vec(g, v.dims()).unwrap())
+                    .unwrap();
+            }
+            ours.step_with(&grads).unwrap();
+            native.step().unwrap();
+            let native_flat: Vec<f32> = params
+                .iter()
+                .flat_map(|p| p.to_vec::<f32>().unwrap())
+                .collect();
+            assert_eq!(flat(&vars), native_flat, "{json} step {step}");
+        }
+        assert_eq!(ours.state_dict(), native.state_dict(), "{json}");
+    }
+}

@@ -50,8 +50,7 @@ pub const SIZES: [Size; 3] = [
 
 /// The registry's row for `name`.
 fn entry(name: &str) -> Result<&'static Entry, String> {
-    optim::REGISTRY
-        .iter()
+    optim::registry::entries()
         .find(|e| e.name == name)
         .ok_or_else(|| format!("unknown optimizer {name:?}"))
 }

@@ -48,15 +48,14 @@ pub struct Settings {
 /// in the registry (all but SparseAdam, which needs sparse gradients;
 /// candle's are dense, and torch's SparseAdam refuses them too).
 pub fn default_optimizers() -> Vec<String> {
-    optim::REGISTRY
-        .iter()
+    optim::registry::entries()
         .filter(|e| e.demo.is_some())
         .map(|e| e.name.to_string())
         .collect()
 }
 
 fn entry(name: &str) -> Option<&'static Entry> {
-    optim::REGISTRY.iter().find(|e| e.name == name)
+    optim::registry::entries().find(|e| e.name == name)
 }
 
 /// Each optimizer's learning rate for this problem, and the other

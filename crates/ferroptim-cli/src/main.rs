@@ -107,28 +107,27 @@ fn bench(
     let mut names = chosen(names)?;
     // What a dense step's time cannot be measured for, named explicitly: say why.
     for name in &names {
-        let drive = ferroptim::optim::REGISTRY
-            .iter()
+        let drive = ferroptim::optim::registry::entries()
             .find(|e| e.name == name)
             .map(|e| e.drive);
         let why = match drive {
-            Some(Drive::Closure) if names.len() < ferroptim::optim::NAMES.len() => {
+            Some(Drive::Closure) if names.len() < all_names().len() => {
                 "its step calls a closure that evaluates the loss up to max_eval times, so its \
                  time is the loss's (see the demo's steps/s instead)"
             }
-            Some(Drive::Sparse) if names.len() < ferroptim::optim::NAMES.len() => {
+            Some(Drive::Sparse) if names.len() < all_names().len() => {
                 "it takes sparse gradients only; its time depends on how many rows they touch"
             }
             _ => continue,
         };
         return Err(format!("{name} is not benched: {why}"));
     }
-    if names.len() == ferroptim::optim::NAMES.len() {
+    if names.len() == all_names().len() {
         // By default only the steps with a memory floor to compare against:
         // Muon's Newton–Schulz is O(n³) matrix products (seconds per step on
         // a 10M-element matrix), not an element-wise pass.
         let has_floor = |n: &String| {
-            let entry = ferroptim::optim::REGISTRY.iter().find(|e| e.name == n);
+            let entry = ferroptim::optim::registry::entries().find(|e| e.name == n);
             entry.is_some_and(|e| e.floor.is_some())
         };
         names.retain(has_floor);
@@ -166,27 +165,31 @@ fn bench(
 fn optimizers_help(default: &str) -> String {
     format!(
         "Comma-separated optimizer names (default: {default}) [names: {}]",
-        ferroptim::optim::NAMES.join(", ")
+        all_names().join(", ")
     )
+}
+
+/// Every optimizer the CLI knows: the registry's, then the wrappers (Lookahead).
+fn all_names() -> Vec<&'static str> {
+    ferroptim::optim::registry::entries()
+        .map(|e| e.name)
+        .collect()
 }
 
 fn chosen(names: &[String]) -> Result<Vec<String>, String> {
     if names.is_empty() {
-        return Ok(ferroptim::optim::NAMES
-            .iter()
-            .map(|s| s.to_string())
-            .collect());
+        return Ok(all_names().into_iter().map(String::from).collect());
     }
     names
         .iter()
         .map(|n| {
             let n = n.trim().to_ascii_lowercase();
-            if ferroptim::optim::NAMES.contains(&n.as_str()) {
+            if all_names().contains(&n.as_str()) {
                 Ok(n)
             } else {
                 Err(format!(
                     "unknown optimizer {n:?}; expected some of: {}",
-                    ferroptim::optim::NAMES.join(", ")
+                    all_names().join(", ")
                 ))
             }
         })
@@ -374,7 +377,7 @@ fn main() -> ExitCode {
             list,
         } => {
             if *list {
-                let registry = ferroptim::optim::REGISTRY;
+                let registry: Vec<_> = ferroptim::optim::registry::entries().collect();
                 let name = registry.iter().map(|e| e.name.len()).max().unwrap_or(0);
                 let torch = registry
                     .iter()

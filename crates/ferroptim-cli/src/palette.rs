@@ -41,7 +41,7 @@ pub const FAMILIES: [(&str, &str, &[&str]); 6] = [
         &["rprop", "lbfgs"],
     ),
     (
-        "ADOPT, AdEMAMix, Adan, Schedule-Free",
+        "ADOPT, AdEMAMix, Adan, Schedule-Free, Lookahead",
         "",
         &[
             "adopt",
@@ -49,6 +49,7 @@ pub const FAMILIES: [(&str, &str, &[&str]); 6] = [
             "adan",
             "sgdschedulefree",
             "adamwschedulefree",
+            "lookahead",
         ],
     ),
     ("Others", "", &[]),
@@ -68,7 +69,7 @@ mod tests {
 
     #[test]
     fn every_optimizer_has_a_family_and_each_panel_its_own_colours() {
-        for name in ferroptim::optim::NAMES {
+        for name in ferroptim::optim::registry::entries().map(|e| e.name) {
             assert!(
                 family(name) < FAMILIES.len() - 1,
                 "{name} is in no named family"

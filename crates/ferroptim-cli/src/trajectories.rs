@@ -86,8 +86,7 @@ pub const FUNCTIONS: [Function; 4] = [
 /// `trajectories` column): torch's defaults except a learning rate that
 /// suits these functions' scale.
 fn entry(name: &str) -> Result<&'static Entry, String> {
-    optim::REGISTRY
-        .iter()
+    optim::registry::entries()
         .find(|e| e.name == name)
         .ok_or_else(|| format!("unknown optimizer {name:?}"))
 }

@@ -206,8 +206,10 @@ fn help_lists_every_optimizer_and_bench_says_what_it_cannot_time() {
 #[test]
 fn demo_list_names_every_optimizer_with_its_reference() {
     let out = stdout_of_success(ferroptim().args(["demo", "--list"]));
-    assert_eq!(out.lines().count(), ferroptim::optim::NAMES.len());
-    for entry in ferroptim::optim::REGISTRY {
+    let entries: Vec<_> = ferroptim::optim::registry::entries().collect();
+    assert_eq!(out.lines().count(), entries.len());
+    assert_eq!(entries.len(), ferroptim::optim::NAMES.len() + 1); // and Lookahead
+    for entry in entries {
         let line = out
             .lines()
             .find(|l| l.split_whitespace().next() == Some(entry.name))

@@ -187,9 +187,13 @@ macro_rules! __ferroptim_registry {
         ) -> $crate::Result<Box<dyn $crate::Optimizer>> {
             match name.to_ascii_lowercase().as_str() {
                 $(stringify!($name) => $crate::optim::registry::construct::<$config, P>(config_json, params),)*
+                "lookahead" => Ok(Box::new($crate::optim::Lookahead::<P>::from_json(config_json, params)?)),
                 _ => Err($crate::Error::UnknownOptimizer {
                     name: name.to_string(),
-                    expected: NAMES.join(", "),
+                    expected: $crate::optim::registry::entries()
+                        .map(|e| e.name)
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 }),
             }
         }
@@ -209,6 +213,29 @@ macro_rules! __ferroptim_floor {
             passes: $passes,
         })
     };
+}
+
+/// The optimizers that wrap another ([`Lookahead`](crate::optim::Lookahead)):
+/// [`build`](crate::optim::build) makes them by name like the others, from
+/// JSON that names the base optimizer in `optimizer` beside the base's own
+/// arguments (`{"optimizer": "adamw", "k": 5, "lr": 0.01}`). Their step is the
+/// base's, so they have no floor of their own.
+pub const WRAPPERS: &[Entry] = &[Entry {
+    name: "lookahead",
+    torch_name: "Lookahead",
+    reference: "pytorch-optimizer 4.1.0",
+    drive: Drive::Dense,
+    matrices_only: false,
+    floor: None,
+    bench: r#"{"optimizer": "adam"}"#,
+    demo: Some(r#"{"optimizer": "adamw", "lr": 0.005, "weight_decay": 0.01}"#),
+    demo_full_batch: None,
+    trajectories: r#"{"optimizer": "adam", "lr": 0.05}"#,
+}];
+
+/// Every row: the [`REGISTRY`](crate::optim::REGISTRY)'s algorithms, then the [`WRAPPERS`].
+pub fn entries() -> impl Iterator<Item = &'static Entry> {
+    super::REGISTRY.iter().chain(WRAPPERS)
 }
 
 /// A config that makes an optimizer over any kind of parameter: every
@@ -317,7 +344,8 @@ mod tests {
     #[test]
     fn every_row_builds_and_names_itself() {
         assert_eq!(NAMES.len(), REGISTRY.len());
-        for (entry, name) in REGISTRY.iter().zip(NAMES) {
+        let names = NAMES.iter().chain(super::WRAPPERS.iter().map(|e| &e.name));
+        for (entry, name) in super::entries().zip(names) {
             assert_eq!(entry.name, *name);
             let p = crate::Param::zeros::<f32>(&[2, 2]);
             let opt = super::super::build(name, entry.bench, [p]).unwrap();
