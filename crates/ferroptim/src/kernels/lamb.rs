@@ -111,21 +111,6 @@ impl<T: Element> TrustRatio<T> {
 }
 
 impl<T: Element> LambScalars<T> {
-    /// `(θ, g)` after the decoupled decay, the global scale and the sign.
-    #[inline(always)]
-    fn inputs(&self, p: T, g: T) -> (T, T) {
-        let g = match self.grad_scale {
-            Some(s) => g * s,
-            None => g,
-        };
-        let g = if self.maximize { -g } else { g };
-        let p = match self.decay {
-            Some(d) => p * d,
-            None => p,
-        };
-        (p, g)
-    }
-
     /// The new moments: `m·β₁ + β₃·g` and `v·β₂ + (1−β₂)·g²`.
     #[inline(always)]
     fn moments(&self, g: T, m: T, v: T) -> (T, T) {
@@ -174,23 +159,53 @@ pub fn lamb_moments<T: Element>(
 
 simd! {
 fn moments_serial<T: Element>(p: &[T], g: &[T], m: &mut [T], v: &mut [T], h: LambScalars<T>) -> Pair {
+    // One loop per update formula, so that each vectorises (a loop that
+    // picks its formula per element stays scalar: perf showed `vsqrtss`).
+    let eps = h.eps;
+    match (h.path, h.l2) {
+        (LambPath::Foreach, None) => {
+            moments_tiles(p, g, m, v, &h, |_, m, v| T::ONE / (v.sqrt() + eps) * m)
+        }
+        (LambPath::PerParam, None) => moments_tiles(p, g, m, v, &h, |_, m, v| m / (v.sqrt() + eps)),
+        _ => moments_tiles(p, g, m, v, &h, |p, m, v| h.update(p, m, v)),
+    }
+}}
+
+/// The first pass over tiles: new moments, and the squares of `θ` and of
+/// `update(θ, m, v)` summed into lanes.
+#[inline(always)]
+fn moments_tiles<T: Element>(
+    p: &[T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    h: &LambScalars<T>,
+    update: impl Fn(T, T, T) -> T,
+) -> Pair {
+    // The scale, sign and decay as factors (exact: `x·1 = x`, `x·(−s) = −(x·s)`).
+    let scale = h.grad_scale.unwrap_or(T::ONE);
+    let scale = if h.maximize { -scale } else { scale };
+    let decay = h.decay.unwrap_or(T::ONE);
     let (mut p_lanes, mut u_lanes) = ([0.0; LANES], [0.0; LANES]);
     let (mut x, mut u) = ([T::ZERO; TILE], [T::ZERO; TILE]);
-    let tiles = p.chunks(TILE).zip(g.chunks(TILE)).zip(m.chunks_mut(TILE).zip(v.chunks_mut(TILE)));
+    let tiles = p
+        .chunks(TILE)
+        .zip(g.chunks(TILE))
+        .zip(m.chunks_mut(TILE).zip(v.chunks_mut(TILE)));
     for ((p, g), (m, v)) in tiles {
         let n = p.len();
         let each = x.iter_mut().zip(u.iter_mut()).zip(p.iter().zip(g));
         for (((x, u), (&p, &g)), (m, v)) in each.zip(m.iter_mut().zip(v.iter_mut())) {
-            let (p, g) = h.inputs(p, g);
+            let (p, g) = (p * decay, g * scale);
             (*m, *v) = h.moments(g, *m, *v);
             *x = p;
-            *u = h.update(p, *m, *v);
+            *u = update(p, *m, *v);
         }
         add_squares(&mut p_lanes, &x[..n]);
         add_squares(&mut u_lanes, &u[..n]);
     }
     Pair(total(p_lanes), total(u_lanes))
-}}
+}
 
 slices!(
     /// The slices of LAMB's second pass.
