@@ -41,9 +41,15 @@ pub fn sum_sq_pair<T: Element>(x: &[T], y: &[T]) -> (f64, f64) {
 
 simd! {
 fn sum_sq_pair_serial<T: Element>((x, y): (&[T], &[T])) -> Pair {
+    // Tile by tile, so that both slices stream at once (one after the other
+    // left the memory bus half idle: 7 GB/s). Each tile holds a multiple of
+    // LANES elements, so every element lands in the lane it would whole.
     let (mut a, mut b) = ([0.0; LANES], [0.0; LANES]);
-    add_squares(&mut a, x);
-    add_squares(&mut b, y);
+    const { assert!(TILE.is_multiple_of(LANES)) };
+    for (x, y) in x.chunks(TILE).zip(y.chunks(TILE)) {
+        add_squares(&mut a, x);
+        add_squares(&mut b, y);
+    }
     Pair(total(a), total(b))
 }}
 
@@ -94,5 +100,41 @@ pub fn global_clip_factor(sq_norm: f32, max_norm: f64, eps: f64) -> f32 {
         1.0
     } else {
         scale
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pair's sums, tiled, are each slice's own sum to the bit, at
+    /// lengths around the tile and lane sizes and across threads' blocks.
+    #[test]
+    fn a_pair_sums_as_each_slice_alone() {
+        for n in [
+            0,
+            1,
+            7,
+            8,
+            9,
+            255,
+            256,
+            257,
+            1000,
+            3 * crate::MIN_CHUNK + 13,
+        ] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let y: Vec<f32> = (0..n)
+                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 3.0)
+                .collect();
+            let (a, b) = sum_sq_pair(&x, &y);
+            assert_eq!(
+                (a.to_bits(), b.to_bits()),
+                (sum_sq(&x).to_bits(), sum_sq(&y).to_bits()),
+                "{n}"
+            );
+        }
     }
 }
