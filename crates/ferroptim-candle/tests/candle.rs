@@ -115,15 +115,29 @@ fn adamw_ends_where_candle_nn_adamw_ends() {
 /// Runs `steps` of algorithm `config` through candle and through ferroptim
 /// on its own Params with the same gradients; they must agree bit for bit,
 /// as both run the same kernels.
-fn same_as_ferroptim<A: Algorithm>(config: A, steps: usize) {
-    let (x, y) = batch();
-    let vars = mlp_vars(7);
-    let params: Vec<Param> = vars
-        .iter()
+/// ferroptim parameters holding the values of `vars`.
+fn params_like(vars: &[Var]) -> Vec<Param> {
+    vars.iter()
         .map(|v| {
             Param::from_vec(v.flatten_all().unwrap().to_vec1::<f32>().unwrap(), v.dims()).unwrap()
         })
-        .collect();
+        .collect()
+}
+
+/// Sets each of `params`' gradient to candle's gradient of the matching Var.
+fn copy_grads(grads: &candle_core::backprop::GradStore, vars: &[Var], params: &[Param]) {
+    for (v, p) in vars.iter().zip(params) {
+        let g = grads.get(v.as_tensor()).unwrap();
+        let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        p.set_grad(ferroptim::Tensor::from_vec(g, v.dims()).unwrap())
+            .unwrap();
+    }
+}
+
+fn same_as_ferroptim<A: Algorithm>(config: A, steps: usize) {
+    let (x, y) = batch();
+    let vars = mlp_vars(7);
+    let params = params_like(&vars);
     let mut ours = CandleOptim::from_vars(vars.clone(), config.clone()).unwrap();
     let mut native = Optim::new(params.clone(), config).unwrap();
     // Schedule-Free steps in train mode (the others ignore it).
@@ -131,12 +145,7 @@ fn same_as_ferroptim<A: Algorithm>(config: A, steps: usize) {
     native.train().unwrap();
     for step in 0..steps {
         let grads = loss(&vars, &x, &y).backward().unwrap();
-        for (v, p) in vars.iter().zip(&params) {
-            let g = grads.get(v.as_tensor()).unwrap();
-            let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            p.set_grad(ferroptim::Tensor::from_vec(g, v.dims()).unwrap())
-                .unwrap();
-        }
+        copy_grads(&grads, &vars, &params);
         candle_nn::Optimizer::step(&mut ours, &grads).unwrap();
         native.step().unwrap();
         for (i, (v, p)) in vars.iter().zip(&params).enumerate() {
@@ -837,13 +846,7 @@ fn lookahead_through_candle_matches_lookahead_on_params() {
     ] {
         let (x, y) = batch();
         let vars = mlp_vars(11);
-        let params: Vec<Param> = vars
-            .iter()
-            .map(|v| {
-                Param::from_vec(v.flatten_all().unwrap().to_vec1::<f32>().unwrap(), v.dims())
-                    .unwrap()
-            })
-            .collect();
+        let params = params_like(&vars);
         let slots: Vec<CandleParam> = vars
             .iter()
             .enumerate()
@@ -854,12 +857,7 @@ fn lookahead_through_candle_matches_lookahead_on_params() {
         assert_eq!(ours.name(), "Lookahead");
         for step in 0..7 {
             let grads = loss(&vars, &x, &y).backward().unwrap();
-            for (v, p) in vars.iter().zip(&params) {
-                let g = grads.get(v.as_tensor()).unwrap();
-                let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                p.set_grad(ferroptim::Tensor::from_vec(g, v.dims()).unwrap())
-                    .unwrap();
-            }
+            copy_grads(&grads, &vars, &params);
             ours.step_with(&grads).unwrap();
             native.step().unwrap();
             let native_flat: Vec<f32> = params

@@ -97,26 +97,31 @@ pub fn load(name: &str) -> Fixture {
     fixture
 }
 
+/// The param groups a fixture records (`params` as indices, and each
+/// group's own hyperparameters) over `params`.
+pub fn group_specs(groups: &[Map<String, Value>], params: &[Param]) -> Vec<GroupSpec> {
+    groups
+        .iter()
+        .map(|g| {
+            let ids = g["params"].as_array().expect("params list");
+            let mut spec = GroupSpec::new(
+                ids.iter()
+                    .map(|i| params[i.as_u64().unwrap() as usize].clone()),
+            );
+            for (k, v) in g.iter().filter(|(k, _)| *k != "params") {
+                spec = spec.set(k, v.clone());
+            }
+            spec
+        })
+        .collect()
+}
+
 impl Case {
     /// Fresh parameters holding `values`, and an optimizer built by name from
     /// the case's torch kwargs, with the case's param groups.
     pub fn build(&self, optimizer: &str, values: &[Tensor]) -> (Box<dyn Optimizer>, Vec<Param>) {
         let params: Vec<Param> = values.iter().map(|t| Param::new(t.clone())).collect();
-        let groups: Vec<GroupSpec> = self
-            .groups
-            .iter()
-            .map(|g| {
-                let ids = g["params"].as_array().expect("params list");
-                let mut spec = GroupSpec::new(
-                    ids.iter()
-                        .map(|i| params[i.as_u64().unwrap() as usize].clone()),
-                );
-                for (k, v) in g.iter().filter(|(k, _)| *k != "params") {
-                    spec = spec.set(k, v.clone());
-                }
-                spec
-            })
-            .collect();
+        let groups = group_specs(&self.groups, &params);
         let mut opt = optim::build(optimizer, &self.kwargs.to_string(), groups)
             .unwrap_or_else(|e| panic!("{}: {e}", self.desc));
         // As the generator does: Schedule-Free steps in train mode (for the

@@ -8,11 +8,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ferroptim::optim::{Lookahead, LookaheadConfig};
-use ferroptim::{GroupSpec, Optimizer, Param, StateDict, StateValue, Tensor};
+use ferroptim::{Optimizer, Param, StateDict, StateValue, Tensor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::common::{compare_state, compare_tensor_in, json_equal, tolerance, Agreement, Scales};
+use crate::common::{
+    compare_state, compare_tensor_in, group_specs, json_equal, tolerance, Agreement, Scales,
+};
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -88,21 +90,7 @@ impl Case {
             .iter()
             .map(|t| Param::new(t.clone()))
             .collect();
-        let groups: Vec<GroupSpec> = self
-            .groups
-            .iter()
-            .map(|g| {
-                let ids = g["params"].as_array().unwrap();
-                let mut spec = GroupSpec::new(
-                    ids.iter()
-                        .map(|i| params[i.as_u64().unwrap() as usize].clone()),
-                );
-                for (k, v) in g.iter().filter(|(k, _)| *k != "params") {
-                    spec = spec.set(k, v.clone());
-                }
-                spec
-            })
-            .collect();
+        let groups = group_specs(&self.groups, &params);
         let config: LookaheadConfig = serde_json::from_value(self.kwargs.clone()).unwrap();
         let opt = Lookahead::build(&self.base, &self.base_kwargs.to_string(), groups, config)
             .unwrap_or_else(|e| panic!("{}: {e}", self.desc));
