@@ -54,6 +54,10 @@ SHAPES_FOR = {
     "adan": [(1,), (5, 9), (7,), (0, 3)],
     "adafactor": [(), (5, 9), (7,), (2, 3, 4)],
     "muon": [(4, 3), (5, 9), (9, 5), (6, 6)],
+    # SOAP preconditions every dimension; a 4-D parameter for data_format's
+    # channels_last (its only effect), and no empty one (its statistics are
+    # zero, so its eigenbasis is any basis at all).
+    "soap": [(), (5, 9), (7,), (2, 3, 2, 2)],
 }
 GROUPS = [[0, 1], [2, 3]]
 # The second group runs at this multiple of the first group's lr.
@@ -537,9 +541,44 @@ OPTIMIZERS = {
 }
 # Loaded only when asked for (`generate.py lion`), so that torch's fixtures
 # regenerate without the other packages.
+def _soap():
+    from pytorch_optimizer import SOAP
+
+    return (
+        SOAP,
+        _inputs([
+            ({}, "default (lr 3e-3, betas (0.95, 0.95), weight_decay 0.01; an eigenbasis by QR at step 11)"),
+            ({"precondition_frequency": 3}, "precondition_frequency 3 (QR every third step)"),
+            ({"shampoo_beta": 0.8, "betas": (0.9, 0.99)}, "shampoo_beta apart from beta2, and betas"),
+            ({"weight_decay": 0.0, "lr": 0.01}, "no weight_decay"),
+            ({"correct_bias": False}, "correct_bias False"),
+            ({"normalize_gradient": True, "precondition_frequency": 4}, "normalize_gradient"),
+            ({"precondition_1d": True, "precondition_frequency": 5}, "precondition_1d (a 7x7 eigenbasis for the vector)"),
+            ({"max_precondition_dim": 6, "precondition_frequency": 3},
+             "max_precondition_dim 6 (the 9-wide dimension keeps the identity)"),
+            ({"merge_dims": True, "max_precondition_dim": 6, "precondition_frequency": 3},
+             "merge_dims (5x9 stays, 2x3x2x2 merges to 6x4, the scalar to 1)"),
+            ({"merge_dims": True, "max_precondition_dim": 6, "data_format": "channels_last",
+              "precondition_frequency": 3}, "merge_dims with data_format channels_last (NHWC to NCHW first)"),
+            ({"eps": 1e-3, "lr": 0.01}, "eps"),
+            ({"maximize": True, "precondition_frequency": 3}, "maximize"),
+            ({"lr": 0.02, "betas": (0.8, 0.9), "shampoo_beta": 0.7, "weight_decay": 0.05,
+              "precondition_frequency": 2, "max_precondition_dim": 6, "merge_dims": True,
+              "precondition_1d": True, "correct_bias": False, "normalize_gradient": True,
+              "data_format": "channels_last", "eps": 1e-6, "maximize": True}, "every argument at once"),
+        ]),
+        _error_inputs(_pto_errors() + [
+            ({"shampoo_beta": -0.1}, "negative shampoo_beta", None),
+            ({"precondition_frequency": 0}, "precondition_frequency of 0", None),
+            ({"max_precondition_dim": 0}, "max_precondition_dim of 0", None),
+        ], ValueError),
+    )
+
+
 REFERENCES = {"lion": _lion, "adopt": _adopt, "ademamix": _ademamix,
               "sgdschedulefree": _sgd_schedulefree, "adamwschedulefree": _adamw_schedulefree,
-              "lars": _lars, "lamb": _lamb, "adan": _adan, "prodigy": _prodigy}
+              "lars": _lars, "lamb": _lamb, "adan": _adan, "prodigy": _prodigy,
+              "soap": _soap}
 
 
 def num(x: float):
@@ -564,7 +603,11 @@ def tensor_json(t: torch.Tensor) -> dict:
     }
 
 
-def value_json(v):
+def value_json(v, dtype=torch.float32):
+    """`v` as JSON. An empty list inside a list (SOAP's `[]` for a dimension
+    it does not precondition, in `GG` and `Q`) is written as an empty tensor
+    of `dtype`: ferroptim's state holds lists of tensors, and the reference
+    tests `len(m) == 0`, which holds for both."""
     if isinstance(v, torch.Tensor):
         return tensor_json(v)
     if isinstance(v, bool) or v is None or isinstance(v, str):
@@ -574,15 +617,16 @@ def value_json(v):
     if isinstance(v, float):
         return num(v)
     if isinstance(v, (list, tuple)):
-        return [value_json(x) for x in v]
+        return [tensor_json(torch.empty(0, dtype=dtype)) if isinstance(x, list) and not x
+                else value_json(x, dtype) for x in v]
     if isinstance(v, dict):
-        return {k: value_json(x) for k, x in v.items()}
+        return {k: value_json(x, dtype) for k, x in v.items()}
     raise TypeError(f"cannot write {type(v)} to a fixture")
 
 
-def state_dict_json(sd: dict) -> dict:
+def state_dict_json(sd: dict, dtype=torch.float32) -> dict:
     return {
-        "state": {str(k): {kk: value_json(vv) for kk, vv in v.items()} for k, v in sd["state"].items()},
+        "state": {str(k): {kk: value_json(vv, dtype) for kk, vv in v.items()} for k, v in sd["state"].items()},
         "param_groups": [{k: value_json(v) for k, v in g.items()} for g in sd["param_groups"]],
     }
 
@@ -647,11 +691,11 @@ def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int, sparse: bool = Fa
         opt.step()
         index = {id(p): i for i, p in enumerate(params)}
         state = {
-            str(index[id(p)]): {k: value_json(v) for k, v in s.items()} for p, s in opt.state.items()
+            str(index[id(p)]): {k: value_json(v, dtype) for k, v in s.items()} for p, s in opt.state.items()
         }
         steps.append({"grads": grads, "params": [tensor_json(p) for p in params], "state": state})
         if step + 1 == MID_STEP:
-            sd_mid = state_dict_json(opt.state_dict())
+            sd_mid = state_dict_json(opt.state_dict(), dtype)
             if on_mid is not None:
                 on_mid(opt)
     out = {
@@ -663,7 +707,7 @@ def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int, sparse: bool = Fa
         "steps": steps,
         "state_dict_mid": sd_mid,
         "mid_step": MID_STEP,
-        "state_dict_final": state_dict_json(opt.state_dict()),
+        "state_dict_final": state_dict_json(opt.state_dict(), dtype),
     }
     if modes:
         opt.eval()

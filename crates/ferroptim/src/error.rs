@@ -218,6 +218,20 @@ pub enum Error {
         max: f64,
     },
 
+    /// SOAP's `merge_dims` would merge a parameter's dimensions into one,
+    /// which the reference reshapes to `[1]` and fails on.
+    #[error("{optimizer}: merge_dims cannot merge parameter {param} of shape {shape:?}: with max_precondition_dim {max_precondition_dim} its dimensions merge into one, which the reference reshapes to [1] and fails on; set merge_dims to false, or max_precondition_dim below its number of elements")]
+    MergeDimsUnsupported {
+        /// The optimizer.
+        optimizer: &'static str,
+        /// The parameter's index in group order.
+        param: usize,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// The group's `max_precondition_dim`.
+        max_precondition_dim: usize,
+    },
+
     /// This optimizer does not take sparse gradients (torch raises too).
     #[error("{optimizer} does not support sparse gradients (parameter {param})")]
     SparseGradUnsupported {

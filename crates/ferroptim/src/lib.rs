@@ -60,6 +60,7 @@ mod group;
 pub mod hooks;
 pub mod json;
 pub mod kernels;
+pub mod linalg;
 pub mod lr_scheduler;
 pub mod optim;
 mod optimizer;

@@ -365,6 +365,28 @@ impl<'a> StateEntries<'a> {
             .collect()
     }
 
+    /// A list of tensors of any shapes (SOAP's per-dimension matrices),
+    /// converted to the parameter's dtype; the algorithm checks the shapes.
+    pub fn tensors(&mut self, key: &str) -> Result<Vec<Tensor>> {
+        let value = self
+            .get(key)
+            .ok_or_else(|| Error::state(self.path(key), "missing; expected a list of tensors"))?;
+        match value {
+            StateValue::TensorList(list) => {
+                Ok(list.iter().map(|t| t.to_dtype(self.dtype)).collect())
+            }
+            other => Err(Error::state(
+                self.path(key),
+                format!("expected a list of tensors, found {}", kind(other)),
+            )),
+        }
+    }
+
+    /// The parameter's state_dict number.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     /// Marks `key` as read without reading it: a key torch saves that this
     /// optimizer has no use for (LBFGS's scratch `al`).
     pub fn ignore(&mut self, key: &str) {

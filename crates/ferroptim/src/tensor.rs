@@ -83,6 +83,7 @@ mod sealed {
 /// CPU kernels use, so results agree to the bit where the order agrees.
 pub trait Element:
     sealed::Sealed
+    + crate::linalg::Linalg
     + Copy
     + Default
     + PartialOrd

@@ -30,6 +30,7 @@ mod rprop;
 mod schedule_free;
 mod sgd;
 mod sgd_schedulefree;
+mod soap;
 mod sparse_adam;
 
 pub use adadelta::{Adadelta, AdadeltaConfig, AdadeltaState};
@@ -56,6 +57,7 @@ pub use rmsprop::{Rmsprop, RmspropConfig, RmspropState};
 pub use rprop::{Rprop, RpropConfig, RpropState};
 pub use sgd::{Sgd, SgdConfig, SgdState};
 pub use sgd_schedulefree::{SgdScheduleFree, SgdScheduleFreeConfig, SgdScheduleFreeState};
+pub use soap::{DataFormat, Soap, SoapConfig, SoapState};
 pub use sparse_adam::{SparseAdam, SparseAdamConfig, SparseAdamState};
 
 pub mod registry;

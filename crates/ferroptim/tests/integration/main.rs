@@ -21,6 +21,7 @@ mod lr_scheduler;
 mod optimizer;
 mod parity;
 mod reliability;
+mod soap;
 mod state_dict;
 mod swa;
 mod threads;
