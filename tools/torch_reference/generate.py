@@ -522,25 +522,6 @@ def _adamw_schedulefree():
     )
 
 
-OPTIMIZERS = {
-    "sgd": (torch.optim.SGD, co.optim_inputs_func_sgd, co.optim_error_inputs_func_sgd),
-    "adam": (torch.optim.Adam, co.optim_inputs_func_adam, co.optim_error_inputs_func_adam),
-    "adamax": (torch.optim.Adamax, co.optim_inputs_func_adamax, co.optim_error_inputs_func_adamax),
-    "adadelta": (torch.optim.Adadelta, co.optim_inputs_func_adadelta, co.optim_error_inputs_func_adadelta),
-    "adagrad": (torch.optim.Adagrad, co.optim_inputs_func_adagrad, co.optim_error_inputs_func_adagrad),
-    "rmsprop": (torch.optim.RMSprop, co.optim_inputs_func_rmsprop, co.optim_error_inputs_func_rmsprop),
-    "asgd": (torch.optim.ASGD, co.optim_inputs_func_asgd, co.optim_error_inputs_func_asgd),
-    "adamw": (torch.optim.AdamW, co.optim_inputs_func_adamw, co.optim_error_inputs_func_adamw),
-    "nadam": (torch.optim.NAdam, co.optim_inputs_func_nadam, co.optim_error_inputs_func_nadam),
-    "radam": (torch.optim.RAdam, co.optim_inputs_func_radam, co.optim_error_inputs_func_radam),
-    "sparseadam": (torch.optim.SparseAdam, co.optim_inputs_func_sparseadam,
-                   co.optim_error_inputs_func_sparseadam),
-    "rprop": (torch.optim.Rprop, co.optim_inputs_func_rprop, co.optim_error_inputs_func_rprop),
-    "adafactor": (torch.optim.Adafactor, co.optim_inputs_func_adafactor, co.optim_error_inputs_func_adafactor),
-    "muon": (torch.optim.Muon, co.optim_inputs_func_muon, co.optim_error_inputs_func_muon),
-}
-# Loaded only when asked for (`generate.py lion`), so that torch's fixtures
-# regenerate without the other packages.
 def _soap():
     from pytorch_optimizer import SOAP
 
@@ -575,6 +556,25 @@ def _soap():
     )
 
 
+OPTIMIZERS = {
+    "sgd": (torch.optim.SGD, co.optim_inputs_func_sgd, co.optim_error_inputs_func_sgd),
+    "adam": (torch.optim.Adam, co.optim_inputs_func_adam, co.optim_error_inputs_func_adam),
+    "adamax": (torch.optim.Adamax, co.optim_inputs_func_adamax, co.optim_error_inputs_func_adamax),
+    "adadelta": (torch.optim.Adadelta, co.optim_inputs_func_adadelta, co.optim_error_inputs_func_adadelta),
+    "adagrad": (torch.optim.Adagrad, co.optim_inputs_func_adagrad, co.optim_error_inputs_func_adagrad),
+    "rmsprop": (torch.optim.RMSprop, co.optim_inputs_func_rmsprop, co.optim_error_inputs_func_rmsprop),
+    "asgd": (torch.optim.ASGD, co.optim_inputs_func_asgd, co.optim_error_inputs_func_asgd),
+    "adamw": (torch.optim.AdamW, co.optim_inputs_func_adamw, co.optim_error_inputs_func_adamw),
+    "nadam": (torch.optim.NAdam, co.optim_inputs_func_nadam, co.optim_error_inputs_func_nadam),
+    "radam": (torch.optim.RAdam, co.optim_inputs_func_radam, co.optim_error_inputs_func_radam),
+    "sparseadam": (torch.optim.SparseAdam, co.optim_inputs_func_sparseadam,
+                   co.optim_error_inputs_func_sparseadam),
+    "rprop": (torch.optim.Rprop, co.optim_inputs_func_rprop, co.optim_error_inputs_func_rprop),
+    "adafactor": (torch.optim.Adafactor, co.optim_inputs_func_adafactor, co.optim_error_inputs_func_adafactor),
+    "muon": (torch.optim.Muon, co.optim_inputs_func_muon, co.optim_error_inputs_func_muon),
+}
+# Loaded only when asked for (`generate.py lion`), so that torch's fixtures
+# regenerate without the other packages.
 REFERENCES = {"lion": _lion, "adopt": _adopt, "ademamix": _ademamix,
               "sgdschedulefree": _sgd_schedulefree, "adamwschedulefree": _adamw_schedulefree,
               "lars": _lars, "lamb": _lamb, "adan": _adan, "prodigy": _prodigy,

@@ -374,8 +374,13 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
             for (p, state) in group.params.iter().zip(states) {
                 if let Some(kind) = p.grad_kind(index)? {
                     group.options.check_grad(kind == GradKind::Sparse, index)?;
-                    if let Some(state) = state {
-                        group.options.check_state(state, index)?;
+                    // A parameter's shape is checked when its group is
+                    // added; its group's hyperparameters may have changed
+                    // since (SOAP's merge_dims), so again before its state
+                    // exists, and its state after that.
+                    match state {
+                        Some(state) => group.options.check_state(state, index)?,
+                        None => check_param(&group.options, p, index)?,
                     }
                 }
                 index += 1;

@@ -165,6 +165,16 @@ struct Layout {
     shape: Vec<usize>,
 }
 
+/// The hyperparameters a [`Layout`] depends on (besides the shape, which a
+/// state never changes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct LayoutKey {
+    merge_dims: bool,
+    precondition_1d: bool,
+    max_precondition_dim: usize,
+    data_format: DataFormat,
+}
+
 impl Layout {
     fn any_preconditioned(&self) -> bool {
         self.preconditioned.iter().any(|&p| p)
@@ -242,6 +252,15 @@ impl SoapConfig {
         })
     }
 
+    fn layout_key(&self) -> LayoutKey {
+        LayoutKey {
+            merge_dims: self.merge_dims,
+            precondition_1d: self.precondition_1d,
+            max_precondition_dim: self.max_precondition_dim,
+            data_format: self.data_format,
+        }
+    }
+
     fn shampoo_beta(&self) -> f64 {
         self.shampoo_beta.unwrap_or(self.betas.1)
     }
@@ -274,6 +293,8 @@ pub struct SoapState {
 /// ordering.
 #[derive(Clone, Debug, Default)]
 struct Workspace {
+    /// The parameter's layout, for the hyperparameters it was made with.
+    layout: Option<(LayoutKey, Layout)>,
     tensors: Option<[Tensor; 5]>,
     order: Vec<usize>,
     estimates: Vec<f64>,
@@ -441,7 +462,14 @@ impl Algorithm for SoapConfig {
                 found: state.exp_avg_sq.shape().to_vec(),
             });
         }
-        let layout = self.layout(shape, index)?;
+        let computed;
+        let layout = match &state.workspace.layout {
+            Some((key, layout)) if *key == self.layout_key() => layout,
+            _ => {
+                computed = self.layout(shape, index)?;
+                &computed
+            }
+        };
         let lists = [("GG", &state.gg), ("Q", &state.q)];
         for (key, list) in lists.into_iter().take(if state.ready { 2 } else { 1 }) {
             if list.len() != layout.dims.len() {
@@ -520,10 +548,31 @@ impl Algorithm for SoapConfig {
         state: &mut SoapState,
     ) -> Result<()> {
         check_len("soap", "grad", param.len(), grad.len())?;
-        let layout = self.layout(shape, 0)?;
+        // The layout is made once per state (and again if its
+        // hyperparameters change), so that a step allocates nothing.
+        let key = self.layout_key();
+        let layout = match state.workspace.layout.take() {
+            Some((k, layout)) if k == key => layout,
+            _ => self.layout(shape, 0)?,
+        };
+        let result = self.update_in(&layout, param, grad, state);
+        state.workspace.layout = Some((key, layout));
+        result
+    }
+}
+
+impl SoapConfig {
+    /// [`Algorithm::update`] with the parameter's layout.
+    fn update_in<T: Element>(
+        &self,
+        layout: &Layout,
+        param: &mut [T],
+        grad: &[T],
+        state: &mut SoapState,
+    ) -> Result<()> {
         let s = self.step.saturating_sub(1);
         if !state.ready {
-            precondition(&layout, grad, state, s)?;
+            precondition(layout, grad, state, s)?;
         }
         if self.step <= 1 {
             return Ok(());
@@ -546,15 +595,15 @@ impl Algorithm for SoapConfig {
             maximize: self.maximize,
         };
         if layout.any_preconditioned() {
-            preconditioned_update(&layout, param, grad, state, &h)?;
+            preconditioned_update(layout, param, grad, state, &h)?;
         } else {
             identity_update(param, grad, state, &h)?;
         }
         if self.normalize_gradient {
-            normalize(param, state, &h, self.eps)?;
+            normalize(param, state, &h)?;
         }
         apply_update(param, state, &h)?;
-        precondition(&layout, grad, state, s)
+        precondition(layout, grad, state, s)
     }
 }
 
@@ -632,17 +681,11 @@ fn preconditioned_update<T: Element>(
 }
 
 /// `u ← u / (√mean(u²) + ε)`.
-fn normalize<T: Element>(
-    param: &[T],
-    state: &mut SoapState,
-    h: &Scalars<T>,
-    eps: f64,
-) -> Result<()> {
-    let _ = h;
+fn normalize<T: Element>(param: &[T], state: &mut SoapState, h: &Scalars<T>) -> Result<()> {
     let [_, _, u, ..] = buffers::<T>(&mut state.workspace.tensors, param.len(), 0)?;
     let sum: f64 = u.iter().map(|&x| (x * x).to_f64()).sum();
     let mean = T::from_f64(sum) / T::from_f64(u.len().max(1) as f64);
-    let d = mean.sqrt() + T::from_f64(eps);
+    let d = mean.sqrt() + h.eps;
     for x in u.iter_mut() {
         *x = *x / d;
     }
@@ -721,11 +764,9 @@ fn project<T: Element>(
     out: &mut [T],
     tmp: &mut [T],
 ) -> Result<()> {
-    let axes: Vec<usize> = (0..layout.dims.len())
-        .filter(|&i| layout.preconditioned[i])
-        .collect();
+    let mut axes = (0..layout.dims.len()).filter(|&i| layout.preconditioned[i]);
     let nhwc = usize::from(layout.nhwc);
-    let total = axes.len() + 2 * nhwc;
+    let total = axes.clone().count() + 2 * nhwc;
     if total == 0 {
         out.copy_from_slice(x);
         return Ok(());
@@ -743,7 +784,9 @@ fn project<T: Element>(
         } else if nhwc == 1 && k == total - 1 {
             permute_nhwc(&layout.shape, src, dst, false);
         } else {
-            let axis = axes[k - nhwc];
+            let Some(axis) = axes.next() else {
+                unreachable!("one mode product per preconditioned axis")
+            };
             let basis = q[axis].as_ref().ok_or_else(|| {
                 Error::state(
                     format!("Q[{axis}]"),
@@ -794,6 +837,7 @@ fn precondition<T: Element>(
         tensors,
         order,
         estimates,
+        ..
     } = workspace;
     let [a, b, _, m1, m2] = buffers::<T>(tensors, numel, max_square(layout))?;
     let merged: &[T] = if layout.nhwc {
@@ -900,4 +944,48 @@ fn eigenbasis<T: Element>(g: &Tensor) -> Result<Tensor> {
         }
     }
     Tensor::from_vec(q, &[n, n])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Optimizer, Param};
+
+    #[test]
+    fn a_parameter_merge_dims_cannot_merge_is_refused_before_anything_moves() {
+        let config = SoapConfig {
+            merge_dims: true,
+            max_precondition_dim: 2,
+            ..Default::default()
+        };
+        // [1, 2] merges into one dimension: the reference's reshape fails.
+        let err = Soap::new([Param::zeros::<f32>(&[1, 2])], config.clone()).unwrap_err();
+        assert!(
+            matches!(err, Error::MergeDimsUnsupported { param: 0, .. }),
+            "{err:?}"
+        );
+
+        // Made valid, then changed before the first step: the step refuses
+        // it before the other parameter, or the group's step, moves.
+        let (fine, bad) = (Param::zeros::<f32>(&[3]), Param::zeros::<f32>(&[1, 2]));
+        let unmerged = SoapConfig {
+            merge_dims: false,
+            ..config
+        };
+        let mut opt = Soap::new([fine.clone(), bad.clone()], unmerged).unwrap();
+        opt.set_hyperparameter(0, "merge_dims", true.into())
+            .unwrap();
+        for p in [&fine, &bad] {
+            let n = p.value().numel();
+            p.set_grad(Tensor::from_vec(vec![1.0f32; n], p.value().shape()).unwrap())
+                .unwrap();
+        }
+        let err = opt.step().unwrap_err();
+        assert!(
+            matches!(err, Error::MergeDimsUnsupported { param: 1, .. }),
+            "{err:?}"
+        );
+        assert!(opt.state(&fine).is_none());
+        assert_eq!(opt.hyperparameter(0, "step"), None);
+    }
 }
