@@ -150,6 +150,9 @@ fn a_step_through_candle_allocates_no_tensor_after_the_first() {
         slice_p: 11,
         ..Default::default()
     }));
+    // SOAP's third step is no refresh of its bases (one in 10 is: faer's QR
+    // allocates its factors then).
+    counts.extend(steady_state_allocations(optim::SoapConfig::default()));
     let smallest_tensor = 1024 * 4;
     let allocating: Vec<_> = counts
         .iter()
@@ -159,7 +162,7 @@ fn a_step_through_candle_allocates_no_tensor_after_the_first() {
         allocating.is_empty(),
         "bytes allocated per step: {allocating:?}"
     );
-    assert_eq!(counts.len(), 42);
+    assert_eq!(counts.len(), 44);
 }
 
 /// LBFGS over candle Vars keeps no copy of the parameters: building it

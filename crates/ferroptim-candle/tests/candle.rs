@@ -294,6 +294,16 @@ fn every_algorithm_updates_vars_exactly_as_ferroptim_updates_params() {
         steps,
     );
     same_as_ferroptim(optim::ProdigyConfig::default(), steps);
+    // A basis by QR every other step, vectors preconditioned too.
+    same_as_ferroptim(
+        optim::SoapConfig {
+            precondition_frequency: 2,
+            precondition_1d: true,
+            weight_decay: 0.01,
+            ..Default::default()
+        },
+        steps,
+    );
     same_as_ferroptim(
         optim::ProdigyConfig {
             betas: (0.0, 0.99),

@@ -135,6 +135,9 @@ macro_rules! for_each_optimizer {
             // prodigyopt's Prodigy: a pass reading θ, g, m, v, s, θ₀ and writing m, v, s (the
             // D estimate's sums), then one reading θ, m, v and writing θ: the bytes of 14 arrays.
             prodigy:    ProdigyConfig,    [Prodigy],   Dense,   false, (9, 5, 1), "{}",                               Some(r#"{"lr": 1.0}"#),                                           None,    r#"{"lr": 1.0}"#;
+            // pytorch-optimizer's SOAP: Adam in the eigenbasis of Shampoo's statistics, refreshed
+            // by QR every precondition_frequency steps; matrix products, not an element-wise pass: no floor.
+            soap:       SoapConfig,       [Soap],      Dense,   false, (),        "{}",                               Some(r#"{"lr": 0.003}"#),                                         None,    r#"{"lr": 0.05}"#;
             // schedulefree's: call train() before steps, eval() before evaluating.
             sgdschedulefree:   SgdScheduleFreeConfig,   [SgdScheduleFree],   Dense, false, (3, 2, 1), "{}", Some(r#"{"lr": 1.0}"#),  None, r#"{"lr": 0.002}"#;
             adamwschedulefree: AdamWScheduleFreeConfig, [AdamWScheduleFree], Dense, false, (4, 3, 1), "{}", Some(r#"{"lr": 0.01}"#), None, r#"{"lr": 0.05}"#;

@@ -12,7 +12,7 @@ use super::pickle::{Arena, Obj, StorageKind};
 use super::{bad, MAX_DEPTH, NODE_BYTES};
 use crate::error::Result;
 use crate::state::{ParamStateDict, StateDict, StateValue};
-use crate::tensor::Tensor;
+use crate::tensor::{Dtype, Tensor};
 
 impl Arena {
     pub(super) fn json(&self, i: usize, depth: usize) -> Result<Value> {
@@ -100,12 +100,16 @@ impl Arena {
             Obj::Int(v) => StateValue::Int(*v),
             Obj::Float(x) => StateValue::Float(*x),
             // A list of tensors; `None` entries (only LBFGS's scratch `al`
-            // has them, for history slots not yet used) are left out.
+            // has them, for history slots not yet used) are left out, and an
+            // empty list in it (SOAP's `[]` for a dimension it does not
+            // precondition) is an empty tensor, which the load casts to the
+            // parameter's dtype.
             Obj::List(v) | Obj::Tuple(v) => StateValue::TensorList(
                 v.iter()
                     .filter(|&&j| !matches!(self[j], Obj::None))
                     .map(|&j| match &self[j] {
                         Obj::Tensor(t, kind) => self.state_tensor(t, *kind, what),
+                        Obj::List(inner) if inner.is_empty() => Ok(Tensor::zeros(Dtype::F32, &[0])),
                         _ => Err(bad(format!(
                             "{what}: a list of something other than tensors"
                         ))),

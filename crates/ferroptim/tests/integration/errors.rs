@@ -190,6 +190,11 @@ fn ademamix_rejects_what_pytorch_optimizer_rejects() {
 }
 
 #[test]
+fn soap_rejects_what_pytorch_optimizer_rejects() {
+    assert!(check("soap") >= 9);
+}
+
+#[test]
 fn build_rejects_unknown_names_and_fields() {
     let p = || [Param::zeros::<f64>(&[2])];
     assert!(matches!(
