@@ -26,9 +26,17 @@ pub const FAMILIES: [(&str, &str, &[&str]); 6] = [
         &["sgd", "asgd", "muon", "lion", "lars", "lamb"],
     ),
     (
-        "Adam and its variants",
+        "Adam and its variants (SOAP: in Shampoo's eigenbasis)",
         "",
-        &["adam", "adamw", "adamax", "nadam", "radam", "sparseadam"],
+        &[
+            "adam",
+            "adamw",
+            "adamax",
+            "nadam",
+            "radam",
+            "sparseadam",
+            "soap",
+        ],
     ),
     (
         "Per-coordinate scalings, and Prodigy's learned step",

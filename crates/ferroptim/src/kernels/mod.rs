@@ -12,7 +12,7 @@
 //! Adamax, NAdam, RAdam, whose shared scalars [`Moments`] has one
 //! constructor), `adaptive` (Adadelta, Adagrad, RMSprop),
 //! ASGD and Rprop, Lion, ADOPT and AdEMAMix (`pytorch_optimizer`), LAMB, Adan,
-//! Prodigy's two passes, Schedule-Free
+//! Prodigy's two passes, SOAP's loops, Schedule-Free
 //! SGD and AdamW, sparse
 //! gradients, Adafactor, Newton–Schulz, and the flat-vector helpers of LBFGS.
 //!
@@ -48,6 +48,7 @@ mod pytorch_optimizer;
 pub(crate) mod reduce;
 mod schedule_free;
 mod sgd;
+pub(crate) mod soap;
 mod sparse;
 
 pub use adam_family::{

@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 use crate::algorithm::Algorithm;
 use crate::error::{Error, Result};
 use crate::json::is_zero;
-use crate::kernels::{check_len, lerp};
+use crate::kernels::{check_len, soap};
 use crate::linalg::{Linalg, View};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
@@ -636,12 +636,10 @@ fn identity_update<T: Element>(
     let m = state.exp_avg.as_slice_mut::<T>()?;
     let v = state.exp_avg_sq.as_slice_mut::<T>()?;
     let [_, _, u, ..] = buffers::<T>(&mut state.workspace.tensors, param.len(), 0)?;
-    for (((u, m), v), &g) in u.iter_mut().zip(m).zip(v).zip(grad) {
-        let signed = if h.maximize { -g } else { g };
-        *m = lerp(*m, signed, h.one_minus_beta1);
-        *v = lerp(*v, g * g, h.one_minus_beta2);
-        *u = *m / (v.sqrt() + h.eps);
-    }
+    soap::lerp_toward_signed(m, grad, h.one_minus_beta1, h.maximize);
+    soap::lerp_toward_square(v, grad, h.one_minus_beta2);
+    u.copy_from_slice(m);
+    soap::divide_by_root(u, v, h.eps);
     Ok(())
 }
 
@@ -666,17 +664,10 @@ fn preconditioned_update<T: Element>(
         exp_avg_sq.as_slice_mut::<T>()?,
     );
     project(layout, q, grad, true, a, b)?;
-    for (v, &x) in v.iter_mut().zip(a.iter()) {
-        *v = lerp(*v, x * x, h.one_minus_beta2);
-    }
-    for (m, &g) in m.iter_mut().zip(grad) {
-        let signed = if h.maximize { -g } else { g };
-        *m = lerp(*m, signed, h.one_minus_beta1);
-    }
+    soap::lerp_toward_square(v, a, h.one_minus_beta2);
+    soap::lerp_toward_signed(m, grad, h.one_minus_beta1, h.maximize);
     project(layout, q, m, true, a, b)?;
-    for (r, &v) in a.iter_mut().zip(v.iter()) {
-        *r = *r / (v.sqrt() + h.eps);
-    }
+    soap::divide_by_root(a, v, h.eps);
     project(layout, q, a, false, c, b)
 }
 
@@ -695,10 +686,7 @@ fn normalize<T: Element>(param: &[T], state: &mut SoapState, h: &Scalars<T>) -> 
 /// `θ ← (θ − step·u)·(1 − lr·λ)`.
 fn apply_update<T: Element>(param: &mut [T], state: &mut SoapState, h: &Scalars<T>) -> Result<()> {
     let [_, _, u, ..] = buffers::<T>(&mut state.workspace.tensors, param.len(), 0)?;
-    for (p, &u) in param.iter_mut().zip(u.iter()) {
-        let moved = u.mul_add(h.neg_step_size, *p);
-        *p = h.decay.map_or(moved, |d| moved * d);
-    }
+    soap::add_scaled_then_decay(param, u, h.neg_step_size, h.decay);
     Ok(())
 }
 
@@ -861,9 +849,7 @@ fn precondition<T: Element>(
                 T::matmul(outer, true, x, x.t());
             }
         }
-        for (s, &o) in g.as_slice_mut::<T>()?.iter_mut().zip(outer.iter()) {
-            *s = lerp(*s, o, weight);
-        }
+        soap::lerp_toward(g.as_slice_mut::<T>()?, outer, weight);
     }
     if !*ready {
         *q = gg
