@@ -488,9 +488,10 @@ impl Algorithm for SoapConfig {
                 .zip(layout.dims.iter().zip(&layout.preconditioned))
                 .enumerate()
             {
-                let found = entry.as_ref().map(|t| t.shape().to_vec());
-                let fits = match (&found, pre) {
-                    (Some(s), true) => s == &[n, n],
+                // Compared in place: this runs before every step, which allocates nothing.
+                let found = entry.as_ref().map(Tensor::shape);
+                let fits = match (found, pre) {
+                    (Some(s), true) => s == [n, n],
                     (None, false) => true,
                     _ => false,
                 };
@@ -504,7 +505,7 @@ impl Algorithm for SoapConfig {
                         format!("state[{index}].{key}[{i}]"),
                         format!(
                             "expected {expected} for these hyperparameters, found shape {:?}",
-                            found.unwrap_or_else(|| vec![0])
+                            found.unwrap_or(&[0])
                         ),
                     ));
                 }
