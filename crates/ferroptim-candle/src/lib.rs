@@ -352,7 +352,7 @@ impl<A: Algorithm> candle_nn::Optimizer for CandleOptim<A> {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __candle_aliases {
-    ($($name:ident: $config:ident, [$($alias:ident)?], $drive:ident, $matrices:literal, ($($floor:literal),*), $bench:literal, $demo:expr, $full:expr, $traj:literal;)*) => {
+    ($($name:ident: $config:ident, [$($alias:ident)?], $drive:ident, $matrices:literal, [$(($reads:literal, $writes:literal)),*], $bench:literal, $demo:expr, $full:expr, $traj:literal;)*) => {
         $($(
             #[doc = concat!("ferroptim's `", stringify!($config), "` over candle Vars (see [`CandleOptim`]).")]
             pub type $alias = CandleOptim<optim::$config>;

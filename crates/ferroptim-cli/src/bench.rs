@@ -69,15 +69,18 @@ fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
-/// The floor: a pass that reads `reads` arrays and writes `writes` of them,
-/// element by element, over every tensor of `size` — the bytes a step must
-/// move, with no arithmetic to speak of (zipped slices, so it vectorises).
-/// With `threads > 1` the tensors, and large tensors' halves, are spread
-/// over that many threads, as a step's are.
+/// The floor: the passes of `floor` over every tensor of `size`, each pass
+/// reading its arrays and writing back the first of them, element by
+/// element — the bytes a step must move, with no arithmetic to speak of
+/// (zipped slices, so it vectorises). A tensor's passes run one after the
+/// other, as a step's do, so that a tensor small enough to stay in cache
+/// between them costs the floor what it costs the step. With `threads > 1`
+/// the tensors, and large tensors' halves, are spread over that many
+/// threads, as a step's are.
 pub fn floor_secs(size: Size, floor: Floor, reps: usize, threads: usize) -> Result<f64, String> {
     let mut tensors: Vec<Vec<Vec<f32>>> = (0..size.count)
         .map(|_| {
-            (0..floor.reads)
+            (0..floor.arrays())
                 .map(|k| vec![k as f32 * 0.5; size.numel])
                 .collect()
         })
@@ -93,17 +96,20 @@ pub fn floor_secs(size: Size, floor: Floor, reps: usize, threads: usize) -> Resu
             for arrays in &mut tensors {
                 let mut slices: Vec<&mut [f32]> =
                     arrays.iter_mut().map(Vec::as_mut_slice).collect();
-                for _ in 0..floor.passes {
-                    floor_pass(&mut slices, floor.writes);
+                for pass in floor.passes {
+                    floor_pass(&mut slices[..pass.reads], pass.writes);
                 }
             }
         } else {
             pool.install(|| {
                 use rayon::prelude::*;
                 tensors.par_iter_mut().for_each(|arrays| {
-                    for _ in 0..floor.passes {
-                        let slices = arrays.iter_mut().map(Vec::as_mut_slice).collect();
-                        floor_split(slices, floor.writes, chunk);
+                    for pass in floor.passes {
+                        let slices = arrays[..pass.reads]
+                            .iter_mut()
+                            .map(Vec::as_mut_slice)
+                            .collect();
+                        floor_split(slices, pass.writes, chunk);
                     }
                 })
             });
@@ -146,6 +152,34 @@ fn floor_pass(arrays: &mut [&mut [f32]], writes: usize) {
                 *v = *v * 0.5 + *g;
                 *p -= *m - *v;
             }
+        }
+        // A reduction (LARS's two norms): read both, write neither; the sums
+        // escape through `black_box`, so the reads cannot be dropped. Both
+        // arrays stream at once, 32 lanes of each at a time, each into its
+        // own sums, so that no one chain of additions bounds the loop.
+        ([x, y], 0) => {
+            const LANES: usize = 32;
+            let (mut a, mut b) = ([0f32; LANES], [0f32; LANES]);
+            for (x, y) in x.chunks_exact(LANES).zip(y.chunks_exact(LANES)) {
+                for k in 0..LANES {
+                    a[k] += x[k] * x[k];
+                    b[k] += y[k] * y[k];
+                }
+            }
+            black_box((a, b));
+        }
+        // Any other reduction: each array in turn.
+        (arrays, 0) => {
+            const LANES: usize = 32;
+            let mut sum = [0f32; LANES];
+            for r in arrays.iter() {
+                for r in r.chunks_exact(LANES) {
+                    for k in 0..LANES {
+                        sum[k] += r[k] * r[k];
+                    }
+                }
+            }
+            black_box(sum);
         }
         // Adafactor-like pass: read w, a, b; write w.
         ([w, a, b], 1) => {

@@ -20,32 +20,38 @@ pub enum Drive {
 }
 
 /// The bytes a step must move per element, as arrays of the parameter's
-/// dtype: `passes` passes that each read `reads` arrays (parameter,
-/// gradient, state) and write `writes` of them back. What `ferroptim bench`
-/// measures a step against.
+/// dtype: the passes it must make over each tensor, in order. What `ferroptim
+/// bench` measures a step against, by running passes that move the same
+/// arrays with no arithmetic to speak of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Floor {
-    /// Arrays read per pass.
+    /// The passes, each over the whole tensor before the next begins.
+    pub passes: &'static [Pass],
+}
+
+/// One pass over a tensor: `reads` arrays (parameter, gradient, state) read
+/// and `writes` of them written back. A pass with no writes is a reduction
+/// (the per-tensor norms that LARS needs before it can update anything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pass {
+    /// Arrays read.
     pub reads: usize,
-    /// Arrays written per pass.
+    /// Arrays written back (of those read).
     pub writes: usize,
-    /// Passes over memory.
-    pub passes: usize,
 }
 
 impl Floor {
-    /// One pass reading `reads` arrays and writing `writes`.
-    pub const fn one_pass(reads: usize, writes: usize) -> Floor {
-        Floor {
-            reads,
-            writes,
-            passes: 1,
-        }
-    }
-
     /// Bytes moved per element for elements of `element_bytes`.
     pub fn bytes_per_element(&self, element_bytes: usize) -> usize {
-        (self.reads + self.writes) * element_bytes * self.passes
+        self.passes
+            .iter()
+            .map(|p| (p.reads + p.writes) * element_bytes)
+            .sum()
+    }
+
+    /// How many distinct arrays the passes touch: the most any one reads.
+    pub fn arrays(&self) -> usize {
+        self.passes.iter().map(|p| p.reads).max().unwrap_or(0)
     }
 }
 
@@ -96,51 +102,50 @@ macro_rules! for_each_optimizer {
     ($($callback:tt)+) => {
         $($callback)+! {
             //  name         config            candle alias  drive    matrices floor               bench                                demo                                                              full batch  trajectories
-            sgd:        SgdConfig,        [Sgd],       Dense,   false, (3, 2, 1), r#"{"lr": 0.01, "momentum": 0.9}"#, Some(r#"{"lr": 0.05, "momentum": 0.9}"#),                          None,    r#"{"lr": 0.001, "momentum": 0.9}"#;
-            adam:       AdamConfig,       [Adam],      Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 0.005}"#),                                         None,    r#"{"lr": 0.05}"#;
-            adamax:     AdamaxConfig,     [Adamax],    Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 0.01}"#),                                          None,    r#"{"lr": 0.05}"#;
-            adadelta:   AdadeltaConfig,   [Adadelta],  Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 1.0}"#),                                           None,    r#"{"lr": 20.0}"#;
-            adagrad:    AdagradConfig,    [Adagrad],   Dense,   false, (3, 2, 1), "{}",                               Some(r#"{"lr": 0.05}"#),                                          None,    r#"{"lr": 0.5}"#;
-            rmsprop:    RmspropConfig,    [Rmsprop],   Dense,   false, (3, 2, 1), "{}",                               Some(r#"{"lr": 0.002}"#),                                         None,    r#"{"lr": 0.01}"#;
-            asgd:       AsgdConfig,       [Asgd],      Dense,   false, (3, 2, 1), "{}",                               Some(r#"{"lr": 0.1}"#),                                           None,    r#"{"lr": 0.002}"#;
-            rprop:      RpropConfig,      [Rprop],     Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 0.01}"#),                                          Some(5), r#"{"lr": 0.01}"#;
-            sparseadam: SparseAdamConfig, [SparseAdam], Sparse, false, (),        "{}",                               None,                                                             None,    r#"{"lr": 0.05}"#;
-            adamw:      AdamWConfig,      [AdamW],     Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 0.005, "weight_decay": 0.01}"#),                   None,    r#"{"lr": 0.05, "weight_decay": 0.0}"#;
-            nadam:      NAdamConfig,      [NAdam],     Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 0.005}"#),                                         None,    r#"{"lr": 0.05}"#;
-            radam:      RAdamConfig,      [RAdam],     Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 0.01}"#),                                          None,    r#"{"lr": 0.002}"#;
+            sgd:        SgdConfig,        [Sgd],       Dense,   false, [(3, 2)], r#"{"lr": 0.01, "momentum": 0.9}"#, Some(r#"{"lr": 0.05, "momentum": 0.9}"#),                          None,    r#"{"lr": 0.001, "momentum": 0.9}"#;
+            adam:       AdamConfig,       [Adam],      Dense,   false, [(4, 3)], "{}",                               Some(r#"{"lr": 0.005}"#),                                         None,    r#"{"lr": 0.05}"#;
+            adamax:     AdamaxConfig,     [Adamax],    Dense,   false, [(4, 3)], "{}",                               Some(r#"{"lr": 0.01}"#),                                          None,    r#"{"lr": 0.05}"#;
+            adadelta:   AdadeltaConfig,   [Adadelta],  Dense,   false, [(4, 3)], "{}",                               Some(r#"{"lr": 1.0}"#),                                           None,    r#"{"lr": 20.0}"#;
+            adagrad:    AdagradConfig,    [Adagrad],   Dense,   false, [(3, 2)], "{}",                               Some(r#"{"lr": 0.05}"#),                                          None,    r#"{"lr": 0.5}"#;
+            rmsprop:    RmspropConfig,    [Rmsprop],   Dense,   false, [(3, 2)], "{}",                               Some(r#"{"lr": 0.002}"#),                                         None,    r#"{"lr": 0.01}"#;
+            asgd:       AsgdConfig,       [Asgd],      Dense,   false, [(3, 2)], "{}",                               Some(r#"{"lr": 0.1}"#),                                           None,    r#"{"lr": 0.002}"#;
+            rprop:      RpropConfig,      [Rprop],     Dense,   false, [(4, 3)], "{}",                               Some(r#"{"lr": 0.01}"#),                                          Some(5), r#"{"lr": 0.01}"#;
+            sparseadam: SparseAdamConfig, [SparseAdam], Sparse, false, [],        "{}",                               None,                                                             None,    r#"{"lr": 0.05}"#;
+            adamw:      AdamWConfig,      [AdamW],     Dense,   false, [(4, 3)], "{}",                               Some(r#"{"lr": 0.005, "weight_decay": 0.01}"#),                   None,    r#"{"lr": 0.05, "weight_decay": 0.0}"#;
+            nadam:      NAdamConfig,      [NAdam],     Dense,   false, [(4, 3)], "{}",                               Some(r#"{"lr": 0.005}"#),                                         None,    r#"{"lr": 0.05}"#;
+            radam:      RAdamConfig,      [RAdam],     Dense,   false, [(4, 3)], "{}",                               Some(r#"{"lr": 0.01}"#),                                          None,    r#"{"lr": 0.002}"#;
             // The bench's parameters are vectors, so Adafactor keeps a full second
             // moment; its update is scaled by its own norm: two passes, one
             // reading θ, g, v and writing v (both norms), one writing θ.
-            adafactor:  AdafactorConfig,  [Adafactor], Dense,   false, (3, 1, 2), "{}",                               Some(r#"{"lr": 0.02}"#),                                          None,    r#"{"lr": 0.05}"#;
+            adafactor:  AdafactorConfig,  [Adafactor], Dense,   false, [(3, 1), (3, 1)], "{}",                               Some(r#"{"lr": 0.02}"#),                                          None,    r#"{"lr": 0.05}"#;
             // Newton–Schulz is matrix products, not an element-wise pass: no floor.
-            muon:       MuonConfig,       [Muon],      Dense,   true,  (),        r#"{"weight_decay": 0.0}"#,         Some(r#"{"lr": 0.05}"#),                                          None,    r#"{"lr": 0.02, "weight_decay": 0.0}"#;
+            muon:       MuonConfig,       [Muon],      Dense,   true,  [],        r#"{"weight_decay": 0.0}"#,         Some(r#"{"lr": 0.05}"#),                                          None,    r#"{"lr": 0.02, "weight_decay": 0.0}"#;
             // One step of up to 5 iterations per demo epoch; one iteration per
             // trajectory step, so that every iterate is drawn.
-            lbfgs:      LbfgsConfig,      [],          Closure, false, (),        "{}",                               Some(r#"{"lr": 1.0, "line_search_fn": "strong_wolfe", "max_iter": 5}"#), Some(1), r#"{"lr": 1.0, "max_iter": 1, "max_eval": 25, "line_search_fn": "strong_wolfe"}"#;
+            lbfgs:      LbfgsConfig,      [],          Closure, false, [],        "{}",                               Some(r#"{"lr": 1.0, "line_search_fn": "strong_wolfe", "max_iter": 5}"#), Some(1), r#"{"lr": 1.0, "max_iter": 1, "max_eval": 25, "line_search_fn": "strong_wolfe"}"#;
             // Beyond torch.optim: lion-pytorch's Lion (a 3-10x smaller lr than AdamW's, as its authors advise).
-            lion:       LionConfig,       [Lion],      Dense,   false, (3, 2, 1), "{}",                               Some(r#"{"lr": 0.001}"#),                                         None,    r#"{"lr": 0.02}"#;
+            lion:       LionConfig,       [Lion],      Dense,   false, [(3, 2)], "{}",                               Some(r#"{"lr": 0.001}"#),                                         None,    r#"{"lr": 0.02}"#;
             // pytorch-optimizer's ADOPT and AdEMAMix. With `cautious` or `stable_adamw`
             // they take a read-only pass first (their per-tensor sums); not by default.
-            adopt:      AdoptConfig,      [Adopt],     Dense,   false, (4, 3, 1), "{}",                               Some(r#"{"lr": 0.005}"#),                                         None,    r#"{"lr": 0.05}"#;
-            ademamix:   AdEMAMixConfig,   [AdEMAMix],  Dense,   false, (5, 4, 1), "{}",                               Some(r#"{"lr": 0.002}"#),                                         None,    r#"{"lr": 0.02}"#;
-            // timm's LARS, benched as used (momentum and weight decay): a pass reading θ
-            // and g for the two norms, then SGD's reading θ, g, b and writing θ, b: the
-            // bytes of 7 arrays, written as (4, 3, 1).
-            lars:       LarsConfig,       [Lars],      Dense,   false, (4, 3, 1), r#"{"momentum": 0.9, "weight_decay": 0.0001}"#,          Some(r#"{"lr": 0.1, "momentum": 0.9, "always_adapt": true, "trust_coeff": 0.01}"#), None, r#"{"lr": 0.5, "momentum": 0.9, "always_adapt": true, "trust_coeff": 0.01}"#;
+            adopt:      AdoptConfig,      [Adopt],     Dense,   false, [(4, 3)], "{}",                               Some(r#"{"lr": 0.005}"#),                                         None,    r#"{"lr": 0.05}"#;
+            ademamix:   AdEMAMixConfig,   [AdEMAMix],  Dense,   false, [(5, 4)], "{}",                               Some(r#"{"lr": 0.002}"#),                                         None,    r#"{"lr": 0.02}"#;
+            // timm's LARS, benched as used (momentum and weight decay): a read-only pass
+            // over θ and g for the two norms, then SGD's, reading θ, g, b and writing θ, b.
+            lars:       LarsConfig,       [Lars],      Dense,   false, [(2, 0), (3, 2)], r#"{"momentum": 0.9, "weight_decay": 0.0001}"#,          Some(r#"{"lr": 0.1, "momentum": 0.9, "always_adapt": true, "trust_coeff": 0.01}"#), None, r#"{"lr": 0.5, "momentum": 0.9, "always_adapt": true, "trust_coeff": 0.01}"#;
             // pytorch-optimizer's LAMB: a pass reading θ, g, m, v and writing m, v (the
-            // two norms), then one reading θ, m, v and writing θ: the bytes of 10 arrays.
-            lamb:       LambConfig,       [Lamb],      Dense,   false, (7, 3, 1), "{}",                               Some(r#"{"lr": 0.01}"#),                                          None,    r#"{"lr": 0.05}"#;
+            // two norms), then one reading θ, m, v and writing θ.
+            lamb:       LambConfig,       [Lamb],      Dense,   false, [(4, 2), (3, 1)], "{}",                               Some(r#"{"lr": 0.01}"#),                                          None,    r#"{"lr": 0.05}"#;
             // pytorch-optimizer's Adan: one pass over θ, g and its four state buffers.
-            adan:       AdanConfig,       [Adan],      Dense,   false, (6, 5, 1), "{}",                               Some(r#"{"lr": 0.005}"#),                                         None,    r#"{"lr": 0.05}"#;
+            adan:       AdanConfig,       [Adan],      Dense,   false, [(6, 5)], "{}",                               Some(r#"{"lr": 0.005}"#),                                         None,    r#"{"lr": 0.05}"#;
             // prodigyopt's Prodigy: a pass reading θ, g, m, v, s, θ₀ and writing m, v, s (the
-            // D estimate's sums), then one reading θ, m, v and writing θ: the bytes of 14 arrays.
-            prodigy:    ProdigyConfig,    [Prodigy],   Dense,   false, (9, 5, 1), "{}",                               Some(r#"{"lr": 1.0}"#),                                           None,    r#"{"lr": 1.0}"#;
+            // D estimate's sums), then one reading θ, m, v and writing θ.
+            prodigy:    ProdigyConfig,    [Prodigy],   Dense,   false, [(6, 3), (3, 1)], "{}",                               Some(r#"{"lr": 1.0}"#),                                           None,    r#"{"lr": 1.0}"#;
             // pytorch-optimizer's SOAP: Adam in the eigenbasis of Shampoo's statistics, refreshed
             // by QR every precondition_frequency steps; matrix products, not an element-wise pass: no floor.
-            soap:       SoapConfig,       [Soap],      Dense,   false, (),        "{}",                               Some(r#"{"lr": 0.003}"#),                                         None,    r#"{"lr": 0.05}"#;
+            soap:       SoapConfig,       [Soap],      Dense,   false, [],        "{}",                               Some(r#"{"lr": 0.003}"#),                                         None,    r#"{"lr": 0.05}"#;
             // schedulefree's: call train() before steps, eval() before evaluating.
-            sgdschedulefree:   SgdScheduleFreeConfig,   [SgdScheduleFree],   Dense, false, (3, 2, 1), "{}", Some(r#"{"lr": 1.0}"#),  None, r#"{"lr": 0.002}"#;
-            adamwschedulefree: AdamWScheduleFreeConfig, [AdamWScheduleFree], Dense, false, (4, 3, 1), "{}", Some(r#"{"lr": 0.01}"#), None, r#"{"lr": 0.05}"#;
+            sgdschedulefree:   SgdScheduleFreeConfig,   [SgdScheduleFree],   Dense, false, [(3, 2)], "{}", Some(r#"{"lr": 1.0}"#),  None, r#"{"lr": 0.002}"#;
+            adamwschedulefree: AdamWScheduleFreeConfig, [AdamWScheduleFree], Dense, false, [(4, 3)], "{}", Some(r#"{"lr": 0.01}"#), None, r#"{"lr": 0.05}"#;
         }
     };
 }
@@ -150,7 +155,7 @@ macro_rules! for_each_optimizer {
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __ferroptim_registry {
-    ($($name:ident: $config:ident, [$($alias:ident)?], $drive:ident, $matrices:literal, ($($floor:literal),*), $bench:literal, $demo:expr, $full:expr, $traj:literal;)*) => {
+    ($($name:ident: $config:ident, [$($alias:ident)?], $drive:ident, $matrices:literal, [$(($reads:literal, $writes:literal)),*], $bench:literal, $demo:expr, $full:expr, $traj:literal;)*) => {
         /// The names [`build`] accepts (case-insensitive), torch's class names in lower case.
         pub const NAMES: &[&str] = &[$(stringify!($name)),*];
 
@@ -162,7 +167,7 @@ macro_rules! __ferroptim_registry {
                 reference: <$config as $crate::Hyperparameters>::REFERENCE,
                 drive: $crate::optim::registry::Drive::$drive,
                 matrices_only: $matrices,
-                floor: $crate::__ferroptim_floor!($($floor),*),
+                floor: $crate::__ferroptim_floor!($(($reads, $writes)),*),
                 bench: $bench,
                 demo: $demo,
                 demo_full_batch: $full,
@@ -209,11 +214,12 @@ macro_rules! __ferroptim_floor {
     () => {
         None
     };
-    ($reads:literal, $writes:literal, $passes:literal) => {
+    ($(($reads:literal, $writes:literal)),+) => {
         Some($crate::optim::registry::Floor {
-            reads: $reads,
-            writes: $writes,
-            passes: $passes,
+            passes: &[$($crate::optim::registry::Pass {
+                reads: $reads,
+                writes: $writes,
+            }),+],
         })
     };
 }
