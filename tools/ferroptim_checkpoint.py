@@ -3,6 +3,9 @@
     import ferroptim_checkpoint
     optimizer.load_state_dict(ferroptim_checkpoint.load("opt.safetensors"))
 
+    # ferroptim's Lookahead keeps one state_dict; pytorch-optimizer's two parts.
+    lookahead.load_state_dict(ferroptim_checkpoint.load_lookahead("la.safetensors"))
+
     # A whole training run (TrainingCheckpoint::save): torch's usual dict.
     ckpt = ferroptim_checkpoint.load_training("run.safetensors")
     model.load_state_dict(ckpt["model"])
@@ -64,6 +67,31 @@ def load(path: str) -> dict:
     """The checkpoint as torch's `optimizer.state_dict()` dict."""
     meta, tensors = _read(path, FORMAT)
     return _optimizer(meta, tensors)
+
+
+# What ferroptim's Lookahead keeps in a parameter's state beside the base optimizer's.
+LOOKAHEAD_KEYS = ("slow_params", "slow_momentum", "backup_params")
+
+
+def load_lookahead(path: str) -> dict:
+    """A checkpoint of ferroptim's Lookahead as pytorch-optimizer's
+    `Lookahead.state_dict()`: {'lookahead_state': {(group, index): slow
+    weights}, 'base_optimizer': the wrapped optimizer's state_dict}."""
+    return lookahead_layout(load(path))
+
+
+def lookahead_layout(sd: dict) -> dict:
+    """Splits a one-level Lookahead state_dict into pytorch-optimizer's two parts."""
+    where = {p: (g, i) for g, group in enumerate(sd["param_groups"]) for i, p in enumerate(group["params"])}
+    slow, base = {}, {}
+    for p, entries in sd["state"].items():
+        own = {k: v for k, v in entries.items() if k in LOOKAHEAD_KEYS}
+        rest = {k: v for k, v in entries.items() if k not in LOOKAHEAD_KEYS}
+        if own:
+            slow[where[p]] = own
+        if rest:
+            base[p] = rest
+    return {"lookahead_state": slow, "base_optimizer": {"state": base, "param_groups": sd["param_groups"]}}
 
 
 def load_training(path: str) -> dict:

@@ -6,6 +6,7 @@
     .venv/bin/python tools/torch_reference/checkpoints.py named       # only the named-parameters files
     .venv/bin/python tools/torch_reference/checkpoints.py training    # only the full training checkpoints
     .venv/bin/python tools/torch_reference/checkpoints.py lion        # only these optimizers' files
+    .venv/bin/python tools/torch_reference/checkpoints.py lookahead   # only Lookahead's, both ways
 
 For every optimizer in generate.py's OPTIMIZERS, reruns the first
 configuration of its fixture (float32 and float64, same seeds, so the run is
@@ -79,6 +80,8 @@ def main(names: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
     every = {**g.OPTIMIZERS, **{n: ref for n, ref in g.REFERENCES.items()}}
+    if names == ["lookahead"]:
+        return save_lookahead()
     for name in names or list(every):
         cls = every[name][0] if name in g.OPTIMIZERS else every[name]()[0]
         fixture = json.loads((g.OUT_DIR / f"{name}.json").read_text())
@@ -105,9 +108,55 @@ def main(names: list[str] | None = None) -> None:
     if names:
         return
     save_lbfgs()
+    save_lookahead()
     save_protocols()
     save_named()
     save_training()
+
+
+def save_lookahead() -> None:
+    """pytorch-optimizer's Lookahead both ways, on lookahead.py's
+    CHECKPOINT_CONFIG: its `state_dict()` (the nested layout, `(group,
+    index)` tuple keys) saved after MID_STEP to `lookahead-<dtype>.pt`,
+    which ferroptim must read and continue as the fixture; and ferroptim's
+    checkpoint of the float32 case (`ferroptim_ckpt/lookahead.safetensors`)
+    split by ferroptim_checkpoint.load_lookahead and loaded into the
+    reference, which must continue it as the fixture records."""
+    import lookahead as la
+
+    h = g.lookahead_helpers()
+    fixture = json.loads((g.OUT_DIR / "lookahead.json").read_text())
+    n = la.CHECKPOINT_CONFIG
+    base, base_kwargs, kwargs, _ = la.CONFIGS[n]
+    for d, dtype in enumerate(g.DTYPES):
+        path = OUT / f"lookahead-{str(dtype).removeprefix('torch.')}.pt"
+        case = la.run(base, base_kwargs, kwargs, dtype, 1000 + n, h,
+                      on_mid=lambda opt, path=path: torch.save(opt.state_dict(), path))
+        if case["steps"] != fixture["cases"][2 * n + d]["steps"]:
+            raise RuntimeError(f"lookahead: the rerun differs from the committed fixture case {2 * n + d}")
+        print(f"{path.relative_to(g.ROOT)}: {path.stat().st_size} bytes")
+    path = g.OUT_DIR / "ferroptim_ckpt" / "lookahead.safetensors"
+    if not path.exists():
+        print(f"{path.relative_to(g.ROOT)} not written yet (FERROPTIM_WRITE_FIXTURES=1 cargo test); skipped")
+        return
+    case = fixture["cases"][2 * n]
+    mid = case["mid_step"]
+    params = [torch.nn.Parameter(tensor(t)) for t in case["steps"][mid - 1]["params"]]
+    opt = la.make(base, base_kwargs, kwargs, params, h)
+    opt.load_state_dict(ferroptim_checkpoint.load_lookahead(str(path)))
+    worst = 0.0
+    for step in case["steps"][mid:]:
+        for p, grad in zip(params, step["grads"]):
+            p.grad = None if grad is None else tensor(grad)
+        opt.step()
+        for p, want in zip(params, step["params"]):
+            want = tensor(want)
+            if want.numel():
+                scale = max(want.abs().max().item(), 1e-30)
+                worst = max(worst, (p.detach() - want).abs().max().item() / scale)
+    if worst != 0.0:
+        raise RuntimeError(f"lookahead: the reference resumed from ferroptim's checkpoint is off by {worst:e}")
+    print("lookahead: the reference resumed from ferroptim's checkpoint, bit for bit")
 
 
 def save_protocols() -> None:

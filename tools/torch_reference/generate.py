@@ -856,13 +856,18 @@ def generate_lbfgs() -> dict:
     }
 
 
+def lookahead_helpers() -> dict:
+    """What lookahead.py takes from this file (it runs the cases as these do)."""
+    return {"tensor_json": tensor_json, "value_json": value_json, "state_dict_json": state_dict_json,
+            "SHAPES": SHAPES, "GROUPS": GROUPS, "GROUP1_LR_SCALE": GROUP1_LR_SCALE, "NO_GRAD": NO_GRAD,
+            "STEPS": STEPS, "MID_STEP": MID_STEP, "DTYPES": DTYPES}
+
+
 def generate_lookahead() -> dict:
     import lookahead  # beside this file
     from importlib.metadata import version
 
-    helpers = {"tensor_json": tensor_json, "value_json": value_json, "state_dict_json": state_dict_json,
-               "SHAPES": SHAPES, "GROUPS": GROUPS, "GROUP1_LR_SCALE": GROUP1_LR_SCALE, "NO_GRAD": NO_GRAD,
-               "STEPS": STEPS, "MID_STEP": MID_STEP, "DTYPES": DTYPES}
+    helpers = lookahead_helpers()
     return {
         "generator": "tools/torch_reference/generate.py (lookahead.py)",
         "torch_version": torch.__version__,

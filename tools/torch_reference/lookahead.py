@@ -46,17 +46,16 @@ def state_dict_json(sd: dict, h) -> dict:
     }
 
 
-def run(base: str, base_kwargs: dict, kwargs: dict, dtype, seed: int, h) -> dict:
-    from pytorch_optimizer import Lookahead
+def run(base: str, base_kwargs: dict, kwargs: dict, dtype, seed: int, h, on_mid=None) -> dict:
+    """One case; `on_mid(opt)` runs after step MID_STEP (checkpoints.py saves
+    the state_dict there)."""
 
     gen = torch.Generator().manual_seed(seed)
     params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in h["SHAPES"]]
     initial = [h["tensor_json"](p) for p in params]
     lr = base_kwargs["lr"]
     groups = h["GROUPS"]
-    specs = [{"params": [params[i] for i in groups[0]]},
-             {"params": [params[i] for i in groups[1]], "lr": lr * h["GROUP1_LR_SCALE"]}]
-    opt = Lookahead(getattr(torch.optim, base)(specs, **base_kwargs), **kwargs)
+    opt = make(base, base_kwargs, kwargs, params, h)
     index = {id(p): i for i, p in enumerate(params)}
     steps, sd_mid = [], None
     for step in range(h["STEPS"]):
@@ -74,6 +73,8 @@ def run(base: str, base_kwargs: dict, kwargs: dict, dtype, seed: int, h) -> dict
         steps.append({"grads": grads, "params": [h["tensor_json"](p) for p in params], "lookahead_state": slow})
         if step + 1 == h["MID_STEP"]:
             sd_mid = state_dict_json(opt.state_dict(), h)
+            if on_mid is not None:
+                on_mid(opt)
     return {
         "base": base.lower(),
         "base_kwargs": base_kwargs,
@@ -105,4 +106,58 @@ def generate(h) -> dict:
             errors.append({"desc": desc, "kwargs": kwargs, "error": type(e).__name__, "message": str(e)})
         else:
             raise AssertionError(f"Lookahead accepted {kwargs}")
-    return {"cases": cases, "errors": errors}
+    return {"cases": cases, "errors": errors, "scenarios": [scenario(dtype, h) for dtype in h["DTYPES"]]}
+
+
+# The scenario: SGD with momentum under Lookahead with pullback, one group to
+# start with; a second group added after ADD_AFTER steps; the slow weights
+# swapped in after CACHE_AFTER steps (backup_and_load_cache), the state_dict
+# taken then (it holds the backup), and the fast weights swapped back
+# (clear_and_load_backup) before the run goes on.
+SCENARIO = {"base": "SGD", "base_kwargs": {"lr": 0.01, "momentum": 0.9},
+            "kwargs": {"k": 3, "alpha": 0.5, "pullback_momentum": "pullback"},
+            "added_group": {"lr": 0.02, "momentum": 0.5}, "add_after": 2, "cache_after": 5, "steps": 8}
+
+
+def scenario(dtype, h) -> dict:
+    """add_param_group, backup_and_load_cache and clear_and_load_backup, as the reference runs them."""
+    from pytorch_optimizer import Lookahead
+
+    sc = SCENARIO
+    gen = torch.Generator().manual_seed(77)
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in h["SHAPES"][:3]]
+    initial = [h["tensor_json"](p) for p in params]
+    opt = Lookahead(getattr(torch.optim, sc["base"])(params[:2], **sc["base_kwargs"]), **sc["kwargs"])
+    steps, cached = [], None
+    for step in range(sc["steps"]):
+        if step == sc["add_after"]:
+            opt.add_param_group({"params": [params[2]], **sc["added_group"]})
+        grads = [torch.randn(p.shape, generator=gen, dtype=dtype) for p in params]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        steps.append({"grads": [h["tensor_json"](g) for g in grads], "params": [h["tensor_json"](p) for p in params]})
+        if step + 1 == sc["cache_after"]:
+            opt.backup_and_load_cache()
+            cached = {"params": [h["tensor_json"](p) for p in params],
+                      "state_dict": state_dict_json(opt.state_dict(), h)}
+            opt.clear_and_load_backup()
+            cached["restored_params"] = [h["tensor_json"](p) for p in params]
+    return {**sc, "dtype": str(dtype).removeprefix("torch."), "initial_params": initial, "steps": steps,
+            "cached": cached, "state_dict_final": state_dict_json(opt.state_dict(), h)}
+
+
+# The configuration whose checkpoints go both ways (checkpoints.py): pullback
+# keeps a slow momentum beside the slow weights.
+CHECKPOINT_CONFIG = 2
+
+
+def make(base: str, base_kwargs: dict, kwargs: dict, params: list, h):
+    """The reference over `params` in generate.py's two groups."""
+    from pytorch_optimizer import Lookahead
+
+    groups = h["GROUPS"]
+    lr = base_kwargs["lr"]
+    specs = [{"params": [params[i] for i in groups[0]]},
+             {"params": [params[i] for i in groups[1]], "lr": lr * h["GROUP1_LR_SCALE"]}]
+    return Lookahead(getattr(torch.optim, base)(specs, **base_kwargs), **kwargs)

@@ -77,7 +77,7 @@ pub use algorithm::{Algorithm, Hyperparameters};
 pub use error::{Error, Result};
 pub use group::{GroupSpec, GroupStore, Groups, IntoParamGroups, ParamGroup};
 pub use hooks::HookHandle;
-pub use optimizer::{LossContext, Optim, Optimizer, OptimizerHooks, StepOutcome};
+pub use optimizer::{AddParamGroup, LossContext, Optim, Optimizer, OptimizerHooks, StepOutcome};
 pub use parallel::{num_threads, set_num_threads, MAX_THREADS, MIN_CHUNK};
 pub use param::{Grad, Param, SparseGrad};
 pub use slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData, SlotElement, UpdateFn, ValueFn};

@@ -199,6 +199,30 @@ pub trait Optimizer: Send {
     crate::hooks::for_each_hook!(optimizer_register, dyn Optimizer + 'static);
 }
 
+/// An optimizer over parameters of kind `P` that takes more of them after
+/// it is built, as torch's `optimizer.add_param_group({...})`: what
+/// [`build`](crate::optim::build) returns, so that an optimizer made by name
+/// grows like one made by type. LBFGS refuses, as torch's takes one group.
+///
+/// ```
+/// use ferroptim::{optim, GroupSpec, Optimizer, Param};
+/// let mut opt = optim::build("adamw", r#"{"lr": 0.01}"#, [Param::zeros::<f32>(&[2])])?;
+/// opt.add_param_group(GroupSpec::new([Param::zeros::<f32>(&[3])]).set("lr", 0.1))?;
+/// assert_eq!((opt.num_param_groups(), opt.lr(1)), (2, Some(0.1)));
+/// # Ok::<(), ferroptim::Error>(())
+/// ```
+pub trait AddParamGroup<P: ParamSlot>: Optimizer {
+    /// Adds a param group; hyperparameters it leaves out come from the
+    /// defaults. A group that fails validation changes nothing.
+    fn add_param_group(&mut self, group: GroupSpec<P>) -> Result<()>;
+}
+
+impl<A: Algorithm, P: ParamSlot> AddParamGroup<P> for Optim<A, P> {
+    fn add_param_group(&mut self, group: GroupSpec<P>) -> Result<()> {
+        Optim::add_param_group(self, group)
+    }
+}
+
 /// Runs a step between its hooks: pre-hooks first (an error stops the step
 /// before anything changes), post-hooks after a step that succeeded. Every
 /// optimizer's `step` and `step_with_closure` go through here.

@@ -214,6 +214,12 @@ impl<P: ParamSlot> Lbfgs<P> {
     }
 }
 
+impl<P: ParamSlot> crate::AddParamGroup<P> for Lbfgs<P> {
+    fn add_param_group(&mut self, group: GroupSpec<P>) -> Result<()> {
+        Lbfgs::add_param_group(self, group)
+    }
+}
+
 impl<P: ParamSlot> Optimizer for Lbfgs<P> {
     fn name(&self) -> &'static str {
         LbfgsConfig::NAME

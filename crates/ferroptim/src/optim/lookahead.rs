@@ -23,10 +23,25 @@
 //! own layout nests the two (`lookahead_state`, keyed by `(group, index)`,
 //! and `base_optimizer`).
 //!
+//! A torch file of the reference's `state_dict()` reads as this one
+//! ([`StateDict::load_torch`] merges the two parts), and
+//! `tools/ferroptim_checkpoint.py`'s `load_lookahead` splits a ferroptim
+//! checkpoint back into them for the reference's `load_state_dict`.
+//!
+//! As the reference, [`Lookahead::backup_and_load_cache`] swaps the slow
+//! weights in for an evaluation (keeping the fast ones as `backup_params`
+//! in the state) and [`Lookahead::clear_and_load_backup`] swaps them back;
+//! [`AddParamGroup::add_param_group`] adds a group to the base and starts
+//! its slow weights at the parameters' values.
+//!
 //! Where the reference is loose, this one refuses: `reset` and `pullback`
 //! need a base whose state has a `momentum_buffer` (SGD or RMSprop with
 //! `momentum > 0`, Muon); the reference would add the key to any base
-//! (Adam's state included), where nothing reads it.
+//! (Adam's state included), where nothing reads it. A second
+//! `backup_and_load_cache` before the backup is cleared is an error, where
+//! the reference would overwrite the fast weights with the slow ones and
+//! lose them; `clear_and_load_backup` without a backup is an error (the
+//! reference's `KeyError`), and changes nothing.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -35,7 +50,8 @@ use crate::error::{Error, Result};
 use crate::group::{GroupSpec, GroupStore, IntoParamGroups};
 use crate::kernels::{self, LookaheadScalars, LookaheadSlices};
 use crate::optimizer::{
-    hooked_load, hooked_state_dict, hooked_step, Optimizer, OptimizerHooks, StepOutcome,
+    hooked_load, hooked_state_dict, hooked_step, AddParamGroup, Optimizer, OptimizerHooks,
+    StepOutcome,
 };
 use crate::param::Param;
 use crate::slot::ParamSlot;
@@ -107,15 +123,31 @@ impl LookaheadConfig {
     }
 }
 
-/// One parameter's slow weights (and slow momentum, with `pullback`).
+/// One parameter's slow weights (and slow momentum, with `pullback`), and
+/// its fast weights while the slow ones are swapped in.
 #[derive(Clone, Debug, PartialEq)]
 struct Slow {
     params: Tensor,
     momentum: Option<Tensor>,
+    backup: Option<Tensor>,
+}
+
+impl Slow {
+    /// Parameter `index`'s slow state as it starts: its value, and a zero
+    /// slow momentum with `pullback`.
+    fn start<P: ParamSlot>(p: &P, index: usize, mode: PullbackMomentum) -> Result<Slow> {
+        Ok(Slow {
+            params: value_of(p, index)?,
+            momentum: (mode == PullbackMomentum::Pullback)
+                .then(|| Tensor::zeros(p.dtype(), &p.shape())),
+            backup: None,
+        })
+    }
 }
 
 const SLOW_PARAMS: &str = "slow_params";
 const SLOW_MOMENTUM: &str = "slow_momentum";
+const BACKUP_PARAMS: &str = "backup_params";
 const MOMENTUM_BUFFER: &str = "momentum_buffer";
 const COUNTER: &str = "counter";
 
@@ -136,7 +168,7 @@ const COUNTER: &str = "counter";
 /// # Ok::<(), ferroptim::Error>(())
 /// ```
 pub struct Lookahead<P: ParamSlot = Param> {
-    base: Box<dyn Optimizer>,
+    base: Box<dyn AddParamGroup<P>>,
     config: LookaheadConfig,
     /// Every parameter, in state_dict order.
     params: Vec<P>,
@@ -209,7 +241,7 @@ impl<P: ParamSlot> Lookahead<P> {
     fn wrap(
         params: impl IntoParamGroups<P>,
         config: LookaheadConfig,
-        base: impl FnOnce(Vec<GroupSpec<P>>) -> Result<Box<dyn Optimizer>>,
+        base: impl FnOnce(Vec<GroupSpec<P>>) -> Result<Box<dyn AddParamGroup<P>>>,
     ) -> Result<Self> {
         config.validate()?;
         let specs = params.into_param_groups();
@@ -219,19 +251,14 @@ impl<P: ParamSlot> Lookahead<P> {
             .flat_map(|s| s.params.iter().cloned())
             .collect();
         let mut base = base(specs)?;
-        if config.pullback_momentum != PullbackMomentum::None {
-            check_momentum(&*base, config.pullback_momentum)?;
+        for group in 0..base.num_param_groups() {
+            let momentum = base.hyperparameter(group, "momentum");
+            check_momentum(&*base, config.pullback_momentum, group, momentum)?;
         }
         let slow = params
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                Ok(Slow {
-                    params: value_of(p, i)?,
-                    momentum: (config.pullback_momentum == PullbackMomentum::Pullback)
-                        .then(|| Tensor::zeros(p.dtype(), &p.shape())),
-                })
-            })
+            .map(|(i, p)| Slow::start(p, i, config.pullback_momentum))
             .collect::<Result<_>>()?;
         for group in 0..group_sizes.len() {
             base.set_group_extra(group, COUNTER, Value::from(0u64))?;
@@ -259,6 +286,85 @@ impl<P: ParamSlot> Lookahead<P> {
     /// Parameter `index`'s slow weights.
     pub fn slow_params(&self, index: usize) -> Option<&Tensor> {
         self.slow.get(index).map(|s| &s.params)
+    }
+
+    /// Whether the slow weights are swapped in
+    /// ([`backup_and_load_cache`](Self::backup_and_load_cache)).
+    pub fn is_backed_up(&self) -> bool {
+        self.slow.iter().any(|s| s.backup.is_some())
+    }
+
+    /// Keeps every parameter's value (the fast weights) as its
+    /// `backup_params` and gives it its slow weights, to evaluate them, as
+    /// the reference's `backup_and_load_cache`. An error, changing nothing,
+    /// if they are already swapped in (the reference would lose the fast
+    /// weights).
+    ///
+    /// ```
+    /// use ferroptim::optim::{Lookahead, LookaheadConfig, SgdConfig};
+    /// use ferroptim::{Optimizer, Param, Tensor};
+    /// let p = Param::from_vec(vec![1.0f64], &[1])?;
+    /// let mut opt = Lookahead::new([p.clone()], SgdConfig { lr: 0.1, ..Default::default() }, LookaheadConfig::default())?;
+    /// p.set_grad(Tensor::from_vec(vec![1.0f64], &[1])?)?;
+    /// opt.step()?; // fast 0.9, slow still 1
+    /// opt.backup_and_load_cache()?;
+    /// assert_eq!(p.to_vec::<f64>()?, [1.0]);
+    /// assert!(opt.backup_and_load_cache().is_err());
+    /// opt.clear_and_load_backup()?;
+    /// assert_eq!(p.to_vec::<f64>()?, [0.9]);
+    /// assert!(opt.clear_and_load_backup().is_err());
+    /// # Ok::<(), ferroptim::Error>(())
+    /// ```
+    pub fn backup_and_load_cache(&mut self) -> Result<()> {
+        if let Some(i) = self.slow.iter().position(|s| s.backup.is_some()) {
+            return Err(Error::state(
+                format!("state[{i}].{BACKUP_PARAMS}"),
+                "the fast weights are already backed up and the slow weights loaded; \
+                 call clear_and_load_backup first",
+            ));
+        }
+        let backups = self
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| value_of(p, i))
+            .collect::<Result<Vec<_>>>()?;
+        let slow: Vec<&Tensor> = self.slow.iter().map(|s| &s.params).collect();
+        set_values(&self.params, &slow, &backups)?;
+        for (s, b) in self.slow.iter_mut().zip(backups) {
+            s.backup = Some(b);
+        }
+        Ok(())
+    }
+
+    /// Gives every parameter back its fast weights and drops the backup, as
+    /// the reference's `clear_and_load_backup`. An error, changing nothing,
+    /// without a backup.
+    pub fn clear_and_load_backup(&mut self) -> Result<()> {
+        let backups = self
+            .slow
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.backup.as_ref().ok_or_else(|| {
+                    Error::state(
+                        format!("state[{i}].{BACKUP_PARAMS}"),
+                        "no backup of the fast weights; call backup_and_load_cache first",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let current = self
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| value_of(p, i))
+            .collect::<Result<Vec<_>>>()?;
+        set_values(&self.params, &backups, &current)?;
+        for s in &mut self.slow {
+            s.backup = None;
+        }
+        Ok(())
     }
 
     fn counter(&self, group: usize) -> u64 {
@@ -350,9 +456,10 @@ impl<P: ParamSlot> Lookahead<P> {
         let mut slow = Vec::with_capacity(self.params.len());
         for (i, p) in self.params.iter().enumerate() {
             let entries = base.state.remove(&i).unwrap_or_default();
-            let (own, rest): (ParamStateDict, ParamStateDict) = entries
-                .into_iter()
-                .partition(|(k, _)| k == SLOW_PARAMS || k == SLOW_MOMENTUM);
+            let (own, rest): (ParamStateDict, ParamStateDict) =
+                entries.into_iter().partition(|(k, _)| {
+                    [SLOW_PARAMS, SLOW_MOMENTUM, BACKUP_PARAMS].contains(&k.as_str())
+                });
             let shape = p.shape();
             let mut reader = StateEntries::new(i, &shape, p.dtype(), &own);
             let params = reader.tensor(SLOW_PARAMS)?;
@@ -360,8 +467,13 @@ impl<P: ParamSlot> Lookahead<P> {
                 PullbackMomentum::Pullback => Some(reader.tensor(SLOW_MOMENTUM)?),
                 _ => reader.optional_tensor(SLOW_MOMENTUM)?,
             };
+            let backup = reader.optional_tensor(BACKUP_PARAMS)?;
             reader.finish()?;
-            slow.push(Slow { params, momentum });
+            slow.push(Slow {
+                params,
+                momentum,
+                backup,
+            });
             if !rest.is_empty() {
                 base.state.insert(i, rest);
             }
@@ -404,19 +516,60 @@ fn value_of<P: ParamSlot>(p: &P, index: usize) -> Result<Tensor> {
     copy.ok_or_else(|| Error::state(format!("state[{index}]"), "the parameter has no values"))
 }
 
-/// `reset` and `pullback` need a base whose every group keeps a momentum buffer.
-fn check_momentum(base: &dyn Optimizer, mode: PullbackMomentum) -> Result<()> {
-    let keeps = |group: usize| match base.name() {
+/// Sets every parameter's value to `values`; if one cannot be set, the
+/// ones already set go back to `restore`, so that nothing changes.
+fn set_values<P: ParamSlot>(params: &[P], values: &[&Tensor], restore: &[Tensor]) -> Result<()> {
+    for (i, (p, v)) in params.iter().zip(values).enumerate() {
+        if let Err(e) = set_value(p, i, v) {
+            for (j, (p, r)) in params.iter().zip(restore).enumerate().take(i) {
+                // Each of these took a value of this shape and dtype just now.
+                let _ = set_value(p, j, r);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Copies `value` into parameter `index`.
+fn set_value<P: ParamSlot>(p: &P, index: usize, value: &Tensor) -> Result<()> {
+    if value.shape() != p.shape().as_slice() || value.dtype() != p.dtype() {
+        return Err(Error::state(
+            format!("state[{index}]"),
+            format!(
+                "a value of shape {:?} ({:?}) for a parameter of shape {:?} ({:?})",
+                value.shape(),
+                value.dtype(),
+                p.shape(),
+                p.dtype()
+            ),
+        ));
+    }
+    p.with_value_mut(index, &mut |data| {
+        match data {
+            TensorDataMut::F32(v) => v.copy_from_slice(value.as_slice::<f32>()?),
+            TensorDataMut::F64(v) => v.copy_from_slice(value.as_slice::<f64>()?),
+        }
+        Ok(())
+    })
+}
+
+/// `reset` and `pullback` need a base whose every group keeps a momentum
+/// buffer: refuses param group `group`, of `momentum`, if it keeps none.
+fn check_momentum(
+    base: &dyn Optimizer,
+    mode: PullbackMomentum,
+    group: usize,
+    momentum: Option<Value>,
+) -> Result<()> {
+    let keeps = match base.name() {
         "Muon" => true,
-        "SGD" | "RMSprop" => base
-            .hyperparameter(group, "momentum")
-            .and_then(|v| v.as_f64())
-            .is_some_and(|m| m > 0.0),
+        "SGD" | "RMSprop" => momentum.and_then(|v| v.as_f64()).is_some_and(|m| m > 0.0),
         _ => false,
     };
-    match (0..base.num_param_groups()).find(|&g| !keeps(g)) {
-        None => Ok(()),
-        Some(group) => Err(Error::InvalidConfig {
+    match mode == PullbackMomentum::None || keeps {
+        true => Ok(()),
+        false => Err(Error::InvalidConfig {
             optimizer: "Lookahead",
             reason: format!(
                 "pullback_momentum='{}' moves the base optimizer's momentum_buffer, which {} \
@@ -486,6 +639,9 @@ impl<P: ParamSlot> Optimizer for Lookahead<P> {
                 if let Some(m) = &slow.momentum {
                     entries.insert(SLOW_MOMENTUM.into(), StateValue::Tensor(m.clone()));
                 }
+                if let Some(b) = &slow.backup {
+                    entries.insert(BACKUP_PARAMS.into(), StateValue::Tensor(b.clone()));
+                }
             }
             sd
         })
@@ -498,6 +654,37 @@ impl<P: ParamSlot> Optimizer for Lookahead<P> {
             opt.slow = slow;
             Ok(())
         })
+    }
+}
+
+impl<P: ParamSlot> AddParamGroup<P> for Lookahead<P> {
+    /// The base's `add_param_group`, then the new group's count at 0 and
+    /// its parameters' slow weights at their values (a zero slow momentum
+    /// with `pullback`), as the reference's. Checked before the base takes
+    /// the group, so that a refusal changes nothing.
+    fn add_param_group(&mut self, group: GroupSpec<P>) -> Result<()> {
+        let first = self.params.len();
+        let new = self.base.num_param_groups();
+        let momentum = group
+            .options
+            .get("momentum")
+            .cloned()
+            .or_else(|| self.base.defaults_json().get("momentum").cloned());
+        check_momentum(&*self.base, self.config.pullback_momentum, new, momentum)?;
+        let params = group.params.clone();
+        let slow = params
+            .iter()
+            .enumerate()
+            .map(|(j, p)| Slow::start(p, first + j, self.config.pullback_momentum))
+            .collect::<Result<Vec<_>>>()?;
+        self.base.add_param_group(group)?;
+        if self.base.hyperparameter(new, COUNTER).is_none() {
+            self.base.set_group_extra(new, COUNTER, Value::from(0u64))?;
+        }
+        self.group_sizes.push(params.len());
+        self.params.extend(params);
+        self.slow.extend(slow);
+        Ok(())
     }
 }
 
@@ -603,5 +790,53 @@ mod tests {
         let json = StateDict::from_json(&before.to_json().unwrap()).unwrap();
         opt.load_state_dict(&json).unwrap();
         assert_eq!(opt.state_dict(), before);
+    }
+
+    #[test]
+    fn a_refused_group_or_swap_changes_nothing() {
+        let p = Param::from_vec(vec![1.0f32, 2.0], &[2]).unwrap();
+        let reset = LookaheadConfig {
+            pullback_momentum: PullbackMomentum::Reset,
+            ..Default::default()
+        };
+        let mut opt = Lookahead::new([p.clone()], sgd(0.9), reset).unwrap();
+        p.set_grad(Tensor::from_vec(vec![1.0f32, 1.0], &[2]).unwrap())
+            .unwrap();
+        opt.step().unwrap();
+        let before = opt.state_dict();
+        // A group without momentum has no momentum_buffer to reset.
+        let q = Param::zeros::<f32>(&[3]);
+        let err = opt
+            .add_param_group(GroupSpec::new([q.clone()]).set("momentum", 0.0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("param group 1"), "{err}");
+        // A group the base refuses (a parameter it already has).
+        assert!(opt.add_param_group(GroupSpec::new([p.clone()])).is_err());
+        assert_eq!(
+            (opt.num_param_groups(), opt.state_dict()),
+            (1, before.clone())
+        );
+        // Taken with the default momentum: count 0, slow weights its value.
+        opt.add_param_group(GroupSpec::new([q.clone()])).unwrap();
+        assert_eq!(opt.hyperparameter(1, COUNTER), Some(Value::from(0u64)));
+        assert_eq!(opt.slow_params(1), Some(&q.value()));
+        // Clearing a backup that is not there changes nothing.
+        let before = (opt.state_dict(), p.value());
+        assert!(opt.clear_and_load_backup().is_err());
+        assert_eq!((opt.state_dict(), p.value()), before);
+        // LBFGS takes one group, through Lookahead as by itself.
+        let mut lbfgs =
+            Lookahead::<Param>::from_json(r#"{"optimizer": "lbfgs"}"#, [Param::zeros::<f32>(&[1])])
+                .unwrap();
+        let err = lbfgs
+            .add_param_group(GroupSpec::new([Param::zeros::<f32>(&[1])]))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("LBFGS doesn't support per-parameter options"),
+            "{err}"
+        );
+        assert_eq!(lbfgs.num_param_groups(), 1);
     }
 }

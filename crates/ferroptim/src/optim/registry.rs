@@ -192,7 +192,7 @@ macro_rules! __ferroptim_registry {
             name: &str,
             config_json: &str,
             params: impl $crate::IntoParamGroups<P>,
-        ) -> $crate::Result<Box<dyn $crate::Optimizer>> {
+        ) -> $crate::Result<Box<dyn $crate::AddParamGroup<P>>> {
             match name.to_ascii_lowercase().as_str() {
                 $(stringify!($name) => $crate::optim::registry::construct::<$config, P>(config_json, params),)*
                 "lookahead" => Ok(Box::new($crate::optim::Lookahead::<P>::from_json(config_json, params)?)),
@@ -255,14 +255,14 @@ pub trait Construct: crate::Hyperparameters {
     fn construct<P: crate::ParamSlot>(
         self,
         params: impl crate::IntoParamGroups<P>,
-    ) -> crate::Result<Box<dyn crate::Optimizer>>;
+    ) -> crate::Result<Box<dyn crate::AddParamGroup<P>>>;
 }
 
 impl<A: crate::Algorithm> Construct for A {
     fn construct<P: crate::ParamSlot>(
         self,
         params: impl crate::IntoParamGroups<P>,
-    ) -> crate::Result<Box<dyn crate::Optimizer>> {
+    ) -> crate::Result<Box<dyn crate::AddParamGroup<P>>> {
         Ok(Box::new(crate::Optim::new(params, self)?))
     }
 }
@@ -271,7 +271,7 @@ impl Construct for super::LbfgsConfig {
     fn construct<P: crate::ParamSlot>(
         self,
         params: impl crate::IntoParamGroups<P>,
-    ) -> crate::Result<Box<dyn crate::Optimizer>> {
+    ) -> crate::Result<Box<dyn crate::AddParamGroup<P>>> {
         Ok(Box::new(super::Lbfgs::new(params, self)?))
     }
 }
@@ -281,7 +281,7 @@ impl Construct for super::LbfgsConfig {
 pub(crate) fn construct<C: Construct, P: crate::ParamSlot>(
     json: &str,
     params: impl crate::IntoParamGroups<P>,
-) -> crate::Result<Box<dyn crate::Optimizer>> {
+) -> crate::Result<Box<dyn crate::AddParamGroup<P>>> {
     let json = if json.trim().is_empty() { "{}" } else { json };
     let invalid = |e: serde_json::Error| crate::Error::InvalidConfig {
         optimizer: C::NAME,

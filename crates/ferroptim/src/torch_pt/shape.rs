@@ -188,6 +188,14 @@ impl Arena {
 
     pub(super) fn state_dict(&self, root: usize) -> Result<StateDict> {
         let keys = self.keys_of(root);
+        if keys.iter().any(|k| k == "base_optimizer") {
+            return self.lookahead_state_dict(root);
+        }
+        self.plain_state_dict(root, keys)
+    }
+
+    /// An optimizer's own `state_dict()`: `state` and `param_groups`.
+    fn plain_state_dict(&self, root: usize, keys: Vec<String>) -> Result<StateDict> {
         if !keys.iter().any(|k| k == "state" || k == "param_groups") && !keys.is_empty() {
             return Err(bad(format!(
                 "no optimizer state_dict here: the dict holds {}; pick the optimizer's with \
@@ -240,5 +248,60 @@ impl Arena {
             state,
             param_groups: param_groups.ok_or_else(|| bad("no param_groups"))?,
         })
+    }
+
+    /// pytorch-optimizer's Lookahead keeps two parts: `base_optimizer`, the
+    /// wrapped optimizer's state_dict, and `lookahead_state`, the slow
+    /// weights keyed by `(group, index)` tuples. ferroptim's Lookahead keeps
+    /// one state_dict: the base's, with the slow weights merged into each
+    /// parameter's state (`(group, index)` is `param_groups[group].params[index]`).
+    fn lookahead_state_dict(&self, root: usize) -> Result<StateDict> {
+        let mut base = None;
+        let mut slow = None;
+        for &(k, v) in self.dict(root, "the checkpoint")? {
+            match self.key(k)?.as_str() {
+                // Its own state_dict, not another Lookahead's (nor, in a
+                // hostile file, this same dict again).
+                "base_optimizer" => base = Some(self.plain_state_dict(v, self.keys_of(v))?),
+                "lookahead_state" => slow = Some(v),
+                other => {
+                    return Err(bad(format!(
+                        "unexpected top-level key {other:?} beside base_optimizer; expected \
+                         Lookahead's lookahead_state"
+                    )))
+                }
+            }
+        }
+        let mut sd = base.ok_or_else(|| bad("no base_optimizer"))?;
+        let slow = slow.ok_or_else(|| bad("base_optimizer without lookahead_state"))?;
+        for &(key, entries) in self.dict(slow, "lookahead_state")? {
+            let pair = self.items(key).filter(|v| v.len() == 2);
+            let (g, i) = pair
+                .and_then(|v| Some((self.int(v[0])?, self.int(v[1])?)))
+                .ok_or_else(|| bad("a lookahead_state key that is not a (group, index) pair"))?;
+            let flat = usize::try_from(g)
+                .ok()
+                .and_then(|g| sd.param_groups.get(g))
+                .and_then(|group| group.get("params")?.as_array()?.get(usize::try_from(i).ok()?))
+                .and_then(Value::as_u64)
+                .and_then(|p| usize::try_from(p).ok())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "lookahead_state[({g}, {i})]: base_optimizer has no parameter {i} in param group {g}"
+                    ))
+                })?;
+            let state = sd.state.entry(flat).or_default();
+            for &(key, value) in self.dict(entries, "a parameter's lookahead state")? {
+                let key = self.key(key)?;
+                let what = format!("state[{flat}].{key}");
+                let value = self.state_value(value, &what)?;
+                if state.insert(key, value).is_some() {
+                    return Err(bad(format!(
+                        "{what} is in both base_optimizer and lookahead_state"
+                    )));
+                }
+            }
+        }
+        Ok(sd)
     }
 }

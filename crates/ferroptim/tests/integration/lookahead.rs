@@ -2,13 +2,16 @@
 //! optimizers (tools/torch_reference/lookahead.py): the parameters and the
 //! slow weights after every step, the state_dicts (the reference's nested
 //! layout merged into one, see `ferroptim::optim::Lookahead`), a resume from
-//! the reference's mid-run state_dict, and the reference's errors.
+//! the reference's mid-run state_dict (as JSON and as its own `torch.save`
+//! file), a checkpoint the reference resumes from (checkpoints.py), a run
+//! through `add_param_group`, `backup_and_load_cache` and
+//! `clear_and_load_backup`, and the reference's errors.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ferroptim::optim::{Lookahead, LookaheadConfig};
-use ferroptim::{Optimizer, Param, StateDict, StateValue, Tensor};
+use ferroptim::{AddParamGroup, GroupSpec, Optimizer, Param, StateDict, StateValue, Tensor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -22,6 +25,40 @@ struct Fixture {
     reference: String,
     cases: Vec<Case>,
     errors: Vec<ErrorCase>,
+    scenarios: Vec<Scenario>,
+}
+
+/// The reference run through `add_param_group` (after `add_after` steps)
+/// and a swap of the slow weights in and out (after `cache_after` steps).
+#[derive(Deserialize)]
+struct Scenario {
+    dtype: String,
+    base: String,
+    base_kwargs: Value,
+    kwargs: Value,
+    added_group: Map<String, Value>,
+    add_after: usize,
+    cache_after: usize,
+    initial_params: Vec<Tensor>,
+    steps: Vec<ScenarioStep>,
+    cached: Cached,
+    state_dict_final: ReferenceStateDict,
+}
+
+#[derive(Deserialize)]
+struct ScenarioStep {
+    grads: Vec<Tensor>,
+    params: Vec<Tensor>,
+}
+
+/// After `backup_and_load_cache`: the parameters (the slow weights) and the
+/// state_dict (with `backup_params`); after `clear_and_load_backup`, the
+/// parameters again.
+#[derive(Deserialize)]
+struct Cached {
+    params: Vec<Tensor>,
+    state_dict: ReferenceStateDict,
+    restored_params: Vec<Tensor>,
 }
 
 #[derive(Deserialize)]
@@ -232,41 +269,187 @@ fn lookahead_matches_pytorch_optimizer() {
     }
 }
 
+/// Case `case` resumed from `sd` (the reference's state_dict after
+/// `mid_step`) in a fresh Lookahead: how it agrees with the reference's
+/// uninterrupted run at the end.
+fn resume(case: &Case, sd: &StateDict) -> Agreement {
+    let sizes = case.group_sizes();
+    let mid = &case.steps[case.mid_step - 1].params;
+    let (mut opt, params) = case.build();
+    for (p, v) in params.iter().zip(mid) {
+        p.set_value(v.clone()).unwrap();
+    }
+    opt.load_state_dict(sd)
+        .unwrap_or_else(|e| panic!("{}: {e}", case.desc));
+    for i in case.mid_step..case.steps.len() {
+        case.step(i, &mut opt, &params);
+    }
+    let mut scales = Scales::default();
+    let mut agreement = Agreement::default();
+    for (j, (p, want)) in params
+        .iter()
+        .zip(&case.steps.last().unwrap().params)
+        .enumerate()
+    {
+        let key = format!("param {j}");
+        agreement.merge(compare_tensor_in(&mut scales, &key, &key, &p.value(), want));
+    }
+    let want = case.state_dict_final.merged(&sizes);
+    agreement.merge(compare_state_dicts(
+        &mut scales,
+        "resumed",
+        &opt.state_dict(),
+        &want,
+    ));
+    agreement
+}
+
 /// A run resumed from the reference's own mid-run state_dict, loaded into a
 /// fresh Lookahead, ends where the reference's uninterrupted run ends.
 #[test]
 fn lookahead_resumes_from_the_references_state_dict() {
     let fixture = fixture();
     for case in &fixture.cases {
-        let sizes = case.group_sizes();
-        let mid = &case.steps[case.mid_step - 1].params;
-        let (mut opt, params) = case.build();
-        for (p, v) in params.iter().zip(mid) {
-            p.set_value(v.clone()).unwrap();
-        }
-        opt.load_state_dict(&case.state_dict_mid.merged(&sizes))
-            .unwrap_or_else(|e| panic!("{}: {e}", case.desc));
-        for i in case.mid_step..case.steps.len() {
-            case.step(i, &mut opt, &params);
-        }
+        let sd = case.state_dict_mid.merged(&case.group_sizes());
+        assert_within(case, "resumed", &resume(case, &sd));
+    }
+}
+
+const CHECKPOINT_CASE: usize = 2;
+
+fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// The reference's `torch.save(lookahead.state_dict())` (its nested layout,
+/// `(group, index)` tuple keys; tools/torch_reference/checkpoints.py) reads
+/// as the merged state_dict, holding what the reference's JSON holds, and
+/// the run resumed from it ends as the reference's does, bit for bit.
+#[test]
+fn lookahead_resumes_from_a_torch_file_of_the_references_state_dict() {
+    let fixture = fixture();
+    for (d, dtype) in ["float32", "float64"].into_iter().enumerate() {
+        let case = &fixture.cases[2 * CHECKPOINT_CASE + d];
+        assert_eq!(case.dtype, dtype);
+        assert!(case.desc.contains("pullback"), "{}", case.desc);
+        let path = fixture_path(&format!("torch_pt/lookahead-{dtype}.pt"));
+        let sd = StateDict::load_torch(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(sd.state.values().all(|s| s.contains_key("slow_momentum")));
+        let want = case.state_dict_mid.merged(&case.group_sizes());
+        let read = compare_state_dicts(&mut Scales::default(), "torch file", &sd, &want);
+        assert_eq!(read.exact, read.values, "{dtype}: {}", read.worst);
+        let resumed = resume(case, &sd);
+        assert_eq!(resumed.exact, resumed.values, "{dtype}: {}", resumed.worst);
+    }
+}
+
+/// ferroptim's checkpoint of the float32 checkpoint case after `mid_step`,
+/// committed as tests/fixtures/ferroptim_ckpt/lookahead.safetensors, which
+/// checkpoints.py splits with tools/ferroptim_checkpoint.py's
+/// `load_lookahead`, loads into the reference, and resumes as the fixture.
+/// With `FERROPTIM_WRITE_FIXTURES=1` this writes it; otherwise it checks the
+/// committed file still holds exactly what ferroptim saves there.
+#[test]
+fn a_checkpoint_for_the_reference_holds_what_ferroptim_saves() {
+    let fixture = fixture();
+    let case = &fixture.cases[2 * CHECKPOINT_CASE];
+    let (mut opt, params) = case.build();
+    for i in 0..case.mid_step {
+        case.step(i, &mut opt, &params);
+    }
+    let path = fixture_path("ferroptim_ckpt/lookahead.safetensors");
+    if std::env::var_os("FERROPTIM_WRITE_FIXTURES").is_some() {
+        opt.state_dict().save(&path).unwrap();
+    }
+    let saved = StateDict::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(saved, opt.state_dict());
+}
+
+/// The reference's scenario replayed: a group added mid-run starts its
+/// count and slow weights there; the slow weights swap in (the state_dict
+/// then holds the fast ones as `backup_params`) and back out; every value
+/// bit for bit (SGD's update and Lookahead's `lerp` are torch's roundings).
+#[test]
+fn lookahead_adds_groups_and_swaps_in_its_slow_weights_as_pytorch_optimizer() {
+    let fixture = fixture();
+    assert_eq!(fixture.scenarios.len(), 2);
+    for sc in &fixture.scenarios {
+        let params: Vec<Param> = sc
+            .initial_params
+            .iter()
+            .map(|t| Param::new(t.clone()))
+            .collect();
+        let config: LookaheadConfig = serde_json::from_value(sc.kwargs.clone()).unwrap();
+        let base = sc.base.to_ascii_lowercase();
+        let mut opt = Lookahead::build(
+            &base,
+            &sc.base_kwargs.to_string(),
+            params[..2].to_vec(),
+            config,
+        )
+        .unwrap();
         let mut scales = Scales::default();
         let mut agreement = Agreement::default();
-        for (j, (p, want)) in params
-            .iter()
-            .zip(&case.steps.last().unwrap().params)
-            .enumerate()
-        {
-            let key = format!("param {j}");
-            agreement.merge(compare_tensor_in(&mut scales, &key, &key, &p.value(), want));
+        let mut check = |what: &str, want: &[Tensor], agreement: &mut Agreement| {
+            for (j, (p, want)) in params.iter().zip(want).enumerate() {
+                let key = format!("param {j}");
+                let what = format!("{} {what} {key}", sc.dtype);
+                agreement.merge(compare_tensor_in(
+                    &mut scales,
+                    &key,
+                    &what,
+                    &p.value(),
+                    want,
+                ));
+            }
+        };
+        for (i, step) in sc.steps.iter().enumerate() {
+            if i == sc.add_after {
+                let spec = sc
+                    .added_group
+                    .iter()
+                    .fold(GroupSpec::new([params[2].clone()]), |spec, (k, v)| {
+                        spec.set(k, v)
+                    });
+                opt.add_param_group(spec).unwrap();
+                assert_eq!(opt.slow_params(2), Some(&params[2].value()));
+            }
+            for (p, g) in params.iter().zip(&step.grads) {
+                p.set_grad(g.clone()).unwrap();
+            }
+            opt.step().unwrap();
+            check(&format!("step {}", i + 1), &step.params, &mut agreement);
+            if i + 1 == sc.cache_after {
+                opt.backup_and_load_cache().unwrap();
+                check("cached", &sc.cached.params, &mut agreement);
+                let want = sc.cached.state_dict.merged(&[2, 1]);
+                let sd = opt.state_dict();
+                assert!(sd.state.values().all(|s| s.contains_key("backup_params")));
+                agreement.merge(compare_state_dicts(
+                    &mut Scales::default(),
+                    "cached",
+                    &sd,
+                    &want,
+                ));
+                opt.clear_and_load_backup().unwrap();
+                check("restored", &sc.cached.restored_params, &mut agreement);
+            }
         }
-        let want = case.state_dict_final.merged(&sizes);
+        let want = sc.state_dict_final.merged(&[2, 1]);
         agreement.merge(compare_state_dicts(
-            &mut scales,
-            "resumed",
+            &mut Scales::default(),
+            "final",
             &opt.state_dict(),
             &want,
         ));
-        assert_within(case, "resumed", &agreement);
+        assert!(agreement.values > 0);
+        assert_eq!(
+            agreement.exact, agreement.values,
+            "{}: {}",
+            sc.dtype, agreement.worst
+        );
     }
 }
 

@@ -193,3 +193,62 @@ fn one_storage_named_as_two_types_is_an_error_not_a_panic() {
     let err = StateDict::from_torch_bytes(&archive(&p, &[("0", vec![0; 4])])).unwrap_err();
     assert!(err.to_string().contains("storage 0 holds 4 bytes"), "{err}");
 }
+
+/// A Lookahead file (`{"base_optimizer": ..., "lookahead_state": ...}`)
+/// whose base_optimizer is the file's own dict, a memoised reference to
+/// itself, is an error, not a recursion without end.
+#[test]
+fn a_lookahead_file_that_contains_itself_is_an_error() {
+    let mut p = b"\x80\x02}q\x00(".to_vec();
+    p.extend(text("base_optimizer"));
+    p.extend_from_slice(b"h\x00");
+    p.extend(text("lookahead_state"));
+    p.extend_from_slice(b"}u.");
+    let err = StateDict::from_torch_bytes(&archive(&p, &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no optimizer state_dict here"), "{err}");
+}
+
+/// Slow weights keyed by a `(group, index)` the base optimizer does not
+/// have, or by something else, are errors that say so.
+#[test]
+fn lookahead_state_for_a_parameter_the_base_lacks_is_an_error() {
+    let file = |key: &[u8]| {
+        // {"base_optimizer": {"state": {}, "param_groups": [{"params": [0]}]},
+        //  "lookahead_state": {key: {"slow_params": tensor}}}
+        let mut p = b"\x80\x02}(".to_vec();
+        p.extend(text("base_optimizer"));
+        p.extend_from_slice(b"}(");
+        p.extend(text("state"));
+        p.push(b'}');
+        p.extend(text("param_groups"));
+        p.extend_from_slice(b"](}(");
+        p.extend(text("params"));
+        p.extend_from_slice(b"](");
+        p.extend(int(0));
+        p.extend_from_slice(b"eueu");
+        p.extend(text("lookahead_state"));
+        p.extend_from_slice(b"}(");
+        p.extend_from_slice(key);
+        p.extend_from_slice(b"}(");
+        p.extend(text("slow_params"));
+        p.extend(tensor(1, &[1], &[1]));
+        p.extend_from_slice(b"uuu.");
+        archive(&p, &[("0", vec![0; 4])])
+    };
+    let pair = |g: i32, i: i32| [int(g), int(i), vec![0x86]].concat();
+    let sd = StateDict::from_torch_bytes(&file(&pair(0, 0))).unwrap();
+    assert!(sd.state[&0].contains_key("slow_params"));
+    let err = StateDict::from_torch_bytes(&file(&pair(0, 3)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("lookahead_state[(0, 3)]: base_optimizer has no parameter 3 in param group 0"),
+        "{err}"
+    );
+    let err = StateDict::from_torch_bytes(&file(&text("0,0")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a (group, index) pair"), "{err}");
+}
