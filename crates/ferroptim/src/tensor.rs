@@ -233,9 +233,13 @@ impl_element!(f64, F64);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "TensorRepr", into = "TensorRepr")]
 pub struct Tensor {
-    shape: Vec<usize>,
+    /// Inline up to 4 dimensions, so that reading a shape is no second load
+    /// from elsewhere in memory (a step checks every gradient's shape).
+    shape: Shape,
     data: TensorData,
 }
+
+type Shape = smallvec::SmallVec<[usize; 4]>;
 
 impl Tensor {
     /// A tensor of `shape` holding `values` in row-major order.
@@ -258,7 +262,7 @@ impl Tensor {
             });
         }
         Ok(Tensor {
-            shape: shape.to_vec(),
+            shape: Shape::from_slice(shape),
             data,
         })
     }
@@ -266,7 +270,7 @@ impl Tensor {
     /// A 0-d tensor holding `value` (torch's `torch.tensor(value)`).
     pub fn scalar<T: Element>(value: T) -> Self {
         Tensor {
-            shape: Vec::new(),
+            shape: Shape::new(),
             data: T::into_data(vec![value]),
         }
     }
@@ -279,7 +283,7 @@ impl Tensor {
             Dtype::F64 => TensorData::F64(vec![0.0; n]),
         };
         Tensor {
-            shape: shape.to_vec(),
+            shape: Shape::from_slice(shape),
             data,
         }
     }
@@ -408,7 +412,7 @@ impl From<Tensor> for TensorRepr {
             .collect();
         TensorRepr {
             dtype,
-            shape: t.shape,
+            shape: t.shape.to_vec(),
             data,
         }
     }
