@@ -2,7 +2,7 @@
 //! dense optimizer gives the same bits on 1 and on 3 threads, on a
 //! parameter large enough to be cut into chunks and on many small ones.
 
-use ferroptim::{optim, Param, Tensor, MIN_CHUNK};
+use ferroptim::{optim, Param, SparseGrad, Tensor, MIN_CHUNK};
 
 /// Runs 4 steps of `name` with `config` on fresh parameters, with `threads` threads.
 fn run(name: &str, config: &str, threads: usize) -> Vec<Vec<f32>> {
@@ -55,6 +55,45 @@ fn threads_change_nothing_but_the_time() {
         assert!(
             one != run(name, r#"{"lr": 0.01}"#, 1),
             "{name}: the options do nothing"
+        );
+    }
+    ferroptim::set_num_threads(1).unwrap();
+}
+
+/// A step checks every gradient before it updates anything, across the
+/// threads too: with two bad gradients the error names the first, on any
+/// thread count, and no parameter or state has moved.
+#[test]
+fn a_refused_step_names_the_first_bad_gradient_on_any_thread_count() {
+    let _threads = crate::thread_count_lock();
+    for threads in [1, 3] {
+        ferroptim::set_num_threads(threads).unwrap();
+        let params: Vec<Param> = (0..2000)
+            .map(|i| Param::from_vec(vec![i as f32; 5], &[5]).unwrap())
+            .collect();
+        let mut opt = optim::build("adam", "{}", params.clone()).unwrap();
+        let good = || Tensor::from_vec(vec![0.5f32; 5], &[5]).unwrap();
+        for p in &params {
+            p.set_grad(good()).unwrap();
+        }
+        opt.step().unwrap();
+        let (before, values) = (
+            opt.state_dict(),
+            params.iter().map(Param::value).collect::<Vec<_>>(),
+        );
+        // Sparse gradients, which Adam refuses (set_grad refuses a wrong shape itself).
+        for bad in [1709, 613] {
+            let rows = Tensor::from_vec(vec![0.5f32], &[1]).unwrap();
+            params[bad]
+                .set_sparse_grad(SparseGrad::new(vec![2], rows).unwrap())
+                .unwrap();
+        }
+        let err = opt.step().unwrap_err().to_string();
+        assert!(err.contains("parameter 613"), "{threads} threads: {err}");
+        assert_eq!(opt.state_dict(), before, "{threads} threads");
+        assert!(
+            params.iter().map(Param::value).eq(values),
+            "{threads} threads"
         );
     }
     ferroptim::set_num_threads(1).unwrap();
