@@ -323,12 +323,7 @@ impl<P: ParamSlot> Lookahead<P> {
                  call clear_and_load_backup first",
             ));
         }
-        let backups = self
-            .params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| value_of(p, i))
-            .collect::<Result<Vec<_>>>()?;
+        let backups = self.values()?;
         let slow: Vec<&Tensor> = self.slow.iter().map(|s| &s.params).collect();
         set_values(&self.params, &slow, &backups)?;
         for (s, b) in self.slow.iter_mut().zip(backups) {
@@ -354,17 +349,18 @@ impl<P: ParamSlot> Lookahead<P> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let current = self
-            .params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| value_of(p, i))
-            .collect::<Result<Vec<_>>>()?;
+        let current = self.values()?;
         set_values(&self.params, &backups, &current)?;
         for s in &mut self.slow {
             s.backup = None;
         }
         Ok(())
+    }
+
+    /// A copy of every parameter's values.
+    fn values(&self) -> Result<Vec<Tensor>> {
+        let copies = self.params.iter().enumerate();
+        copies.map(|(i, p)| value_of(p, i)).collect()
     }
 
     fn counter(&self, group: usize) -> u64 {

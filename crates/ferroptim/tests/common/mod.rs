@@ -229,6 +229,29 @@ pub fn compare_tensor(what: &str, got: &Tensor, want: &Tensor) -> Agreement {
     compare_tensor_in(&mut Scales::default(), what, what, got, want)
 }
 
+/// Compares every parameter's value with the reference's, quantity
+/// `param j` for the j-th, named `{what} param j` in messages.
+pub fn compare_params(
+    scales: &mut Scales,
+    what: &str,
+    params: &[Param],
+    want: &[Tensor],
+) -> Agreement {
+    assert_eq!(params.len(), want.len(), "{what}: parameters");
+    let mut a = Agreement::default();
+    for (j, (p, want)) in params.iter().zip(want).enumerate() {
+        let key = format!("param {j}");
+        a.merge(compare_tensor_in(
+            scales,
+            &key,
+            &format!("{what} {key}"),
+            &p.value(),
+            want,
+        ));
+    }
+    a
+}
+
 /// Compares one tensor of quantity `key` (e.g. `param 1`, `state[0].exp_avg`).
 pub fn compare_tensor_in(
     scales: &mut Scales,

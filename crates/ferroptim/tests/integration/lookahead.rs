@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::common::{
-    compare_state, compare_tensor_in, group_specs, json_equal, tolerance, Agreement, Scales,
+    compare_params, compare_state, group_specs, json_equal, tolerance, Agreement, Scales,
 };
 
 #[derive(Deserialize)]
@@ -219,15 +219,7 @@ fn lookahead_matches_pytorch_optimizer() {
         for (i, step) in case.steps.iter().enumerate() {
             case.step(i, &mut opt, &params);
             let what = format!("step {}", i + 1);
-            for (j, (p, want)) in params.iter().zip(&step.params).enumerate() {
-                agreement.merge(compare_tensor_in(
-                    &mut scales,
-                    &format!("param {j}"),
-                    &format!("{what} param {j}"),
-                    &p.value(),
-                    want,
-                ));
-            }
+            agreement.merge(compare_params(&mut scales, &what, &params, &step.params));
             let slow: BTreeMap<usize, BTreeMap<String, StateValue>> = opt
                 .state_dict()
                 .state
@@ -286,14 +278,8 @@ fn resume(case: &Case, sd: &StateDict) -> Agreement {
     }
     let mut scales = Scales::default();
     let mut agreement = Agreement::default();
-    for (j, (p, want)) in params
-        .iter()
-        .zip(&case.steps.last().unwrap().params)
-        .enumerate()
-    {
-        let key = format!("param {j}");
-        agreement.merge(compare_tensor_in(&mut scales, &key, &key, &p.value(), want));
-    }
+    let last = &case.steps.last().unwrap().params;
+    agreement.merge(compare_params(&mut scales, "resumed", &params, last));
     let want = case.state_dict_final.merged(&sizes);
     agreement.merge(compare_state_dicts(
         &mut scales,
@@ -393,17 +379,8 @@ fn lookahead_adds_groups_and_swaps_in_its_slow_weights_as_pytorch_optimizer() {
         let mut scales = Scales::default();
         let mut agreement = Agreement::default();
         let mut check = |what: &str, want: &[Tensor], agreement: &mut Agreement| {
-            for (j, (p, want)) in params.iter().zip(want).enumerate() {
-                let key = format!("param {j}");
-                let what = format!("{} {what} {key}", sc.dtype);
-                agreement.merge(compare_tensor_in(
-                    &mut scales,
-                    &key,
-                    &what,
-                    &p.value(),
-                    want,
-                ));
-            }
+            let what = format!("{} {what}", sc.dtype);
+            agreement.merge(compare_params(&mut scales, &what, &params, want));
         };
         for (i, step) in sc.steps.iter().enumerate() {
             if i == sc.add_after {

@@ -15,7 +15,7 @@ use crate::common;
 use std::collections::BTreeMap;
 
 use crate::common::{
-    compare_state, compare_tensor_in, json_close, json_equal, load, sparse_sgd_with_momentum,
+    compare_params, compare_state, json_close, json_equal, load, sparse_sgd_with_momentum,
     tolerance_for, Agreement, Scales, MUON_TOLERANCE,
 };
 
@@ -51,16 +51,7 @@ fn replay_each(name: &str, expect_for: impl Fn(&common::Case) -> Expect) {
         for (i, step) in case.steps.iter().enumerate() {
             case.step(i, opt.as_mut(), &params);
             let what = format!("{name} [{}] {} step {}", case.desc, case.dtype, i + 1);
-            for (j, (p, want)) in params.iter().zip(&step.params).enumerate() {
-                let (key, what) = (format!("param {j}"), format!("{what} param {j}"));
-                agreement.merge(compare_tensor_in(
-                    &mut scales,
-                    &key,
-                    &what,
-                    &p.value(),
-                    want,
-                ));
-            }
+            agreement.merge(compare_params(&mut scales, &what, &params, &step.params));
             agreement.merge(compare_state(
                 &mut scales,
                 &what,
@@ -91,16 +82,7 @@ fn replay_each(name: &str, expect_for: impl Fn(&common::Case) -> Expect) {
             // the state_dict records the mode.
             opt.eval().unwrap();
             let what = format!("{name} [{}] {} after eval()", case.desc, case.dtype);
-            for (j, (p, want)) in params.iter().zip(&eval.params).enumerate() {
-                let (key, what) = (format!("param {j}"), format!("{what} param {j}"));
-                agreement.merge(compare_tensor_in(
-                    &mut scales,
-                    &key,
-                    &what,
-                    &p.value(),
-                    want,
-                ));
-            }
+            agreement.merge(compare_params(&mut scales, &what, &params, &eval.params));
             let sd = opt.state_dict();
             for (g, w) in sd.param_groups.iter().zip(&eval.state_dict.param_groups) {
                 assert!(

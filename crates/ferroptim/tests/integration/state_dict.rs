@@ -1,7 +1,7 @@
 //! `state_dict` / `load_state_dict`: resuming training after a stop.
 
 use crate::common::{
-    compare_tensor_in, load, sparse_sgd_with_momentum, tolerance_for, Agreement, Case, Scales,
+    compare_params, load, sparse_sgd_with_momentum, tolerance_for, Agreement, Case, Scales,
 };
 use ferroptim::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use ferroptim::{optim, Error, GroupSpec, Optimizer, Param, StateDict, StateValue, Tensor};
@@ -97,19 +97,13 @@ fn continue_like_torch(
     let mut scales = Scales::default();
     for i in case.mid_step..case.steps.len() {
         case.step(i, opt, params);
-        for (j, (p, want)) in params.iter().zip(&case.steps[i].params).enumerate() {
-            let (key, what) = (
-                format!("param {j}"),
-                format!("{name} step {} param {j}", i + 1),
-            );
-            agreement.merge(compare_tensor_in(
-                &mut scales,
-                &key,
-                &what,
-                &p.value(),
-                want,
-            ));
-        }
+        let what = format!("{name} step {}", i + 1);
+        agreement.merge(compare_params(
+            &mut scales,
+            &what,
+            params,
+            &case.steps[i].params,
+        ));
     }
     agreement
 }
