@@ -474,6 +474,17 @@ impl<P: ParamSlot> Lookahead<P> {
                 base.state.insert(i, rest);
             }
         }
+        // The fast weights are backed up for every parameter or for none
+        // (what backup_and_load_cache leaves); a mix could not be cleared.
+        if slow.iter().any(|s| s.backup.is_some()) {
+            if let Some(i) = slow.iter().position(|s| s.backup.is_none()) {
+                return Err(Error::state(
+                    format!("state[{i}].{BACKUP_PARAMS}"),
+                    "missing while other parameters have one; the fast weights are backed up \
+                     for every parameter or for none",
+                ));
+            }
+        }
         Ok((base, slow))
     }
 }
@@ -782,6 +793,20 @@ mod tests {
             StateValue::Tensor(Tensor::zeros(crate::Dtype::F32, &[3])),
         );
         assert!(opt.load_state_dict(&bad).is_err());
+        // A backup of some parameters' fast weights but not all.
+        let two = Param::from_vec(vec![3.0f32], &[1]).unwrap();
+        let mut pair = Lookahead::new(
+            [p.clone(), two.clone()],
+            sgd(0.9),
+            LookaheadConfig::default(),
+        )
+        .unwrap();
+        pair.backup_and_load_cache().unwrap();
+        let mut partial = pair.state_dict();
+        partial.state.get_mut(&1).unwrap().remove(BACKUP_PARAMS);
+        let err = pair.load_state_dict(&partial).unwrap_err().to_string();
+        assert!(err.contains("state[1].backup_params"), "{err}");
+        pair.load_state_dict(&pair.state_dict()).unwrap();
         assert_eq!(opt.state_dict(), before);
         let json = StateDict::from_json(&before.to_json().unwrap()).unwrap();
         opt.load_state_dict(&json).unwrap();
