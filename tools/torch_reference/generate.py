@@ -595,7 +595,7 @@ def tensor_json(t: torch.Tensor) -> dict:
     t = t.detach()
     if t.is_sparse:
         t = t.to_dense()  # SGD's momentum buffer under sparse gradients; ferroptim keeps it dense
-    name = {torch.float32: "float32", torch.float64: "float64"}[t.dtype]
+    name = str(t.dtype).removeprefix("torch.")  # float32, float64, bfloat16, float16
     return {
         "dtype": name,
         "shape": list(t.shape),

@@ -65,7 +65,7 @@ pub use ferroptim::{
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A parameter's dtype is not one ferroptim updates.
-    #[error("parameter {param} is {dtype:?}; ferroptim updates f32 and f64 parameters (convert the Var with to_dtype before building the optimizer)")]
+    #[error("parameter {param} is {dtype:?}; ferroptim updates f32, f64, bf16 and f16 parameters (convert the Var with to_dtype before building the optimizer)")]
     UnsupportedDtype {
         /// Its position among the Vars handed in.
         param: usize,

@@ -9,8 +9,8 @@ use ferroptim::{Tensor, TensorData};
 use crate::{Error, Result};
 
 /// Every `Var` of `varmap` as a `(name, tensor)`, ordered by name: the
-/// model part of a training checkpoint. `f32` and `f64` Vars are copied as
-/// they are; other float types as `f32`.
+/// model part of a training checkpoint. `f32`, `f64`, `bf16` and `f16`
+/// Vars are copied as they are; other types as `f32`.
 pub fn model_tensors(varmap: &VarMap) -> Result<Vec<(String, Tensor)>> {
     let mut vars = vars_of(varmap);
     vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -19,6 +19,8 @@ pub fn model_tensors(varmap: &VarMap) -> Result<Vec<(String, Tensor)>> {
             let t = var.as_tensor().flatten_all()?;
             let data = match var.dtype() {
                 DType::F64 => TensorData::F64(t.to_vec1::<f64>()?),
+                DType::BF16 => TensorData::BF16(t.to_vec1()?),
+                DType::F16 => TensorData::F16(t.to_vec1()?),
                 _ => TensorData::F32(t.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             };
             Ok((name, Tensor::new(data, var.dims())?))
@@ -55,6 +57,8 @@ pub fn load_model(varmap: &VarMap, tensors: &[(String, Tensor)]) -> Result<()> {
         let value = match t.data() {
             TensorData::F32(v) => CandleTensor::from_slice(v, t.shape(), var.device())?,
             TensorData::F64(v) => CandleTensor::from_slice(v, t.shape(), var.device())?,
+            TensorData::BF16(v) => CandleTensor::from_slice(v, t.shape(), var.device())?,
+            TensorData::F16(v) => CandleTensor::from_slice(v, t.shape(), var.device())?,
         };
         updates.push((var, value.to_dtype(var.dtype())?));
     }

@@ -30,6 +30,8 @@ impl CandleParam {
         let dtype = match var.dtype() {
             DType::F32 => Dtype::F32,
             DType::F64 => Dtype::F64,
+            DType::BF16 => Dtype::BF16,
+            DType::F16 => Dtype::F16,
             other => {
                 return Err(Error::UnsupportedDtype {
                     param: index,
@@ -121,6 +123,12 @@ impl ParamSlot for CandleParam {
                 Some(v[a..b].iter().all(|x| x.is_finite()))
             }
             (Storage::Cpu(CpuStorage::F64(v)), Some((a, b))) => {
+                Some(v[a..b].iter().all(|x| x.is_finite()))
+            }
+            (Storage::Cpu(CpuStorage::BF16(v)), Some((a, b))) => {
+                Some(v[a..b].iter().all(|x| x.is_finite()))
+            }
+            (Storage::Cpu(CpuStorage::F16(v)), Some((a, b))) => {
                 Some(v[a..b].iter().all(|x| x.is_finite()))
             }
             _ => None,
@@ -251,8 +259,16 @@ impl InplaceOp2 for InPlaceUpdate<'_, '_> {
                 shape,
                 SlotData::F64(&mut p[a1..b1], GradRef::Dense(&g[a2..b2])),
             ),
+            (CpuStorage::BF16(p), CpuStorage::BF16(g)) => (update)(
+                shape,
+                SlotData::BF16(&mut p[a1..b1], GradRef::Dense(&g[a2..b2])),
+            ),
+            (CpuStorage::F16(p), CpuStorage::F16(g)) => (update)(
+                shape,
+                SlotData::F16(&mut p[a1..b1], GradRef::Dense(&g[a2..b2])),
+            ),
             (p, g) => candle_core::bail!(
-                "ferroptim updates f32 and f64 parameters with a gradient of the same dtype, not {:?} with {:?}",
+                "ferroptim updates f32, f64, bf16 and f16 parameters with a gradient of the same dtype, not {:?} with {:?}",
                 p.dtype(),
                 g.dtype()
             ),
@@ -283,8 +299,10 @@ impl InplaceOp1 for InPlaceValues<'_, '_> {
         let result = match s {
             CpuStorage::F32(v) => (f)(TensorDataMut::F32(&mut v[a..b])),
             CpuStorage::F64(v) => (f)(TensorDataMut::F64(&mut v[a..b])),
+            CpuStorage::BF16(v) => (f)(TensorDataMut::BF16(&mut v[a..b])),
+            CpuStorage::F16(v) => (f)(TensorDataMut::F16(&mut v[a..b])),
             other => candle_core::bail!(
-                "ferroptim updates f32 and f64 parameters, not {:?}",
+                "ferroptim updates f32, f64, bf16 and f16 parameters, not {:?}",
                 other.dtype()
             ),
         };

@@ -414,7 +414,7 @@ fn a_checkpoint_resumes_bit_for_bit() {
 #[test]
 fn unsupported_dtypes_and_bad_gradients_are_typed_errors() {
     let dev = Device::Cpu;
-    let half = Var::zeros((2, 2), DType::F16, &dev).unwrap();
+    let half = Var::zeros((2, 2), DType::U32, &dev).unwrap();
     let ok = Var::zeros((2, 2), DType::F32, &dev).unwrap();
     let err =
         ferroptim_candle::Adam::from_vars(vec![ok.clone(), half.clone()], AdamConfig::default())
@@ -424,15 +424,15 @@ fn unsupported_dtypes_and_bad_gradients_are_typed_errors() {
             err,
             Error::UnsupportedDtype {
                 param: 1,
-                dtype: DType::F16
+                dtype: DType::U32
             }
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("f32 and f64"), "{err}");
+    assert!(err.to_string().contains("f32, f64, bf16 and f16"), "{err}");
     // Through candle's trait the same error arrives wrapped in candle's.
     let err = ferroptim_candle::Adam::new(vec![half], AdamConfig::default()).unwrap_err();
-    assert!(err.to_string().contains("F16"), "{err}");
+    assert!(err.to_string().contains("U32"), "{err}");
 
     let mut opt =
         ferroptim_candle::Adam::from_vars(vec![ok.clone()], AdamConfig::default()).unwrap();
@@ -830,17 +830,17 @@ fn a_varmap_optimizer_is_named_in_name_order_and_a_ferroptim_optimizer() {
             "fc.weight",
             Var::zeros(2, DType::F32, &Device::Cpu).unwrap(),
         ),
-        ("fc.scale", Var::zeros(2, DType::F16, &Device::Cpu).unwrap()),
+        ("fc.scale", Var::zeros(2, DType::U32, &Device::Cpu).unwrap()),
     ])
     .unwrap_err();
     assert!(
         matches!(&err, Error::Named { name, source } if name == "fc.scale"
-            && matches!(**source, Error::UnsupportedDtype { dtype: DType::F16, .. })),
+            && matches!(**source, Error::UnsupportedDtype { dtype: DType::U32, .. })),
         "{err}"
     );
     assert!(
         err.to_string()
-            .starts_with("\"fc.scale\": parameter 0 is F16"),
+            .starts_with("\"fc.scale\": parameter 0 is U32"),
         "{err}"
     );
 }
@@ -878,4 +878,99 @@ fn lookahead_through_candle_matches_lookahead_on_params() {
         }
         assert_eq!(ours.state_dict(), native.state_dict(), "{json}");
     }
+}
+
+/// bfloat16 and float16 Vars (gradients from a float32 forward pass, cast
+/// back by candle's autograd) step through the adapter exactly as ferroptim's
+/// own 16-bit `Param`s do, with SGD (momentum) and AdamW, state kept in the
+/// Vars' dtype.
+#[test]
+fn sixteen_bit_vars_step_as_sixteen_bit_params() {
+    use ferroptim::half::{bf16, f16};
+    fn run<T: ferroptim::Storage + candle_core::WithDType, A: Algorithm>(dtype: DType, config: A) {
+        let (x, y) = batch();
+        let vars: Vec<Var> = mlp_vars(3)
+            .iter()
+            .map(|v| Var::from_tensor(&v.as_tensor().to_dtype(dtype).unwrap()).unwrap())
+            .collect();
+        let params: Vec<Param> = vars
+            .iter()
+            .map(|v| {
+                Param::from_vec(v.flatten_all().unwrap().to_vec1::<T>().unwrap(), v.dims()).unwrap()
+            })
+            .collect();
+        let mut ours = CandleOptim::from_vars(vars.clone(), config.clone()).unwrap();
+        let mut native = Optim::new(params.clone(), config).unwrap();
+        for step in 0..5 {
+            // The loss through the cast, so that the gradients reach the 16-bit Vars.
+            let loss = {
+                let h: Vec<Tensor> = vars
+                    .iter()
+                    .map(|v| v.as_tensor().to_dtype(DType::F32).unwrap())
+                    .collect();
+                let hidden = x
+                    .matmul(&h[0].t().unwrap())
+                    .unwrap()
+                    .broadcast_add(&h[1])
+                    .unwrap()
+                    .tanh()
+                    .unwrap();
+                let logits = hidden
+                    .matmul(&h[2].t().unwrap())
+                    .unwrap()
+                    .broadcast_add(&h[3])
+                    .unwrap();
+                candle_nn::loss::cross_entropy(&logits, &y).unwrap()
+            };
+            let grads = loss.backward().unwrap();
+            for (v, p) in vars.iter().zip(&params) {
+                let g = grads.get(v.as_tensor()).unwrap();
+                assert_eq!(g.dtype(), dtype);
+                let g = g.flatten_all().unwrap().to_vec1::<T>().unwrap();
+                p.set_grad(ferroptim::Tensor::from_vec(g, v.dims()).unwrap())
+                    .unwrap();
+            }
+            candle_nn::Optimizer::step(&mut ours, &grads).unwrap();
+            native.step().unwrap();
+            for (i, (v, p)) in vars.iter().zip(&params).enumerate() {
+                let got = v.flatten_all().unwrap().to_vec1::<T>().unwrap();
+                assert_eq!(
+                    got,
+                    p.to_vec::<T>().unwrap(),
+                    "{} {dtype:?} step {step} param {i}",
+                    A::NAME
+                );
+            }
+        }
+        let sd = ours.state_dict();
+        assert_eq!(sd, native.state_dict(), "{} {dtype:?}", A::NAME);
+        let state_dtypes: Vec<ferroptim::Dtype> = sd
+            .state
+            .values()
+            .flat_map(|s| s.iter().filter(|(k, _)| *k != "step"))
+            .filter_map(|(_, v)| match v {
+                ferroptim::StateValue::Tensor(t) => Some(t.dtype()),
+                _ => None,
+            })
+            .collect();
+        assert!(!state_dtypes.is_empty());
+        let want = <T as ferroptim::Storage>::DTYPE;
+        assert!(state_dtypes.iter().all(|&d| d == want), "{state_dtypes:?}");
+    }
+    let sgd = SgdConfig {
+        lr: 0.1,
+        momentum: 0.9,
+        ..Default::default()
+    };
+    run::<bf16, _>(DType::BF16, sgd.clone());
+    run::<f16, _>(DType::F16, sgd);
+    run::<bf16, _>(DType::BF16, AdamWConfig::default());
+    // In float16 torch's eps of 1e-8 rounds to 0 (`denom.add_(eps)` casts the
+    // scalar to the tensor's dtype), so a second moment that underflows
+    // divides by zero there, as here: float16 users raise eps.
+    let adamw = AdamWConfig {
+        eps: 1e-4,
+        ..Default::default()
+    };
+    run::<f16, _>(DType::F16, adamw);
 }

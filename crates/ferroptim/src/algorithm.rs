@@ -11,12 +11,13 @@ use std::fmt::Debug;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::group::ParamGroup;
 use crate::param::SparseGrad;
 use crate::slot::{ParamMeta, ParamSlot};
 use crate::state::ParamState;
-use crate::tensor::Element;
+use crate::tensor::{Element, Storage};
 
 /// A param group's hyperparameters: torch's argument names and defaults (via
 /// serde), torch's checks, and the learning rate that schedulers move.
@@ -241,6 +242,28 @@ pub trait Algorithm: Hyperparameters {
         state: &mut Self::State,
     ) -> Result<()>;
 
+    /// Whether the algorithm steps `bfloat16` and `float16` parameters, through
+    /// [`Algorithm::update_reduced`]. By default not: a 16-bit parameter is
+    /// refused when its group is added ([`check_dtype`]).
+    const REDUCED: bool = false;
+
+    /// One update of a 16-bit parameter (`S` is `bf16` or `f16`) with a
+    /// dense gradient, as torch's default (single-tensor) path computes it:
+    /// each of its tensor operations in `f32`, with Python scalars as
+    /// `f32`, and its result rounded to the parameter's dtype; the state's
+    /// tensors are of that dtype too. Called only when
+    /// [`Algorithm::REDUCED`]; by default the dtype is refused.
+    fn update_reduced<S: Storage>(
+        &self,
+        param: &mut [S],
+        grad: &[S],
+        shape: &[usize],
+        state: &mut Self::State,
+    ) -> Result<()> {
+        let _ = (param, grad, shape, state);
+        Err(reduced_unsupported::<Self>("a parameter".into(), S::DTYPE))
+    }
+
     /// Whether a parameter of `shape` can be optimized at all (Muon takes
     /// only matrices). Checked when a group is added, so a bad parameter
     /// never reaches a step. By default every shape is.
@@ -280,6 +303,29 @@ pub trait Algorithm: Hyperparameters {
         let _ = (param, shape, grad, state);
         self.check_grad(true, index)
     }
+}
+
+/// The refusal of a 16-bit parameter by an algorithm that does not step them.
+pub(crate) fn reduced_unsupported<A: Hyperparameters>(what: String, dtype: Dtype) -> Error {
+    Error::DtypeUnsupported {
+        what,
+        dtype,
+        refused_by: A::NAME,
+        supported: "float32 and float64",
+    }
+}
+
+/// Whether parameter number `param`, of `dtype`, is one `A` steps: checked
+/// when its group is added and before its first step, so that a refused
+/// dtype never reaches an update.
+pub(crate) fn check_dtype<A: Algorithm>(dtype: Dtype, param: usize) -> Result<()> {
+    if dtype.is_reduced() && !A::REDUCED {
+        return Err(reduced_unsupported::<A>(
+            format!("parameter {param}"),
+            dtype,
+        ));
+    }
+    Ok(())
 }
 
 /// The check of the optimizers whose sparse path cannot add a weight decay

@@ -43,7 +43,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::lr_scheduler::{LrScheduler, SchedulerState};
 use crate::state::{ParamStateDict, StateDict, StateValue};
-use crate::tensor::{Element, Tensor, TensorData};
+use crate::tensor::{Storage, Tensor, TensorData};
 
 /// The largest header (JSON of tensor names, shapes and metadata) that the
 /// `safetensors` reader accepts: 100 MB, about 230k Adam parameters. A
@@ -96,6 +96,14 @@ fn tensor_bytes(t: &Tensor) -> (StDtype, Vec<u8>) {
             StDtype::F64,
             v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         ),
+        TensorData::BF16(v) => (
+            StDtype::BF16,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        TensorData::F16(v) => (
+            StDtype::F16,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
     }
 }
 
@@ -104,9 +112,11 @@ fn tensor_from_view(name: &str, view: &TensorView<'_>) -> Result<Tensor> {
     let data = match view.dtype() {
         StDtype::F32 => TensorData::F32(f32::from_le_slice(bytes)),
         StDtype::F64 => TensorData::F64(f64::from_le_slice(bytes)),
+        StDtype::BF16 => TensorData::BF16(half::bf16::from_le_slice(bytes)),
+        StDtype::F16 => TensorData::F16(half::f16::from_le_slice(bytes)),
         other => {
             return Err(format_error(format!(
-                "tensor {name:?} has dtype {other:?}; ferroptim keeps F32 and F64 state"
+                "tensor {name:?} has dtype {other:?}; ferroptim keeps F32, F64, BF16 and F16 state"
             )))
         }
     };

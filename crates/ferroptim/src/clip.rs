@@ -48,8 +48,9 @@ fn vector_norm(x: impl Iterator<Item = f64>, p: f64) -> f64 {
 
 fn round_to(x: f64, dtype: Dtype) -> f64 {
     match dtype {
-        Dtype::F32 => f64::from(x as f32),
         Dtype::F64 => x,
+        // The 16-bit types never get here (check_dense refuses them).
+        _ => f64::from(x as f32),
     }
 }
 
@@ -86,6 +87,8 @@ pub fn clip_grad_norm<P: ParamSlot>(
             norm = match g {
                 TensorDataMut::F32(v) => vector_norm(v.iter().map(|&x| f64::from(x)), norm_type),
                 TensorDataMut::F64(v) => vector_norm(v.iter().copied(), norm_type),
+                TensorDataMut::BF16(v) => vector_norm(v.iter().map(|x| x.to_f64()), norm_type),
+                TensorDataMut::F16(v) => vector_norm(v.iter().map(|x| x.to_f64()), norm_type),
             };
             Ok(())
         })?;
@@ -127,8 +130,18 @@ pub fn clip_grad_norm<P: ParamSlot>(
 }
 
 /// Refuses sparse gradients (torch's clipping reads `.grad` densely), before anything changes.
+/// Every gradient dense, and of a dtype clipping runs at torch's numbers:
+/// checked for every parameter before any gradient is scaled.
 fn check_dense<P: ParamSlot>(params: &[P], what: &'static str) -> Result<()> {
     for (i, p) in params.iter().enumerate() {
+        if p.dtype().is_reduced() {
+            return Err(Error::DtypeUnsupported {
+                what: format!("the gradient of parameter {i}"),
+                dtype: p.dtype(),
+                refused_by: what,
+                supported: "float32 and float64",
+            });
+        }
         if p.grad_kind(i)? == Some(GradKind::Sparse) {
             return Err(Error::SparseGradUnsupported {
                 optimizer: what,
@@ -146,6 +159,8 @@ fn scale(data: TensorDataMut<'_>, coef: f64) {
     match data {
         TensorDataMut::F32(v) => apply(v, coef as f32),
         TensorDataMut::F64(v) => apply(v, coef),
+        // Refused by check_dense before anything is scaled.
+        TensorDataMut::BF16(_) | TensorDataMut::F16(_) => {}
     }
 }
 
@@ -179,6 +194,8 @@ pub fn clip_grad_value<P: ParamSlot>(params: &[P], clip_value: f64) -> Result<()
             match g {
                 TensorDataMut::F32(v) => apply(v, clip_value as f32),
                 TensorDataMut::F64(v) => apply(v, clip_value),
+                // Refused by check_dense before anything is clamped.
+                TensorDataMut::BF16(_) | TensorDataMut::F16(_) => {}
             }
             Ok(())
         })?;

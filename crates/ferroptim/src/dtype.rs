@@ -14,6 +14,28 @@ pub enum Dtype {
     /// `torch.float64`
     #[serde(rename = "float64")]
     F64,
+    /// `torch.bfloat16`
+    #[serde(rename = "bfloat16")]
+    BF16,
+    /// `torch.float16`
+    #[serde(rename = "float16")]
+    F16,
+}
+
+impl Dtype {
+    /// Bytes per element (torch's `element_size()`).
+    pub const fn size(self) -> usize {
+        match self {
+            Dtype::F64 => 8,
+            Dtype::F32 => 4,
+            Dtype::BF16 | Dtype::F16 => 2,
+        }
+    }
+
+    /// Whether it is one of the 16-bit types (torch's reduced floating point types).
+    pub const fn is_reduced(self) -> bool {
+        matches!(self, Dtype::BF16 | Dtype::F16)
+    }
 }
 
 impl fmt::Display for Dtype {
@@ -21,6 +43,8 @@ impl fmt::Display for Dtype {
         f.write_str(match self {
             Dtype::F32 => "float32",
             Dtype::F64 => "float64",
+            Dtype::BF16 => "bfloat16",
+            Dtype::F16 => "float16",
         })
     }
 }

@@ -141,6 +141,19 @@ pub enum Error {
         found: Dtype,
     },
 
+    /// A tensor's dtype is one this path does not run.
+    #[error("{what} has dtype {dtype}, which {refused_by} does not take (it takes {supported})")]
+    DtypeUnsupported {
+        /// What was checked, e.g. `"parameter 3"`.
+        what: String,
+        /// The dtype found.
+        dtype: Dtype,
+        /// What refused it, e.g. `"LBFGS"`.
+        refused_by: &'static str,
+        /// What it takes instead.
+        supported: &'static str,
+    },
+
     /// Slices handed to a kernel differ in length.
     #[error("kernel {kernel}: slice {name} has {found} elements, expected {expected}")]
     LengthMismatch {

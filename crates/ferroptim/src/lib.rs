@@ -76,6 +76,8 @@ mod validate;
 pub use algorithm::{Algorithm, Hyperparameters};
 pub use error::{Error, Result};
 pub use group::{GroupSpec, GroupStore, Groups, IntoParamGroups, ParamGroup};
+/// The 16-bit float types ferroptim stores (`half::bf16`, `half::f16`), re-exported.
+pub use half;
 pub use hooks::HookHandle;
 pub use optimizer::{AddParamGroup, LossContext, Optim, Optimizer, OptimizerHooks, StepOutcome};
 pub use parallel::{num_threads, set_num_threads, MAX_THREADS, MIN_CHUNK};
@@ -84,5 +86,5 @@ pub use slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData, SlotElement, U
 #[doc(hidden)]
 pub use state::field as state_field;
 pub use state::{ParamState, ParamStateDict, StateDict, StateEntries, StateScalar, StateValue};
-pub use tensor::{Dtype, Element, Tensor, TensorData, TensorDataMut};
+pub use tensor::{Dtype, Element, Storage, Tensor, TensorData, TensorDataMut};
 pub use torch_pt::{TorchCheckpoint, TorchLoadLimits};

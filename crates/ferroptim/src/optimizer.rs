@@ -19,15 +19,15 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use crate::algorithm::{Algorithm, Totals};
-use crate::error::Result;
+use crate::algorithm::{reduced_unsupported, Algorithm, Totals};
+use crate::error::{Error, Result};
 use crate::group::{GroupSpec, GroupStore, Groups, IntoParamGroups, ParamGroup};
 use crate::hooks::Hooks;
 use crate::parallel::Exec;
 use crate::param::Param;
 use crate::slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData};
 use crate::state::{ParamState, StateDict, StateEntries};
-use crate::tensor::{Element, TensorDataMut};
+use crate::tensor::{Element, Storage, TensorDataMut};
 
 /// The hooks of an optimizer (see [`hooks`](crate::hooks)): each receives it as `&dyn Optimizer`.
 pub type OptimizerHooks = Hooks<dyn Optimizer>;
@@ -321,6 +321,7 @@ pub struct Optim<A: Algorithm, P: ParamSlot = Param> {
 }
 
 fn check_param<A: Algorithm, P: ParamSlot>(options: &A, p: &P, index: usize) -> Result<()> {
+    crate::algorithm::check_dtype::<A>(p.dtype(), index)?;
     options.check_param(&p.shape(), index)
 }
 
@@ -446,6 +447,11 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
                     p.with_value_mut(first + i, &mut |data| match data {
                         TensorDataMut::F32(v) => options.switch_mode(train, v, state),
                         TensorDataMut::F64(v) => options.switch_mode(train, v, state),
+                        // check_dtype refuses them for every algorithm with modes.
+                        data => Err(reduced_unsupported::<A>(
+                            format!("parameter {}", first + i),
+                            data.dtype(),
+                        )),
                     })?;
                 }
                 group.options.set_train_mode(train);
@@ -470,6 +476,13 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
                 let n = match g {
                     TensorDataMut::F32(v) => norm(v),
                     TensorDataMut::F64(v) => norm(v),
+                    // check_dtype refuses them for every algorithm that takes this norm.
+                    g => {
+                        return Err(reduced_unsupported::<A>(
+                            format!("parameter {index}"),
+                            g.dtype(),
+                        ))
+                    }
                 };
                 total += n * n;
                 Ok(())
@@ -681,6 +694,9 @@ fn check_one<A: Algorithm, P: ParamSlot>(
 ) -> Result<()> {
     if let Some(kind) = p.grad_kind(index)? {
         options.check_grad(kind == GradKind::Sparse, index)?;
+        if kind == GradKind::Sparse {
+            check_dense_only_dtype::<A>(p.dtype(), index)?;
+        }
         match state {
             Some(state) => options.check_state(state, index)?,
             None => check_param(options, p, index)?,
@@ -698,7 +714,40 @@ fn update_one<A: Algorithm, P: ParamSlot>(
     p.update_in_place(index, &mut |shape, data| match data {
         SlotData::F32(v, g) => update_typed(options, index, shape, v, g, slot),
         SlotData::F64(v, g) => update_typed(options, index, shape, v, g, slot),
+        SlotData::BF16(v, g) => update_reduced(options, index, shape, v, g, slot),
+        SlotData::F16(v, g) => update_reduced(options, index, shape, v, g, slot),
     })
+}
+
+/// Sparse gradients are taken for `f32` and `f64` parameters only.
+fn check_dense_only_dtype<A: Algorithm>(dtype: crate::Dtype, index: usize) -> Result<()> {
+    if dtype.is_reduced() {
+        return Err(Error::DtypeUnsupported {
+            what: format!("the sparse gradient of parameter {index}"),
+            dtype,
+            refused_by: A::NAME,
+            supported: "float32 and float64 for sparse gradients",
+        });
+    }
+    Ok(())
+}
+
+/// [`update_typed`] for a 16-bit parameter: its state starts from its
+/// shape and dtype alone, and its gradient is dense.
+fn update_reduced<A: Algorithm, S: Storage>(
+    options: &A,
+    index: usize,
+    shape: &[usize],
+    values: &mut [S],
+    grad: GradRef<'_, S>,
+    slot: &mut Option<A::State>,
+) -> Result<()> {
+    crate::algorithm::check_dtype::<A>(S::DTYPE, index)?;
+    let GradRef::Dense(g) = grad else {
+        return check_dense_only_dtype::<A>(S::DTYPE, index);
+    };
+    let state = slot.get_or_insert_with(|| options.init_state(&ParamMeta::new(shape, S::DTYPE)));
+    options.update_reduced(values, g, shape, state)
 }
 
 /// The first pass of a gathering step over parameter `index`, creating its
@@ -733,6 +782,13 @@ fn gather_one<A: Algorithm, P: ParamSlot>(
         totals = match data {
             SlotData::F32(v, g) => typed(options, index, shape, v, g, slot)?,
             SlotData::F64(v, g) => typed(options, index, shape, v, g, slot)?,
+            // check_dtype refuses them for every gathering algorithm.
+            data => {
+                return Err(reduced_unsupported::<A>(
+                    format!("parameter {index}"),
+                    data.dtype(),
+                ))
+            }
         };
         Ok(())
     })?;

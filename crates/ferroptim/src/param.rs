@@ -8,7 +8,7 @@
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
-use crate::tensor::{Dtype, Element, Tensor, TensorData, TensorDataMut};
+use crate::tensor::{Dtype, Element, Storage, Tensor, TensorDataMut};
 
 /// A gradient: dense like the parameter, or sparse rows of it.
 #[derive(Clone, Debug, PartialEq)]
@@ -122,12 +122,12 @@ impl Param {
     }
 
     /// A parameter of `shape` holding `values` (row-major).
-    pub fn from_vec<T: Element>(values: Vec<T>, shape: &[usize]) -> Result<Self> {
+    pub fn from_vec<T: Storage>(values: Vec<T>, shape: &[usize]) -> Result<Self> {
         Ok(Self::new(Tensor::from_vec(values, shape)?))
     }
 
     /// A parameter of zeros.
-    pub fn zeros<T: Element>(shape: &[usize]) -> Self {
+    pub fn zeros<T: Storage>(shape: &[usize]) -> Self {
         Self::new(Tensor::zeros(T::DTYPE, shape))
     }
 
@@ -162,7 +162,7 @@ impl Param {
     }
 
     /// The values as a `Vec<T>`; errors if the dtype is not `T`'s.
-    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+    pub fn to_vec<T: Storage>(&self) -> Result<Vec<T>> {
         Ok(self.read().value.as_slice::<T>()?.to_vec())
     }
 
@@ -201,10 +201,7 @@ impl Param {
     /// without a gradient counts as finite. Reads in place, copies nothing.
     pub fn grad_is_finite(&self) -> bool {
         fn finite(t: &Tensor) -> bool {
-            match t.data() {
-                TensorData::F32(v) => v.iter().all(|x| x.is_finite()),
-                TensorData::F64(v) => v.iter().all(|x| x.is_finite()),
-            }
+            t.data().all_finite()
         }
         match &self.read().grad {
             None => true,

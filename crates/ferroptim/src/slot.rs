@@ -11,7 +11,9 @@ use std::fmt::Debug;
 
 use crate::error::{Error, Result};
 use crate::param::{Grad, Param, SparseGrad};
-use crate::tensor::{Dtype, Element, Tensor, TensorDataMut};
+use half::{bf16, f16};
+
+use crate::tensor::{Dtype, Storage, Tensor, TensorDataMut};
 
 /// One update of a parameter, as [`ParamSlot::update_in_place`] runs it:
 /// given the shape, the values and the gradient.
@@ -76,6 +78,10 @@ pub enum SlotData<'a> {
     F32(&'a mut [f32], GradRef<'a, f32>),
     /// An `f64` parameter.
     F64(&'a mut [f64], GradRef<'a, f64>),
+    /// A `bfloat16` parameter.
+    BF16(&'a mut [bf16], GradRef<'a, bf16>),
+    /// A `float16` parameter.
+    F16(&'a mut [f16], GradRef<'a, f16>),
 }
 
 impl<'a> SlotData<'a> {
@@ -84,6 +90,8 @@ impl<'a> SlotData<'a> {
         match self {
             SlotData::F32(..) => Dtype::F32,
             SlotData::F64(..) => Dtype::F64,
+            SlotData::BF16(..) => Dtype::BF16,
+            SlotData::F16(..) => Dtype::F16,
         }
     }
 
@@ -98,29 +106,29 @@ impl<'a> SlotData<'a> {
     }
 }
 
-/// An [`Element`] a [`SlotData`] can hold: how to take its variant out.
-pub trait SlotElement: Element {
+/// A [`Storage`] type a [`SlotData`] can hold: how to take its variant out.
+pub trait SlotElement: Storage {
     /// `Some` if `data` holds this type.
     fn from_slot(data: SlotData<'_>) -> Option<(&mut [Self], GradRef<'_, Self>)>;
 }
 
-impl SlotElement for f32 {
-    fn from_slot(data: SlotData<'_>) -> Option<(&mut [f32], GradRef<'_, f32>)> {
-        match data {
-            SlotData::F32(v, g) => Some((v, g)),
-            SlotData::F64(..) => None,
+macro_rules! slot_element {
+    ($t:ty, $variant:ident) => {
+        impl SlotElement for $t {
+            fn from_slot(data: SlotData<'_>) -> Option<(&mut [$t], GradRef<'_, $t>)> {
+                match data {
+                    SlotData::$variant(v, g) => Some((v, g)),
+                    _ => None,
+                }
+            }
         }
-    }
+    };
 }
 
-impl SlotElement for f64 {
-    fn from_slot(data: SlotData<'_>) -> Option<(&mut [f64], GradRef<'_, f64>)> {
-        match data {
-            SlotData::F64(v, g) => Some((v, g)),
-            SlotData::F32(..) => None,
-        }
-    }
-}
+slot_element!(f32, F32);
+slot_element!(f64, F64);
+slot_element!(bf16, BF16);
+slot_element!(f16, F16);
 
 /// A borrowed gradient.
 #[derive(Debug)]
@@ -225,6 +233,14 @@ impl ParamSlot for Param {
             }
             (TensorDataMut::F32(v), Grad::Sparse(g)) => SlotData::F32(v, GradRef::Sparse(g)),
             (TensorDataMut::F64(v), Grad::Sparse(g)) => SlotData::F64(v, GradRef::Sparse(g)),
+            (TensorDataMut::BF16(v), Grad::Dense(g)) => {
+                SlotData::BF16(v, GradRef::Dense(g.as_slice()?))
+            }
+            (TensorDataMut::F16(v), Grad::Dense(g)) => {
+                SlotData::F16(v, GradRef::Dense(g.as_slice()?))
+            }
+            (TensorDataMut::BF16(v), Grad::Sparse(g)) => SlotData::BF16(v, GradRef::Sparse(g)),
+            (TensorDataMut::F16(v), Grad::Sparse(g)) => SlotData::F16(v, GradRef::Sparse(g)),
         };
         update(shape, data)
     }

@@ -50,8 +50,7 @@ impl StateScalar {
     /// Its state_dict form.
     pub fn to_value(self) -> StateValue {
         match self {
-            StateScalar::Tensor(x, Dtype::F32) => StateValue::Tensor(Tensor::scalar(x as f32)),
-            StateScalar::Tensor(x, Dtype::F64) => StateValue::Tensor(Tensor::scalar(x)),
+            StateScalar::Tensor(x, dtype) => StateValue::Tensor(Tensor::scalar_of(dtype, x)),
             StateScalar::Float(x) => StateValue::Float(x),
         }
     }

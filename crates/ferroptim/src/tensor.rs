@@ -2,10 +2,12 @@
 //! its gradient and the optimizer state.
 //!
 //! The dtype is checked once per tensor, never per element: kernels receive
-//! plain `&mut [f32]` / `&mut [f64]` slices through the [`Element`] trait.
+//! plain slices of a [`Storage`] type (`f32`, `f64`, `bf16`, `f16`) and
+//! compute in its [`Storage::Math`] type, an [`Element`] (`f32` or `f64`).
 
 use std::fmt;
 
+use half::{bf16, f16};
 use serde::{Deserialize, Serialize};
 
 pub use crate::dtype::Dtype;
@@ -19,6 +21,69 @@ pub enum TensorData {
     F32(Vec<f32>),
     /// `float64` values.
     F64(Vec<f64>),
+    /// `bfloat16` values.
+    BF16(Vec<bf16>),
+    /// `float16` values.
+    F16(Vec<f16>),
+}
+
+impl TensorData {
+    /// The dtype.
+    pub fn dtype(&self) -> Dtype {
+        match self {
+            TensorData::F32(_) => Dtype::F32,
+            TensorData::F64(_) => Dtype::F64,
+            TensorData::BF16(_) => Dtype::BF16,
+            TensorData::F16(_) => Dtype::F16,
+        }
+    }
+
+    /// The number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F32(v) => v.len(),
+            TensorData::F64(v) => v.len(),
+            TensorData::BF16(v) => v.len(),
+            TensorData::F16(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether every value is finite.
+    pub fn all_finite(&self) -> bool {
+        match self {
+            TensorData::F32(v) => v.iter().all(|x| x.is_finite()),
+            TensorData::F64(v) => v.iter().all(|x| x.is_finite()),
+            TensorData::BF16(v) => v.iter().all(|x| x.is_finite()),
+            TensorData::F16(v) => v.iter().all(|x| x.is_finite()),
+        }
+    }
+
+    /// Every value widened to `f64` (exact).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        match self {
+            TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            TensorData::F64(v) => v.clone(),
+            TensorData::BF16(v) => v.iter().map(|&x| x.to_f64()).collect(),
+            TensorData::F16(v) => v.iter().map(|&x| x.to_f64()).collect(),
+        }
+    }
+
+    /// `values` rounded to `dtype` as torch's `tensor.to(dtype)` rounds a
+    /// float64 tensor: to nearest, and to the 16-bit types through `float`
+    /// (c10's `BFloat16` and `Half` are constructed from a `float`).
+    pub fn from_f64s(dtype: Dtype, values: impl Iterator<Item = f64>) -> TensorData {
+        match dtype {
+            Dtype::F64 => TensorData::F64(values.collect()),
+            Dtype::F32 => TensorData::F32(values.map(|x| x as f32).collect()),
+            Dtype::BF16 => TensorData::BF16(values.map(|x| bf16::from_f32(x as f32)).collect()),
+            Dtype::F16 => TensorData::F16(values.map(|x| f16::from_f32(x as f32)).collect()),
+        }
+    }
 }
 
 /// A tensor's values, borrowed mutably ([`Tensor::data_mut`]): slices, so
@@ -40,6 +105,10 @@ pub enum TensorDataMut<'a> {
     F32(&'a mut [f32]),
     /// `float64` values.
     F64(&'a mut [f64]),
+    /// `bfloat16` values.
+    BF16(&'a mut [bf16]),
+    /// `float16` values.
+    F16(&'a mut [f16]),
 }
 
 impl<'a> TensorDataMut<'a> {
@@ -48,6 +117,8 @@ impl<'a> TensorDataMut<'a> {
         match self {
             TensorDataMut::F32(_) => Dtype::F32,
             TensorDataMut::F64(_) => Dtype::F64,
+            TensorDataMut::BF16(_) => Dtype::BF16,
+            TensorDataMut::F16(_) => Dtype::F16,
         }
     }
 
@@ -56,6 +127,8 @@ impl<'a> TensorDataMut<'a> {
         match self {
             TensorDataMut::F32(v) => v.len(),
             TensorDataMut::F64(v) => v.len(),
+            TensorDataMut::BF16(v) => v.len(),
+            TensorDataMut::F16(v) => v.len(),
         }
     }
 
@@ -64,8 +137,41 @@ impl<'a> TensorDataMut<'a> {
         self.len() == 0
     }
 
+    /// A copy of the values as a tensor of `shape`.
+    pub fn to_tensor(&self, shape: &[usize]) -> Result<Tensor> {
+        let data = match self {
+            TensorDataMut::F32(v) => TensorData::F32(v.to_vec()),
+            TensorDataMut::F64(v) => TensorData::F64(v.to_vec()),
+            TensorDataMut::BF16(v) => TensorData::BF16(v.to_vec()),
+            TensorDataMut::F16(v) => TensorData::F16(v.to_vec()),
+        };
+        Tensor::new(data, shape)
+    }
+
+    /// Copies `src`'s values in; errors if its dtype or number of values differ.
+    pub fn copy_from(self, src: &Tensor) -> Result<()> {
+        fn copy<T: Storage>(dst: &mut [T], src: &Tensor) -> Result<()> {
+            let src = src.as_slice::<T>()?;
+            if src.len() != dst.len() {
+                return Err(Error::ShapeDataMismatch {
+                    shape: vec![dst.len()],
+                    expected: dst.len(),
+                    actual: src.len(),
+                });
+            }
+            dst.copy_from_slice(src);
+            Ok(())
+        }
+        match self {
+            TensorDataMut::F32(v) => copy(v, src),
+            TensorDataMut::F64(v) => copy(v, src),
+            TensorDataMut::BF16(v) => copy(v, src),
+            TensorDataMut::F16(v) => copy(v, src),
+        }
+    }
+
     /// The values as a slice of `T`; errors if the dtype is not `T`'s.
-    pub fn into_slice<T: Element>(self) -> Result<&'a mut [T]> {
+    pub fn into_slice<T: Storage>(self) -> Result<&'a mut [T]> {
         let found = self.dtype();
         T::slice_of_mut(self).ok_or_else(|| dtype_error(found, T::DTYPE))
     }
@@ -75,30 +181,71 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
     impl Sealed for f64 {}
+    impl Sealed for half::bf16 {}
+    impl Sealed for half::f16 {}
 }
 
-/// A floating point element type that tensors can hold (`f32`, `f64`).
+/// A type a tensor's values are stored in (`f32`, `f64`, `bf16`, `f16`),
+/// and the type its arithmetic is done in ([`Storage::Math`]: torch's
+/// `opmath_type`, `f32` for the 16-bit types).
+///
+/// torch's CPU kernels load 16-bit values into `float`, compute one
+/// operation there (with Python scalars as `float`) and round its result
+/// to the tensor's dtype; kernels do the same: [`Storage::load`], the
+/// operation in `Math`, then [`Storage::store`] for a stored value or
+/// [`Storage::round`] where torch keeps an intermediate tensor. For `f32`
+/// and `f64` all three are the identity.
+pub trait Storage:
+    sealed::Sealed + Copy + Default + PartialEq + fmt::Debug + Send + Sync + 'static
+{
+    /// The runtime dtype of this type.
+    const DTYPE: Dtype;
+    /// The type operations are computed in.
+    type Math: Element;
+    /// The value, widened (exact).
+    fn load(self) -> Self::Math;
+    /// `x` rounded to nearest (even) in this type.
+    fn store(x: Self::Math) -> Self;
+    /// `x` rounded to this type and widened back: an intermediate result
+    /// of torch's, which it holds in a tensor of this dtype.
+    #[inline(always)]
+    fn round(x: Self::Math) -> Self::Math {
+        Self::store(x).load()
+    }
+    /// The slice inside `data`, if it holds this type.
+    fn slice(data: &TensorData) -> Option<&[Self]>;
+    /// The mutable slice inside `data`, if it holds this type.
+    fn slice_mut(data: &mut TensorData) -> Option<&mut [Self]>;
+    /// The slice borrowed by `data`, if it holds this type.
+    fn slice_of_mut(data: TensorDataMut<'_>) -> Option<&mut [Self]>;
+    /// Wraps a vector as tensor data.
+    fn into_data(values: Vec<Self>) -> TensorData;
+    /// Element `index` of little-endian `bytes` (how torch and safetensors
+    /// store tensors); the caller has checked `bytes` holds it.
+    fn read_le(bytes: &[u8], index: usize) -> Self;
+    /// The elements of little-endian `bytes` (a trailing partial element is ignored).
+    fn from_le_slice(bytes: &[u8]) -> Vec<Self> {
+        (0..bytes.len() / std::mem::size_of::<Self>())
+            .map(|i| Self::read_le(bytes, i))
+            .collect()
+    }
+}
+
+/// A floating point type kernels compute in (`f32`, `f64`); stored, it is
+/// its own [`Storage`].
 ///
 /// Kernels are generic over it; the scalar operations are the ones torch's
 /// CPU kernels use, so results agree to the bit where the order agrees.
 pub trait Element:
-    sealed::Sealed
+    Storage<Math = Self>
     + crate::linalg::Linalg
-    + Copy
-    + Default
     + PartialOrd
-    + fmt::Debug
-    + Send
-    + Sync
-    + 'static
     + std::ops::Add<Output = Self>
     + std::ops::Sub<Output = Self>
     + std::ops::Mul<Output = Self>
     + std::ops::Div<Output = Self>
     + std::ops::Neg<Output = Self>
 {
-    /// The runtime dtype of this type.
-    const DTYPE: Dtype;
     /// Zero.
     const ZERO: Self;
     /// One.
@@ -117,23 +264,6 @@ pub trait Element:
     fn abs(self) -> Self;
     /// Whether the value is NaN.
     fn is_nan(self) -> bool;
-    /// The slice inside `data`, if it holds this type.
-    fn slice(data: &TensorData) -> Option<&[Self]>;
-    /// The mutable slice inside `data`, if it holds this type.
-    fn slice_mut(data: &mut TensorData) -> Option<&mut [Self]>;
-    /// The slice borrowed by `data`, if it holds this type.
-    fn slice_of_mut(data: TensorDataMut<'_>) -> Option<&mut [Self]>;
-    /// Wraps a vector as tensor data.
-    fn into_data(values: Vec<Self>) -> TensorData;
-    /// Element `index` of little-endian `bytes` (how torch and safetensors
-    /// store tensors); the caller has checked `bytes` holds it.
-    fn read_le(bytes: &[u8], index: usize) -> Self;
-    /// The elements of little-endian `bytes` (a trailing partial element is ignored).
-    fn from_le_slice(bytes: &[u8]) -> Vec<Self> {
-        (0..bytes.len() / std::mem::size_of::<Self>())
-            .map(|i| Self::read_le(bytes, i))
-            .collect()
-    }
 
     /// `torch.maximum`: the larger value, NaN if either is NaN.
     #[inline]
@@ -154,8 +284,21 @@ pub trait Element:
 
 macro_rules! impl_element {
     ($t:ty, $dtype:ident) => {
-        impl Element for $t {
+        impl Storage for $t {
             const DTYPE: Dtype = Dtype::$dtype;
+            type Math = $t;
+            #[inline(always)]
+            fn load(self) -> Self {
+                self
+            }
+            #[inline(always)]
+            fn store(x: Self) -> Self {
+                x
+            }
+            impl_storage_slices!($t, $dtype);
+        }
+
+        impl Element for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const EPSILON: f64 = <$t>::EPSILON as f64;
@@ -183,43 +326,70 @@ macro_rules! impl_element {
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
             }
-            #[inline]
-            fn slice(data: &TensorData) -> Option<&[Self]> {
-                match data {
-                    TensorData::$dtype(v) => Some(v),
-                    _ => None,
-                }
-            }
-            #[inline]
-            fn slice_mut(data: &mut TensorData) -> Option<&mut [Self]> {
-                match data {
-                    TensorData::$dtype(v) => Some(v),
-                    _ => None,
-                }
-            }
-            #[inline]
-            fn slice_of_mut(data: TensorDataMut<'_>) -> Option<&mut [Self]> {
-                match data {
-                    TensorDataMut::$dtype(v) => Some(v),
-                    _ => None,
-                }
-            }
-            fn into_data(values: Vec<Self>) -> TensorData {
-                TensorData::$dtype(values)
-            }
+        }
+    };
+}
 
-            fn read_le(bytes: &[u8], index: usize) -> Self {
-                const N: usize = std::mem::size_of::<$t>();
-                let mut out = [0; N];
-                out.copy_from_slice(&bytes[index * N..index * N + N]);
-                <$t>::from_le_bytes(out)
+/// The 16-bit types: stored as themselves, computed in `f32`; `store`
+/// rounds to nearest even (`half`'s conversion, as c10's `BFloat16(float)`
+/// and `Half(float)` round).
+macro_rules! impl_reduced {
+    ($t:ty, $dtype:ident) => {
+        impl Storage for $t {
+            const DTYPE: Dtype = Dtype::$dtype;
+            type Math = f32;
+            #[inline(always)]
+            fn load(self) -> f32 {
+                self.to_f32()
             }
+            #[inline(always)]
+            fn store(x: f32) -> Self {
+                <$t>::from_f32(x)
+            }
+            impl_storage_slices!($t, $dtype);
+        }
+    };
+}
+
+macro_rules! impl_storage_slices {
+    ($t:ty, $dtype:ident) => {
+        #[inline]
+        fn slice(data: &TensorData) -> Option<&[Self]> {
+            match data {
+                TensorData::$dtype(v) => Some(v),
+                _ => None,
+            }
+        }
+        #[inline]
+        fn slice_mut(data: &mut TensorData) -> Option<&mut [Self]> {
+            match data {
+                TensorData::$dtype(v) => Some(v),
+                _ => None,
+            }
+        }
+        #[inline]
+        fn slice_of_mut(data: TensorDataMut<'_>) -> Option<&mut [Self]> {
+            match data {
+                TensorDataMut::$dtype(v) => Some(v),
+                _ => None,
+            }
+        }
+        fn into_data(values: Vec<Self>) -> TensorData {
+            TensorData::$dtype(values)
+        }
+        fn read_le(bytes: &[u8], index: usize) -> Self {
+            const N: usize = std::mem::size_of::<$t>();
+            let mut out = [0; N];
+            out.copy_from_slice(&bytes[index * N..index * N + N]);
+            <$t>::from_le_bytes(out)
         }
     };
 }
 
 impl_element!(f32, F32);
 impl_element!(f64, F64);
+impl_reduced!(bf16, BF16);
+impl_reduced!(f16, F16);
 
 /// A dense, contiguous tensor: a shape and row-major values of one dtype.
 ///
@@ -243,17 +413,14 @@ type Shape = smallvec::SmallVec<[usize; 4]>;
 
 impl Tensor {
     /// A tensor of `shape` holding `values` in row-major order.
-    pub fn from_vec<T: Element>(values: Vec<T>, shape: &[usize]) -> Result<Self> {
+    pub fn from_vec<T: Storage>(values: Vec<T>, shape: &[usize]) -> Result<Self> {
         Self::new(T::into_data(values), shape)
     }
 
     /// A tensor from raw data; errors if the data does not fill the shape.
     pub fn new(data: TensorData, shape: &[usize]) -> Result<Self> {
         let expected = numel(shape);
-        let actual = match &data {
-            TensorData::F32(v) => v.len(),
-            TensorData::F64(v) => v.len(),
-        };
+        let actual = data.len();
         if expected != actual {
             return Err(Error::ShapeDataMismatch {
                 shape: shape.to_vec(),
@@ -268,10 +435,18 @@ impl Tensor {
     }
 
     /// A 0-d tensor holding `value` (torch's `torch.tensor(value)`).
-    pub fn scalar<T: Element>(value: T) -> Self {
+    pub fn scalar<T: Storage>(value: T) -> Self {
         Tensor {
             shape: Shape::new(),
             data: T::into_data(vec![value]),
+        }
+    }
+
+    /// A 0-d tensor of `dtype` holding `value` rounded to it.
+    pub fn scalar_of(dtype: Dtype, value: f64) -> Self {
+        Tensor {
+            shape: Shape::new(),
+            data: TensorData::from_f64s(dtype, std::iter::once(value)),
         }
     }
 
@@ -281,10 +456,20 @@ impl Tensor {
         let data = match dtype {
             Dtype::F32 => TensorData::F32(vec![0.0; n]),
             Dtype::F64 => TensorData::F64(vec![0.0; n]),
+            Dtype::BF16 => TensorData::BF16(vec![bf16::ZERO; n]),
+            Dtype::F16 => TensorData::F16(vec![f16::ZERO; n]),
         };
         Tensor {
             shape: Shape::from_slice(shape),
             data,
+        }
+    }
+
+    /// `value` (rounded to `dtype`) in every element (`torch.full`).
+    pub fn full(dtype: Dtype, shape: &[usize], value: f64) -> Self {
+        Tensor {
+            shape: Shape::from_slice(shape),
+            data: TensorData::from_f64s(dtype, std::iter::repeat_n(value, numel(shape))),
         }
     }
 
@@ -301,10 +486,7 @@ impl Tensor {
 
     /// The dtype.
     pub fn dtype(&self) -> Dtype {
-        match self.data {
-            TensorData::F32(_) => Dtype::F32,
-            TensorData::F64(_) => Dtype::F64,
-        }
+        self.data.dtype()
     }
 
     /// The number of elements.
@@ -320,10 +502,7 @@ impl Tensor {
     /// The values, mutably: as slices, so their number (and with it the
     /// shape) cannot change.
     pub fn data_mut(&mut self) -> TensorDataMut<'_> {
-        match &mut self.data {
-            TensorData::F32(v) => TensorDataMut::F32(v),
-            TensorData::F64(v) => TensorDataMut::F64(v),
-        }
+        self.parts_mut().1
     }
 
     /// The shape and the mutable values at once.
@@ -331,41 +510,39 @@ impl Tensor {
         let data = match &mut self.data {
             TensorData::F32(v) => TensorDataMut::F32(v),
             TensorData::F64(v) => TensorDataMut::F64(v),
+            TensorData::BF16(v) => TensorDataMut::BF16(v),
+            TensorData::F16(v) => TensorDataMut::F16(v),
         };
         (&self.shape, data)
     }
 
     /// The values as a slice of `T`; errors if the dtype is not `T`'s.
-    pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
+    pub fn as_slice<T: Storage>(&self) -> Result<&[T]> {
         let found = self.dtype();
         T::slice(&self.data).ok_or_else(|| dtype_error(found, T::DTYPE))
     }
 
     /// The values as a mutable slice of `T`; errors if the dtype is not `T`'s.
-    pub fn as_slice_mut<T: Element>(&mut self) -> Result<&mut [T]> {
+    pub fn as_slice_mut<T: Storage>(&mut self) -> Result<&mut [T]> {
         let found = self.dtype();
         T::slice_mut(&mut self.data).ok_or_else(|| dtype_error(found, T::DTYPE))
     }
 
     /// Every value widened to `f64`.
     pub fn to_f64_vec(&self) -> Vec<f64> {
-        match &self.data {
-            TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-            TensorData::F64(v) => v.clone(),
-        }
+        self.data.to_f64_vec()
     }
 
-    /// This tensor converted to `dtype` (`tensor.to(dtype)`, rounding to nearest).
+    /// This tensor converted to `dtype` (`tensor.to(dtype)`, rounding to
+    /// nearest; a 16-bit value widens exactly, so converting through `f64`
+    /// rounds once, except from `f64` to a 16-bit type, which torch rounds
+    /// through `float` as [`TensorData::from_f64s`] does).
     #[must_use]
     pub fn to_dtype(&self, dtype: Dtype) -> Tensor {
-        let data = match (&self.data, dtype) {
-            (TensorData::F32(v), Dtype::F64) => {
-                TensorData::F64(v.iter().map(|&x| f64::from(x)).collect())
-            }
-            (TensorData::F64(v), Dtype::F32) => {
-                TensorData::F32(v.iter().map(|&x| x as f32).collect())
-            }
-            (data, _) => data.clone(),
+        let data = if self.dtype() == dtype {
+            self.data.clone()
+        } else {
+            TensorData::from_f64s(dtype, self.data.to_f64_vec().into_iter())
         };
         Tensor {
             shape: self.shape.clone(),
@@ -427,10 +604,7 @@ impl TryFrom<TensorRepr> for Tensor {
             .iter()
             .map(JsonFloat::to_f64)
             .collect::<Result<Vec<f64>, String>>()?;
-        let data = match r.dtype {
-            Dtype::F64 => TensorData::F64(values),
-            Dtype::F32 => TensorData::F32(values.into_iter().map(|x| x as f32).collect()),
-        };
+        let data = TensorData::from_f64s(r.dtype, values.into_iter());
         Tensor::new(data, &r.shape).map_err(|e| e.to_string())
     }
 }

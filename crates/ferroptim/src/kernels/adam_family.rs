@@ -2,9 +2,9 @@
 //! NAdam and RAdam. They share their moment updates and the scalars those
 //! take ([`Moments`], one constructor for all four).
 
-use super::{lerp, run, signed_decayed, slices, Loop};
+use super::{lerp, run, run_split, signed_decayed, slices, Loop};
 use crate::error::Result;
-use crate::tensor::Element;
+use crate::tensor::{Element, Storage};
 
 /// The scalars every Adam-family step shares, rounded to the parameter's dtype.
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +23,9 @@ pub struct Moments<T> {
     pub eps: T,
     /// Ascend instead of descend.
     pub maximize: bool,
+    /// Whether these are the scalars of torch's scalar loop (the last
+    /// elements of a 16-bit tensor, see [`add_alpha`](super::add_alpha)).
+    pub tail: bool,
 }
 
 impl<T: Element> Moments<T> {
@@ -51,15 +54,18 @@ impl<T: Element> Moments<T> {
             decay,
             eps: T::from_f64(eps),
             maximize,
+            tail: false,
         }
     }
 
     /// The start of every update of one element: the parameter after any
-    /// decoupled decay, and the gradient after sign and L2 penalty.
+    /// decoupled decay, and the gradient after sign and L2 penalty, each a
+    /// tensor of the parameter's dtype `S` in torch.
     #[inline(always)]
-    fn inputs(&self, p: T, g: T) -> (T, T) {
-        let p = self.decay.map_or(p, |decay| p * decay);
-        (p, signed_decayed(g, p, self.maximize, self.weight_decay))
+    fn inputs<S: Storage<Math = T>>(&self, p: T, g: T) -> (T, T) {
+        let p = self.decay.map_or(p, |decay| S::round(p * decay));
+        let g = signed_decayed::<S>(g, p, self.maximize, self.weight_decay, self.tail);
+        (p, g)
     }
 
     /// Every element of `s` through Adam's inputs and moment updates, then
@@ -68,19 +74,21 @@ impl<T: Element> Moments<T> {
     fn each(&self, s: MomentSlices<'_, T>, finish: impl Fn(T, T, T, T) -> T) {
         let moments = s.exp_avg.iter_mut().zip(s.second.iter_mut());
         for ((p, &g), (m, v)) in s.param.iter_mut().zip(s.grad).zip(moments) {
-            let (x, g) = self.inputs(*p, g);
-            self.update(m, v, g);
+            let (x, g) = self.inputs::<T>(*p, g);
+            self.update::<T>(m, v, g);
             *p = finish(x, g, *m, *v);
         }
     }
 
     /// Adam's moment updates of one element, in torch's order:
     /// `m ← lerp(m, g, 1−β₁)`, then `v ← β₂·v + (1−β₂)·g²`
-    /// (`exp_avg_sq.mul_(β₂).addcmul_(g, g, 1−β₂)`: torch's addcmul fuses the last multiply-add).
+    /// (`exp_avg_sq.mul_(β₂).addcmul_(g, g, 1−β₂)`: torch's addcmul fuses
+    /// the last multiply-add; in a 16-bit dtype `β₂·v` is rounded first).
     #[inline(always)]
-    fn update(&self, m: &mut T, v: &mut T, g: T) {
-        *m = lerp(*m, g, self.one_minus_beta1);
-        *v = (self.one_minus_beta2 * g).mul_add(g, *v * self.beta2);
+    fn update<S: Storage<Math = T>>(&self, m: &mut S, v: &mut S, g: T) {
+        *m = S::store(lerp(m.load(), g, self.one_minus_beta1));
+        let decayed = S::round(v.load() * self.beta2);
+        *v = S::store((self.one_minus_beta2 * g).mul_add(g, decayed));
     }
 }
 
@@ -112,29 +120,39 @@ pub struct AdamScalars<T> {
 /// One Adam step:
 /// `m ← lerp(m, g, 1−β₁)`, `v ← β₂·v + (1−β₂)·g²`, `v̂ ← max(v̂, v)` (AMSGrad),
 /// `p ← p − (lr/(1−β₁ᵗ))·m / (√v / √(1−β₂ᵗ) + ε)`.
-pub fn adam<T: Element>(slices: AdamSlices<'_, T>, h: &AdamScalars<T>) -> Result<()> {
-    run(slices, h)
+///
+/// In a 16-bit dtype each of torch's tensor operations is rounded: `√v`,
+/// its quotient by `√(1−β₂ᵗ)`, and the sum with `ε` (itself rounded to the
+/// dtype; `denom`), then `addcdiv`.
+pub fn adam<S: Storage>(slices: AdamSlices<'_, S>, h: &AdamScalars<S::Math>) -> Result<()> {
+    let mut tail = *h;
+    tail.moments.tail = true;
+    run_split::<S, _, _>(slices, h, &tail)
 }
 
-impl<T: Element> Loop<AdamSlices<'_, T>> for AdamScalars<T> {
+impl<S: Storage> Loop<AdamSlices<'_, S>> for AdamScalars<S::Math> {
     #[inline(always)]
-    fn run(&self, s: AdamSlices<'_, T>) {
+    fn run(&self, s: AdamSlices<'_, S>) {
         let (param, grad, exp_avg, exp_avg_sq) = (s.param, s.grad, s.exp_avg, s.exp_avg_sq);
         let mut max_exp_avg_sq = s.max_exp_avg_sq;
         let h = &self.moments;
         for i in 0..param.len() {
-            let (p, g) = h.inputs(param[i], grad[i]);
-            h.update(&mut exp_avg[i], &mut exp_avg_sq[i], g);
-            let (m, v) = (exp_avg[i], exp_avg_sq[i]);
+            let (p, g) = h.inputs::<S>(param[i].load(), grad[i].load());
+            h.update::<S>(&mut exp_avg[i], &mut exp_avg_sq[i], g);
+            let (m, v) = (exp_avg[i].load(), exp_avg_sq[i].load());
             let v = match max_exp_avg_sq.as_deref_mut() {
                 Some(max) => {
-                    max[i] = max[i].nan_max(v);
-                    max[i]
+                    // Exact: the larger of two values of the dtype.
+                    max[i] = S::store(max[i].load().nan_max(v));
+                    max[i].load()
                 }
                 None => v,
             };
-            let denom = v.sqrt() / self.bias_correction2_sqrt + h.eps;
-            param[i] = p + (self.neg_step_size * m) / denom;
+            // `add_(eps)`: a Python scalar added to a 16-bit tensor is first
+            // rounded to its dtype.
+            let eps = S::round(h.eps);
+            let denom = S::round(S::round(S::round(v.sqrt()) / self.bias_correction2_sqrt) + eps);
+            param[i] = S::store(p + (self.neg_step_size * m) / denom);
         }
     }
 }
@@ -177,7 +195,7 @@ impl<T: Element> Loop<MomentSlices<'_, T>> for AdamaxScalars<T> {
             .zip(s.exp_avg.iter_mut())
             .zip(s.second.iter_mut())
         {
-            let (x, g) = h.inputs(*p, g);
+            let (x, g) = h.inputs::<T>(*p, g);
             *m = lerp(*m, g, h.one_minus_beta1);
             *u = (*u * h.beta2).nan_max(g.abs() + h.eps);
             *p = x + (self.neg_lr * *m) / *u;

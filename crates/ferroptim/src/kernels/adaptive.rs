@@ -31,7 +31,7 @@ impl<T: Element> AdaptiveScalars<T> {
 
     #[inline(always)]
     fn grad(&self, g: T, p: T) -> T {
-        signed_decayed(g, p, self.maximize, self.weight_decay)
+        signed_decayed::<T>(g, p, self.maximize, self.weight_decay, false)
     }
 }
 

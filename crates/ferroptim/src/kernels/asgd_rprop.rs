@@ -41,7 +41,7 @@ impl<T: Element> Loop<AsgdSlices<'_, T>> for AsgdScalars<T> {
     #[inline(always)]
     fn run(&self, s: AsgdSlices<'_, T>) {
         for ((p, &g), a) in s.param.iter_mut().zip(s.grad).zip(s.ax.iter_mut()) {
-            let g = signed_decayed(g, *p, self.maximize, self.weight_decay);
+            let g = signed_decayed::<T>(g, *p, self.maximize, self.weight_decay, false);
             *p = g.mul_add(self.neg_eta, *p * self.decay);
             *a = match self.mu {
                 Some(mu) => *a + (*p - *a) * mu,

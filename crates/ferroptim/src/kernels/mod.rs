@@ -31,7 +31,7 @@
 
 use crate::error::{Error, Result};
 use crate::parallel::{for_chunks, Chunks};
-use crate::tensor::Element;
+use crate::tensor::{Element, Storage};
 
 pub mod adafactor;
 mod adam_family;
@@ -125,6 +125,52 @@ pub(crate) fn run<S: Slices, L: Loop<S>>(slices: S, scalars: &L) -> Result<()> {
     Ok(())
 }
 
+/// How many elements of a 16-bit tensor torch's CPU loop (`cpu_kernel_vec`)
+/// takes at a time on an AVX-512 CPU, where the 16-bit fixtures were made:
+/// twice `Vectorized<BFloat16>::size()`. The last `n % 64` elements of a
+/// tensor go through its scalar loop instead, which rounds `add(alpha)`
+/// differently ([`add_alpha`]); on an AVX2 CPU torch's split is at 32.
+pub const TORCH_16BIT_BLOCK: usize = 64;
+
+/// [`run`] for a kernel whose 16-bit arithmetic differs between torch's
+/// vectorised loop and its scalar tail: `body`'s scalars for the first
+/// elements, `tail`'s for the last `n % TORCH_16BIT_BLOCK` (one thread, at
+/// most 63 elements). `f32` and `f64` take `body` throughout.
+pub(crate) fn run_split<T: Storage, S: Slices, L: Loop<S>>(
+    slices: S,
+    body: &L,
+    tail: &L,
+) -> Result<()> {
+    if !T::DTYPE.is_reduced() {
+        return run(slices, body);
+    }
+    slices.check()?;
+    let n = slices.len();
+    let (front, back) = slices.split_at(n - n % TORCH_16BIT_BLOCK);
+    for_chunks(front, |chunk| dispatch(chunk, body));
+    dispatch(back, tail);
+    Ok(())
+}
+
+/// torch's `x.add(y, alpha=α)` for tensors stored as `S`, computed in
+/// `S::Math`: one fused multiply-add for `f32` and `f64`. torch's `add`
+/// for 16-bit tensors is its generic ufunc over the 16-bit type itself:
+/// `α` is rounded to it, and its vector loop (`tail` false) computes
+/// `fmadd(y, α, x)` in `float` and rounds once, while its scalar loop
+/// (`tail`) rounds `α·y` before adding.
+#[inline(always)]
+pub fn add_alpha<S: Storage>(x: S::Math, y: S::Math, alpha: S::Math, tail: bool) -> S::Math {
+    if !S::DTYPE.is_reduced() {
+        return y.mul_add(alpha, x);
+    }
+    let alpha = S::round(alpha);
+    if tail {
+        S::round(x + S::round(alpha * y))
+    } else {
+        S::round(y.mul_add(alpha, x))
+    }
+}
+
 /// The one SIMD dispatch, written once: the function it wraps is compiled
 /// for AVX2+FMA as well as for the baseline target, and the CPU picks at
 /// run time (`multiversion`; the `portable` feature keeps the baseline
@@ -163,7 +209,7 @@ macro_rules! slices {
             $($(#[$fdoc])* pub $field: slices!(@type $kind, 'a, T),)+
         }
 
-        impl<T: $crate::tensor::Element> $crate::parallel::Chunks for $name<'_, T> {
+        impl<T: $crate::tensor::Storage> $crate::parallel::Chunks for $name<'_, T> {
             fn len(&self) -> usize {
                 self.param.len()
             }
@@ -178,7 +224,7 @@ macro_rules! slices {
             }
         }
 
-        impl<T: $crate::tensor::Element> $crate::kernels::Slices for $name<'_, T> {
+        impl<T: $crate::tensor::Storage> $crate::kernels::Slices for $name<'_, T> {
             fn check(&self) -> $crate::Result<()> {
                 let n = self.param.len();
                 $(slices!(@check $kind, $kernel, $field, n, self.$field);)+
@@ -234,12 +280,19 @@ pub fn lerp<T: Element>(start: T, end: T, weight: T) -> T {
 }
 
 /// The gradient every algorithm starts from: `±g + λ·θ` (torch's
-/// `grad = -grad if maximize`, then `grad.add(param, alpha=weight_decay)`).
-#[inline]
-pub fn signed_decayed<T: Element>(g: T, p: T, maximize: bool, weight_decay: Option<T>) -> T {
+/// `grad = -grad if maximize`, then `grad.add(param, alpha=weight_decay)`,
+/// as [`add_alpha`] computes it in storage `S`).
+#[inline(always)]
+pub fn signed_decayed<S: Storage>(
+    g: S::Math,
+    p: S::Math,
+    maximize: bool,
+    weight_decay: Option<S::Math>,
+    tail: bool,
+) -> S::Math {
     let g = if maximize { -g } else { g };
     match weight_decay {
-        Some(wd) => p.mul_add(wd, g),
+        Some(wd) => add_alpha::<S>(g, p, wd, tail),
         None => g,
     }
 }

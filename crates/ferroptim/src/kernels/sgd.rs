@@ -1,10 +1,12 @@
-//! SGD's kernels: without momentum, and with a momentum buffer.
+//! SGD's kernels: without momentum, and with a momentum buffer, for every
+//! [`Storage`] type: a 16-bit parameter is computed in `f32` and rounded
+//! where torch's single-tensor SGD ends a tensor operation.
 
-use super::{run, signed_decayed, slices, Loop};
+use super::{add_alpha, run_split, signed_decayed, slices, Loop};
 use crate::error::Result;
-use crate::tensor::Element;
+use crate::tensor::{Element, Storage};
 
-/// The scalars of one SGD step, rounded to the parameter's dtype.
+/// The scalars of one SGD step, rounded to the dtype the step computes in.
 #[derive(Clone, Copy, Debug)]
 pub struct SgdScalars<T> {
     /// `-lr`.
@@ -24,6 +26,9 @@ pub struct SgdScalars<T> {
     /// LARS's per-tensor trust ratio, multiplying the decayed gradient
     /// (`None` for SGD).
     pub trust_ratio: Option<T>,
+    /// Whether these are the scalars of torch's scalar loop (the last
+    /// elements of a 16-bit tensor, see [`add_alpha`]); the kernels set it.
+    pub tail: bool,
 }
 
 impl<T: Element> SgdScalars<T> {
@@ -45,13 +50,23 @@ impl<T: Element> SgdScalars<T> {
             maximize,
             first: false,
             trust_ratio: None,
+            tail: false,
         }
     }
 
-    /// The gradient the update uses: `±g + λ·p`, times LARS's trust ratio.
+    /// The same scalars for torch's scalar loop.
+    fn tail(&self) -> Self {
+        SgdScalars {
+            tail: true,
+            ..*self
+        }
+    }
+
+    /// The gradient the update uses: `±g + λ·p` (`grad.add(param,
+    /// alpha=λ)`, a tensor of the parameter's dtype `S`), times LARS's trust ratio.
     #[inline(always)]
-    fn direction(&self, g: T, p: T) -> T {
-        let d = signed_decayed(g, p, self.maximize, self.weight_decay);
+    fn direction<S: Storage<Math = T>>(&self, g: T, p: T) -> T {
+        let d = signed_decayed::<S>(g, p, self.maximize, self.weight_decay, self.tail);
         match self.trust_ratio {
             Some(t) => d * t,
             None => d,
@@ -78,47 +93,62 @@ slices!(
 );
 
 /// SGD without momentum: `p ← p − lr·(±g + λ·p)`.
-pub fn sgd<T: Element>(slices: SgdSlices<'_, T>, h: &SgdScalars<T>) -> Result<()> {
-    run(slices, h)
+pub fn sgd<S: Storage>(slices: SgdSlices<'_, S>, h: &SgdScalars<S::Math>) -> Result<()> {
+    run_split::<S, _, _>(slices, h, &h.tail())
 }
 
-impl<T: Element> Loop<SgdSlices<'_, T>> for SgdScalars<T> {
+impl<S: Storage> Loop<SgdSlices<'_, S>> for SgdScalars<S::Math> {
     #[inline(always)]
-    fn run(&self, s: SgdSlices<'_, T>) {
+    fn run(&self, s: SgdSlices<'_, S>) {
         for (p, &g) in s.param.iter_mut().zip(s.grad) {
-            let d = self.direction(g, *p);
-            *p = d.mul_add(self.neg_lr, *p);
+            let x = p.load();
+            let d = self.direction::<S>(g.load(), x);
+            *p = S::store(add_alpha::<S>(x, d, self.neg_lr, self.tail));
         }
     }
 }
 
 /// SGD with momentum: `b ← μ·b + (1−τ)·g` (or `b ← g` on the buffer's first
 /// step, `h.first`), then `p ← p − lr·(g + μ·b)` with Nesterov, `p ← p − lr·b` without.
-pub fn sgd_momentum<T: Element>(slices: SgdMomentumSlices<'_, T>, h: &SgdScalars<T>) -> Result<()> {
-    run(slices, h)
+///
+/// In a 16-bit dtype, `μ·b` is rounded before the gradient is added (torch's
+/// `buf.mul_(μ).add_(g, alpha=1−τ)`), and so is Nesterov's `g + μ·b`; every
+/// `add(alpha)` is [`add_alpha`]'s.
+pub fn sgd_momentum<S: Storage>(
+    slices: SgdMomentumSlices<'_, S>,
+    h: &SgdScalars<S::Math>,
+) -> Result<()> {
+    run_split::<S, _, _>(slices, h, &h.tail())
 }
 
-impl<T: Element> Loop<SgdMomentumSlices<'_, T>> for SgdScalars<T> {
+impl<S: Storage> Loop<SgdMomentumSlices<'_, S>> for SgdScalars<S::Math> {
     #[inline(always)]
-    fn run(&self, s: SgdMomentumSlices<'_, T>) {
+    fn run(&self, s: SgdMomentumSlices<'_, S>) {
         for ((p, &g), b) in s
             .param
             .iter_mut()
             .zip(s.grad)
             .zip(s.momentum_buffer.iter_mut())
         {
-            let d = self.direction(g, *p);
+            let x = p.load();
+            let d = self.direction::<S>(g.load(), x);
             *b = if self.first {
-                d
+                S::store(d)
             } else {
-                d.mul_add(self.one_minus_dampening, *b * self.momentum)
+                let decayed = S::round(b.load() * self.momentum);
+                S::store(add_alpha::<S>(
+                    decayed,
+                    d,
+                    self.one_minus_dampening,
+                    self.tail,
+                ))
             };
             let d = if self.nesterov {
-                b.mul_add(self.momentum, d)
+                add_alpha::<S>(d, b.load(), self.momentum, self.tail)
             } else {
-                *b
+                b.load()
             };
-            *p = d.mul_add(self.neg_lr, *p);
+            *p = S::store(add_alpha::<S>(x, d, self.neg_lr, self.tail));
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::kernels::{self, AdagradSlices, AdaptiveScalars};
 use crate::optimizer::Optim;
 use crate::param::SparseGrad;
 use crate::slot::ParamMeta;
-use crate::tensor::{Element, Tensor, TensorDataMut};
+use crate::tensor::{Element, Tensor};
 use crate::validate::check_non_negative;
 
 /// Adagrad over param groups.
@@ -112,12 +112,7 @@ impl Algorithm for AdagradConfig {
     type State = AdagradState;
 
     fn init_state(&self, param: &ParamMeta<'_>) -> AdagradState {
-        let mut sum = param.zeros_like();
-        let init = self.initial_accumulator_value;
-        match sum.data_mut() {
-            TensorDataMut::F32(v) => v.fill(init as f32),
-            TensorDataMut::F64(v) => v.fill(init),
-        }
+        let sum = Tensor::full(param.dtype(), param.shape(), self.initial_accumulator_value);
         AdagradState { step: 0.0, sum }
     }
 

@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::kernels::{self, AdamScalars, AdamSlices, Moments};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{Element, Storage, Tensor};
 use crate::validate::check_adam_like;
 
 /// Adam over param groups: `Adam::new(params, AdamConfig { .. })`.
@@ -107,6 +107,7 @@ crate::hyperparameters!(AdamConfig {
 });
 
 impl Algorithm for AdamConfig {
+    const REDUCED: bool = true;
     type State = AdamState;
 
     fn init_state(&self, param: &ParamMeta<'_>) -> AdamState {
@@ -125,6 +126,31 @@ impl Algorithm for AdamConfig {
         shape: &[usize],
         state: &mut AdamState,
     ) -> Result<()> {
+        self.dense(param, grad, shape, state)
+    }
+
+    fn update_reduced<S: Storage>(
+        &self,
+        param: &mut [S],
+        grad: &[S],
+        shape: &[usize],
+        state: &mut AdamState,
+    ) -> Result<()> {
+        self.dense(param, grad, shape, state)
+    }
+}
+
+impl AdamConfig {
+    /// One dense update in any storage type: the scalars in the type the
+    /// step computes in (`f32` for the 16-bit types, as torch's `opmath`).
+    fn dense<S: Storage>(
+        &self,
+        param: &mut [S],
+        grad: &[S],
+        shape: &[usize],
+        state: &mut AdamState,
+    ) -> Result<()> {
+        type M<S> = <S as Storage>::Math;
         let (beta1, beta2) = self.betas;
         let step = state.step + 1.0;
         let bias_correction1 = 1.0 - beta1.powf(step);
@@ -139,22 +165,22 @@ impl Algorithm for AdamConfig {
                 self.decoupled_weight_decay,
                 self.maximize,
             ),
-            bias_correction2_sqrt: T::from_f64(bias_correction2.powf(0.5)),
-            neg_step_size: T::from_f64(-step_size),
+            bias_correction2_sqrt: M::<S>::from_f64(bias_correction2.powf(0.5)),
+            neg_step_size: M::<S>::from_f64(-step_size),
         };
         if self.amsgrad && state.max_exp_avg_sq.is_none() {
             // amsgrad switched on after the first step: start the maximum from zero.
-            state.max_exp_avg_sq = Some(Tensor::zeros(T::DTYPE, shape));
+            state.max_exp_avg_sq = Some(Tensor::zeros(S::DTYPE, shape));
         }
         let max = match (&mut state.max_exp_avg_sq, self.amsgrad) {
-            (Some(max), true) => Some(max.as_slice_mut::<T>()?),
+            (Some(max), true) => Some(max.as_slice_mut::<S>()?),
             _ => None,
         };
         let slices = AdamSlices {
             param,
             grad,
-            exp_avg: state.exp_avg.as_slice_mut::<T>()?,
-            exp_avg_sq: state.exp_avg_sq.as_slice_mut::<T>()?,
+            exp_avg: state.exp_avg.as_slice_mut::<S>()?,
+            exp_avg_sq: state.exp_avg_sq.as_slice_mut::<S>()?,
             max_exp_avg_sq: max,
         };
         kernels::adam(slices, &h)?;

@@ -16,7 +16,7 @@ use crate::algorithm::Algorithm;
 use crate::error::{Error, Result};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::tensor::Element;
+use crate::tensor::{Element, Storage};
 
 /// AdamW over param groups.
 pub type AdamW = Optim<AdamWConfig>;
@@ -98,6 +98,7 @@ crate::hyperparameters!(AdamWConfig {
 });
 
 impl Algorithm for AdamWConfig {
+    const REDUCED: bool = true;
     type State = AdamState;
 
     fn init_state(&self, param: &ParamMeta<'_>) -> AdamState {
@@ -112,6 +113,16 @@ impl Algorithm for AdamWConfig {
         state: &mut AdamState,
     ) -> Result<()> {
         self.to_adam().update(param, grad, shape, state)
+    }
+
+    fn update_reduced<S: Storage>(
+        &self,
+        param: &mut [S],
+        grad: &[S],
+        shape: &[usize],
+        state: &mut AdamState,
+    ) -> Result<()> {
+        self.to_adam().update_reduced(param, grad, shape, state)
     }
 }
 

@@ -171,6 +171,14 @@ impl<P: ParamSlot> Lbfgs<P> {
                 found: p.dtype(),
             });
         }
+        if dtype.is_reduced() {
+            return Err(Error::DtypeUnsupported {
+                what: "parameter 0".into(),
+                dtype,
+                refused_by: LbfgsConfig::NAME,
+                supported: "float32 and float64",
+            });
+        }
         Ok(Lbfgs {
             groups,
             dtype,
@@ -254,6 +262,13 @@ impl<P: ParamSlot> Optimizer for Lbfgs<P> {
         hooked_step(self, |opt| match opt.dtype {
             Dtype::F32 => iterate::step::<f32, P>(opt, closure),
             Dtype::F64 => iterate::step::<f64, P>(opt, closure),
+            // The constructor refuses them.
+            dtype @ (Dtype::BF16 | Dtype::F16) => Err(Error::DtypeUnsupported {
+                what: "parameter 0".into(),
+                dtype,
+                refused_by: LbfgsConfig::NAME,
+                supported: "float32 and float64",
+            }),
         })
     }
 

@@ -56,7 +56,7 @@ use crate::optimizer::{
 use crate::param::Param;
 use crate::slot::ParamSlot;
 use crate::state::{ParamStateDict, StateDict, StateEntries, StateValue};
-use crate::tensor::{Element, Tensor, TensorDataMut};
+use crate::tensor::{Dtype, Element, Tensor, TensorDataMut};
 
 /// What Lookahead does to the base optimizer's momentum at each update.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +250,7 @@ impl<P: ParamSlot> Lookahead<P> {
             .iter()
             .flat_map(|s| s.params.iter().cloned())
             .collect();
+        check_dtypes(&params, 0)?;
         let mut base = base(specs)?;
         for group in 0..base.num_param_groups() {
             let momentum = base.hyperparameter(group, "momentum");
@@ -506,6 +507,30 @@ fn pull(value: TensorDataMut<'_>, slow: &mut Tensor, weight: f64) -> Result<()> 
     match value {
         TensorDataMut::F32(v) => typed(v, slow, weight),
         TensorDataMut::F64(v) => typed(v, slow, weight),
+        // Lookahead's constructor refuses them.
+        data => Err(reduced_unsupported("a parameter".into(), data.dtype())),
+    }
+}
+
+/// Lookahead's refusal of a 16-bit parameter: its slow weights are not yet
+/// defined for them.
+fn reduced_unsupported(what: String, dtype: Dtype) -> Error {
+    Error::DtypeUnsupported {
+        what,
+        dtype,
+        refused_by: "Lookahead",
+        supported: "float32 and float64",
+    }
+}
+
+/// Refuses the 16-bit parameters among `params`, numbered from `first`.
+fn check_dtypes<P: ParamSlot>(params: &[P], first: usize) -> Result<()> {
+    match params.iter().position(|p| p.dtype().is_reduced()) {
+        Some(i) => Err(reduced_unsupported(
+            format!("parameter {}", first + i),
+            params[i].dtype(),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -514,10 +539,7 @@ fn value_of<P: ParamSlot>(p: &P, index: usize) -> Result<Tensor> {
     let shape = p.shape();
     let mut copy = None;
     p.with_value_mut(index, &mut |value| {
-        copy = Some(match value {
-            TensorDataMut::F32(v) => Tensor::from_vec(v.to_vec(), &shape)?,
-            TensorDataMut::F64(v) => Tensor::from_vec(v.to_vec(), &shape)?,
-        });
+        copy = Some(value.to_tensor(&shape)?);
         Ok(())
     })?;
     copy.ok_or_else(|| Error::state(format!("state[{index}]"), "the parameter has no values"))
@@ -552,13 +574,7 @@ fn set_value<P: ParamSlot>(p: &P, index: usize, value: &Tensor) -> Result<()> {
             ),
         ));
     }
-    p.with_value_mut(index, &mut |data| {
-        match data {
-            TensorDataMut::F32(v) => v.copy_from_slice(value.as_slice::<f32>()?),
-            TensorDataMut::F64(v) => v.copy_from_slice(value.as_slice::<f64>()?),
-        }
-        Ok(())
-    })
+    p.with_value_mut(index, &mut |data| data.copy_from(value))
 }
 
 /// `reset` and `pullback` need a base whose every group keeps a momentum
@@ -678,6 +694,7 @@ impl<P: ParamSlot> AddParamGroup<P> for Lookahead<P> {
             .cloned()
             .or_else(|| self.base.defaults_json().get("momentum").cloned());
         check_momentum(&*self.base, self.config.pullback_momentum, new, momentum)?;
+        check_dtypes(&group.params, first)?;
         let params = group.params.clone();
         let slow = params
             .iter()

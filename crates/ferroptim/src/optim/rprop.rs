@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{self, RpropScalars, RpropSlices};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::tensor::{Element, Tensor, TensorDataMut};
+use crate::tensor::{Element, Tensor};
 use crate::validate::{check_non_negative, py_float};
 
 /// Rprop over param groups.
@@ -107,11 +107,7 @@ impl Algorithm for RpropConfig {
     type State = RpropState;
 
     fn init_state(&self, param: &ParamMeta<'_>) -> RpropState {
-        let mut step_size = param.zeros_like();
-        match step_size.data_mut() {
-            TensorDataMut::F32(v) => v.fill(self.lr as f32),
-            TensorDataMut::F64(v) => v.fill(self.lr),
-        }
+        let step_size = Tensor::full(param.dtype(), param.shape(), self.lr);
         RpropState {
             step: 0.0,
             prev: param.zeros_like(),

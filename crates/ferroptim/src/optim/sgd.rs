@@ -32,7 +32,7 @@ use crate::kernels::{self, SgdMomentumSlices, SgdScalars, SgdSlices};
 use crate::optimizer::Optim;
 use crate::param::SparseGrad;
 use crate::slot::ParamMeta;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{Element, Storage, Tensor};
 use crate::validate::{check_non_negative, py_float};
 
 /// SGD over param groups: `Sgd::new(params, SgdConfig { .. })`.
@@ -119,7 +119,29 @@ crate::hyperparameters!(SgdConfig {
     }
 });
 
+impl SgdConfig {
+    /// One dense update in any storage type.
+    fn dense<S: Storage>(
+        &self,
+        param: &mut [S],
+        grad: &[S],
+        shape: &[usize],
+        state: &mut SgdState,
+    ) -> Result<()> {
+        let h = SgdScalars::<S::Math>::new(
+            -self.lr,
+            self.weight_decay,
+            self.momentum,
+            self.dampening,
+            self.nesterov,
+            self.maximize,
+        );
+        step(h, self.momentum != 0.0, param, grad, shape, state)
+    }
+}
+
 impl Algorithm for SgdConfig {
+    const REDUCED: bool = true;
     type State = SgdState;
 
     fn init_state(&self, _param: &ParamMeta<'_>) -> SgdState {
@@ -133,15 +155,17 @@ impl Algorithm for SgdConfig {
         shape: &[usize],
         state: &mut SgdState,
     ) -> Result<()> {
-        let h = SgdScalars::<T>::new(
-            -self.lr,
-            self.weight_decay,
-            self.momentum,
-            self.dampening,
-            self.nesterov,
-            self.maximize,
-        );
-        step(h, self.momentum != 0.0, param, grad, shape, state)
+        self.dense(param, grad, shape, state)
+    }
+
+    fn update_reduced<S: Storage>(
+        &self,
+        param: &mut [S],
+        grad: &[S],
+        shape: &[usize],
+        state: &mut SgdState,
+    ) -> Result<()> {
+        self.dense(param, grad, shape, state)
     }
 
     fn check_grad(&self, sparse: bool, param: usize) -> Result<()> {
@@ -185,11 +209,11 @@ impl Algorithm for SgdConfig {
 
 /// SGD's step with scalars `h` (LARS's too, with its trust ratio): without
 /// momentum, or with a buffer created from the first step's gradient.
-pub(super) fn step<T: Element>(
-    mut h: SgdScalars<T>,
+pub(super) fn step<S: Storage>(
+    mut h: SgdScalars<S::Math>,
     momentum: bool,
-    param: &mut [T],
-    grad: &[T],
+    param: &mut [S],
+    grad: &[S],
     shape: &[usize],
     state: &mut SgdState,
 ) -> Result<()> {
@@ -198,7 +222,7 @@ pub(super) fn step<T: Element>(
     }
     match &mut state.momentum_buffer {
         Some(buf) => {
-            let momentum_buffer = buf.as_slice_mut::<T>()?;
+            let momentum_buffer = buf.as_slice_mut::<S>()?;
             kernels::sgd_momentum(
                 SgdMomentumSlices {
                     param,
@@ -209,7 +233,7 @@ pub(super) fn step<T: Element>(
             )
         }
         None => {
-            let mut buf = vec![T::ZERO; param.len()];
+            let mut buf = vec![S::default(); param.len()];
             h.first = true;
             let momentum_buffer = &mut buf[..];
             kernels::sgd_momentum(

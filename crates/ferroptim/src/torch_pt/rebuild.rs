@@ -120,7 +120,11 @@ impl Machine<'_> {
             .filter(|&n| n <= MAX_ELEMENTS)
             .ok_or_else(|| bad("a tensor size that overflows"))?;
         let width = kind.width();
-        let built = if kind.as_f64() { 8 } else { 4 };
+        let built = match kind {
+            StorageKind::BF16 | StorageKind::F16 => 2,
+            _ if kind.as_f64() => 8,
+            _ => 4,
+        };
         self.charge(
             count as u64 * built,
             &format!("a tensor of {count} elements"),
@@ -175,19 +179,29 @@ impl Machine<'_> {
                 _ => f64::from(i32::from_le_bytes(b4(p))),
             }
         };
-        let data = match kind.as_f64() {
-            true => TensorData::F64(
+        let data = match kind {
+            StorageKind::BF16 => TensorData::BF16(
+                positions
+                    .by_ref()
+                    .map(|p| p.map(|p| bf16::from_le_bytes(b2(p))))
+                    .collect::<Result<_>>()?,
+            ),
+            StorageKind::F16 => TensorData::F16(
+                positions
+                    .by_ref()
+                    .map(|p| p.map(|p| f16::from_le_bytes(b2(p))))
+                    .collect::<Result<_>>()?,
+            ),
+            _ if kind.as_f64() => TensorData::F64(
                 positions
                     .by_ref()
                     .map(|p| p.map(wide))
                     .collect::<Result<_>>()?,
             ),
-            false => {
+            _ => {
                 let read = |p: usize| -> f32 {
                     match kind {
                         StorageKind::F32 => f32::from_le_bytes(b4(p)),
-                        StorageKind::BF16 => bf16::from_le_bytes(b2(p)).to_f32(),
-                        StorageKind::F16 => f16::from_le_bytes(b2(p)).to_f32(),
                         StorageKind::I16 => f32::from(i16::from_le_bytes(b2(p))),
                         StorageKind::I8 => f32::from(bytes[p] as i8),
                         _ => f32::from(bytes[p]),

@@ -74,19 +74,19 @@ impl Arena {
 
     /// A copy of tensor `t` for the state_dict, counted against the budget.
     fn tensor_copy(&self, t: &Tensor, what: &str) -> Result<Tensor> {
-        let width = match t.dtype() {
-            crate::tensor::Dtype::F32 => 4,
-            crate::tensor::Dtype::F64 => 8,
-        };
+        let width = t.dtype().size() as u64;
         self.charge(t.numel() as u64 * width + NODE_BYTES, what)?;
         Ok(t.clone())
     }
 
-    /// A tensor of the optimizer's state: float32 or float64, as ferroptim keeps it.
+    /// A tensor of the optimizer's state: of a floating dtype, as ferroptim keeps it.
     fn state_tensor(&self, t: &Tensor, kind: StorageKind, what: &str) -> Result<Tensor> {
-        if !matches!(kind, StorageKind::F32 | StorageKind::F64) {
+        if !matches!(
+            kind,
+            StorageKind::F32 | StorageKind::F64 | StorageKind::BF16 | StorageKind::F16
+        ) {
             return Err(bad(format!(
-                "{what} is a {} tensor; ferroptim keeps float32 and float64 state",
+                "{what} is a {} tensor; ferroptim keeps float32, float64, bfloat16 and float16 state",
                 kind.torch_name()
             )));
         }

@@ -31,6 +31,10 @@ pub struct Case {
     /// Schedule-Free's: the parameters and state_dict after `eval()` at the end.
     #[serde(default)]
     pub eval: Option<EvalRecord>,
+    /// The file (beside the fixture) holding torch's `torch.save`d
+    /// state_dict at `mid_step`, where the generator saved one.
+    #[serde(default)]
+    pub saved_mid: Option<String>,
 }
 
 /// What a reference with train/eval modes held after `eval()`.
@@ -83,8 +87,15 @@ pub fn load_errors(name: &str) -> Vec<ErrorCase> {
 }
 
 pub fn load(name: &str) -> Fixture {
+    load_in("", name)
+}
+
+/// The fixture of optimizer `name` in `tests/fixtures/{dir}` (`half` holds
+/// the 16-bit runs of tools/torch_reference/half.py).
+pub fn load_in(dir: &str, name: &str) -> Fixture {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
+        .join(dir)
         .join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let fixture: Fixture =

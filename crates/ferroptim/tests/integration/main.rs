@@ -13,6 +13,7 @@ mod clip;
 mod concurrency;
 mod errors;
 mod fuzz_loaders;
+mod half;
 mod hooks_and_names;
 mod kernels_simd;
 mod lbfgs;

@@ -66,7 +66,7 @@ impl<T: Element> Work<T> {
 
 /// torch's `_gather_flat_grad`: every gradient in one vector (zeros for a
 /// parameter without one), negated when maximizing.
-fn gather<T: SlotElement, P: ParamSlot>(params: &[P], maximize: bool) -> Result<Vec<T>> {
+fn gather<T: SlotElement + Element, P: ParamSlot>(params: &[P], maximize: bool) -> Result<Vec<T>> {
     let total = params.iter().map(|p| numel(&p.shape())).sum();
     let mut flat = vec![T::ZERO; total];
     let mut offset = 0;
@@ -132,7 +132,7 @@ fn set_values<T: Element, P: ParamSlot>(params: &[P], flat: &[T]) -> Result<()> 
 
 /// Runs one step; if the closure fails, the parameters and the state are
 /// left as they were before the step.
-pub(super) fn step<T: SlotElement, P: ParamSlot>(
+pub(super) fn step<T: SlotElement + Element, P: ParamSlot>(
     opt: &mut Lbfgs<P>,
     closure: &mut dyn FnMut() -> Result<f64>,
 ) -> Result<f64> {
@@ -145,7 +145,7 @@ pub(super) fn step<T: SlotElement, P: ParamSlot>(
     result
 }
 
-fn iterate<T: SlotElement, P: ParamSlot>(
+fn iterate<T: SlotElement + Element, P: ParamSlot>(
     opt: &mut Lbfgs<P>,
     params: &[P],
     closure: &mut dyn FnMut() -> Result<f64>,

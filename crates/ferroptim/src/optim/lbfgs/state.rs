@@ -33,10 +33,7 @@ pub struct LbfgsState {
 
 impl LbfgsState {
     pub(super) fn to_entries(&self, dtype: Dtype) -> ParamStateDict {
-        let scalar = |x: f64| match dtype {
-            Dtype::F32 => Tensor::scalar(x as f32),
-            Dtype::F64 => Tensor::scalar(x),
-        };
+        let scalar = |x: f64| Tensor::scalar_of(dtype, x);
         let mut entries = ParamStateDict::from([
             ("func_evals".into(), StateValue::Int(self.func_evals as i64)),
             ("n_iter".into(), StateValue::Int(self.n_iter as i64)),

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Reference data for ferroptim's 16-bit parameters, produced by torch itself.
+
+    .venv/bin/python tools/torch_reference/half.py            # every optimizer in HALF
+    .venv/bin/python tools/torch_reference/half.py adam       # just one
+
+For each optimizer ferroptim steps in bfloat16 and float16, it runs the
+configurations `generate.py` runs (torch's `optim_inputs_func_<name>` plus its
+EXTRA_INPUTS) in both dtypes, on torch's default CPU path (single-tensor: each
+tensor operation computed in float and rounded to the parameter's dtype, the
+state in that dtype), and writes `crates/ferroptim/tests/fixtures/half/<name>.json`
+in `generate.py`'s fixture format (no error inputs: those are dtype-free and
+live in the main fixtures). The first configuration of each dtype that keeps a state also saves
+torch's `state_dict()` at step MID_STEP with `torch.save`, as
+`half/<name>-<dtype>.pt`: the Rust tests load it and continue where torch did.
+
+Which of torch's optimizers take 16-bit parameters at all: `half_support.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import generate as g  # noqa: E402
+
+OUT_DIR = g.OUT_DIR / "half"
+# The optimizers ferroptim steps in 16 bits (Algorithm::REDUCED), as torch's
+# default path computes them.
+HALF = ["sgd", "adam", "adamw"]
+DTYPES = [torch.bfloat16, torch.float16]
+# torch's CPU loops run 2 x Vectorized<T>::size() elements at a time and the
+# rest through a scalar loop, which rounds differently for 16-bit types (its
+# `add(alpha)` rounds alpha and the product, its vector `fmadd` does not).
+# With AVX-512 that is 64 elements for bfloat16/float16: the matrix has 90, so
+# both loops produce part of the reference numbers.
+SHAPES = [(), (10, 9), (7,), (0, 3)]
+
+
+def generate(name: str) -> dict:
+    cls, inputs_func, _ = g.OPTIMIZERS[name]
+    cases, skipped = [], []
+    configs = [(i.kwargs, i.desc) for i in inputs_func("cpu", torch.float32)]
+    configs += g.EXTRA_INPUTS.get(name, [])
+    seed = 1000
+    saved = set()
+    for kwargs, desc in configs:
+        if g.has_tensor(kwargs):
+            skipped.append({"desc": desc, "reason": "tensor-valued lr/betas are not supported"})
+            continue
+        for dtype in DTYPES:
+            seed += 1
+            dtype_name = str(dtype).removeprefix("torch.")
+            case = {"desc": desc, "dtype": dtype_name, "kwargs": g.value_json(kwargs)}
+            on_mid = None
+            # SGD's first state-keeping configuration (its default keeps none).
+            if dtype not in saved and (name != "sgd" or kwargs.get("momentum", 0) != 0):
+                saved.add(dtype)
+                path = OUT_DIR / f"{name}-{dtype_name}.pt"
+                case["saved_mid"] = path.name
+                on_mid = lambda opt, path=path: torch.save(opt.state_dict(), path)  # noqa: E731
+            case.update(g.run_case(cls, dict(kwargs), dtype, seed, False, SHAPES, on_mid=on_mid,
+                                   lr_scale=g.group1_lr_scale(name, kwargs)))
+            cases.append(case)
+    return {
+        "generator": "tools/torch_reference/half.py",
+        "torch_version": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "optimizer": name,
+        "reference": g.reference_of(cls),
+        "cases": cases,
+        "errors": [],
+        "skipped": skipped,
+    }
+
+
+def main(argv: list[str]) -> None:
+    torch.set_num_threads(1)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    for name in argv[1:] or HALF:
+        data = generate(name)
+        path = OUT_DIR / f"{name}.json"
+        path.write_text(json.dumps(data, separators=(",", ":")) + "\n")
+        print(f"{path.relative_to(g.ROOT)}: {len(data['cases'])} cases, {path.stat().st_size / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
