@@ -7,10 +7,12 @@
 //! ratio says how close a step is to what the memory allows on this machine.
 
 use std::hint::black_box;
+use std::num::Wrapping;
+use std::ops::{Add, AddAssign, Mul, Sub, SubAssign};
 use std::time::Instant;
 
 use ferroptim::optim::registry::{Drive, Entry, Floor};
-use ferroptim::{optim, Optimizer, Param, Tensor};
+use ferroptim::{optim, Dtype, Optimizer, Param, Tensor};
 
 /// A benchmark shape: `count` tensors of `numel` elements each.
 #[derive(Clone, Copy, Debug)]
@@ -77,11 +79,75 @@ fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
 /// between them costs the floor what it costs the step. With `threads > 1`
 /// the tensors, and large tensors' halves, are spread over that many
 /// threads, as a step's are.
-pub fn floor_secs(size: Size, floor: Floor, reps: usize, threads: usize) -> Result<f64, String> {
-    let mut tensors: Vec<Vec<Vec<f32>>> = (0..size.count)
+///
+/// The arrays hold elements of the step's dtype: `f32`, or, for the 16-bit
+/// dtypes, 16-bit integers with wrapping arithmetic (the same bytes, and an
+/// op as cheap as the floor's `f32` ones).
+pub fn floor_secs(
+    size: Size,
+    floor: Floor,
+    reps: usize,
+    threads: usize,
+    dtype: Dtype,
+) -> Result<f64, String> {
+    match dtype.size() {
+        4 => floor_secs_of::<f32>(size, floor, reps, threads),
+        2 => floor_secs_of::<Wrapping<u16>>(size, floor, reps, threads),
+        _ => Err(format!(
+            "the bench runs float32, bfloat16 and float16 steps, not {dtype}"
+        )),
+    }
+}
+
+/// An element of the floor's arrays: `f32`, or a 16-bit stand-in of the
+/// same width as `bf16` and `f16`.
+pub trait Lane:
+    Copy
+    + Default
+    + Send
+    + Sync
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + AddAssign
+    + SubAssign
+{
+    /// The starting value of array `k`.
+    fn start(k: usize) -> Self;
+    /// Half the value (the floor's stand-in for a decay).
+    fn halve(self) -> Self;
+}
+
+impl Lane for f32 {
+    fn start(k: usize) -> Self {
+        k as f32 * 0.5
+    }
+    #[inline(always)]
+    fn halve(self) -> Self {
+        self * 0.5
+    }
+}
+
+impl Lane for Wrapping<u16> {
+    fn start(k: usize) -> Self {
+        Wrapping(k as u16)
+    }
+    #[inline(always)]
+    fn halve(self) -> Self {
+        self >> 1
+    }
+}
+
+fn floor_secs_of<E: Lane>(
+    size: Size,
+    floor: Floor,
+    reps: usize,
+    threads: usize,
+) -> Result<f64, String> {
+    let mut tensors: Vec<Vec<Vec<E>>> = (0..size.count)
         .map(|_| {
             (0..floor.arrays())
-                .map(|k| vec![k as f32 * 0.5; size.numel])
+                .map(|k| vec![E::start(k); size.numel])
                 .collect()
         })
         .collect();
@@ -92,7 +158,7 @@ pub fn floor_secs(size: Size, floor: Floor, reps: usize, threads: usize) -> Resu
     let chunk = size.numel.div_ceil(threads).max(ferroptim::MIN_CHUNK);
     // Each tensor's arrays as slices, made once: a step allocates nothing,
     // so neither does its floor (it made a small Vec per tensor and pass).
-    let mut views: Vec<Vec<&mut [f32]>> = tensors
+    let mut views: Vec<Vec<&mut [E]>> = tensors
         .iter_mut()
         .map(|arrays| arrays.iter_mut().map(Vec::as_mut_slice).collect())
         .collect();
@@ -120,7 +186,7 @@ pub fn floor_secs(size: Size, floor: Floor, reps: usize, threads: usize) -> Resu
 
 /// The floor's pass over `arrays`, cut in halves across threads down to
 /// `chunk` (the halves' slices are made only for tensors that are cut).
-fn floor_split(arrays: &mut [&mut [f32]], writes: usize, chunk: usize) {
+fn floor_split<E: Lane>(arrays: &mut [&mut [E]], writes: usize, chunk: usize) {
     let n = arrays.first().map_or(0, |a| a.len());
     if n <= chunk || rayon::current_num_threads() == 1 {
         return floor_pass(arrays, writes);
@@ -133,12 +199,12 @@ fn floor_split(arrays: &mut [&mut [f32]], writes: usize, chunk: usize) {
     );
 }
 
-fn floor_pass(arrays: &mut [&mut [f32]], writes: usize) {
+fn floor_pass<E: Lane>(arrays: &mut [&mut [E]], writes: usize) {
     match (arrays, writes) {
         // SGD-momentum-like: read p, g, b; write p, b.
         ([p, b, g], 2) => {
             for ((p, b), g) in p.iter_mut().zip(b.iter_mut()).zip(g.iter()) {
-                *b = *b * 0.5 + *g;
+                *b = b.halve() + *g;
                 *p -= *b;
             }
         }
@@ -150,8 +216,8 @@ fn floor_pass(arrays: &mut [&mut [f32]], writes: usize) {
                 .zip(v.iter_mut())
                 .zip(g.iter())
             {
-                *m = *m * 0.5 + *g;
-                *v = *v * 0.5 + *g;
+                *m = m.halve() + *g;
+                *v = v.halve() + *g;
                 *p -= *m - *v;
             }
         }
@@ -161,7 +227,7 @@ fn floor_pass(arrays: &mut [&mut [f32]], writes: usize) {
         // own sums, so that no one chain of additions bounds the loop.
         ([x, y], 0) => {
             const LANES: usize = 32;
-            let (mut a, mut b) = ([0f32; LANES], [0f32; LANES]);
+            let (mut a, mut b) = ([E::default(); LANES], [E::default(); LANES]);
             for (x, y) in x.chunks_exact(LANES).zip(y.chunks_exact(LANES)) {
                 for k in 0..LANES {
                     a[k] += x[k] * x[k];
@@ -173,7 +239,7 @@ fn floor_pass(arrays: &mut [&mut [f32]], writes: usize) {
         // Any other reduction: each array in turn.
         (arrays, 0) => {
             const LANES: usize = 32;
-            let mut sum = [0f32; LANES];
+            let mut sum = [E::default(); LANES];
             for r in arrays.iter() {
                 for r in r.chunks_exact(LANES) {
                     for k in 0..LANES {
@@ -186,7 +252,7 @@ fn floor_pass(arrays: &mut [&mut [f32]], writes: usize) {
         // Adafactor-like pass: read w, a, b; write w.
         ([w, a, b], 1) => {
             for ((w, a), b) in w.iter_mut().zip(a.iter()).zip(b.iter()) {
-                *w = *w * 0.5 + *a * *b;
+                *w = w.halve() + *a * *b;
             }
         }
         (arrays, _) => {
@@ -200,7 +266,7 @@ fn floor_pass(arrays: &mut [&mut [f32]], writes: usize) {
             let mut start = 0;
             while start < n {
                 let end = (start + LANES).min(n);
-                let mut sum = [0f32; LANES];
+                let mut sum = [E::default(); LANES];
                 for r in read.iter() {
                     for (s, r) in sum.iter_mut().zip(&r[start..end]) {
                         *s += *r;
@@ -217,8 +283,9 @@ fn floor_pass(arrays: &mut [&mut [f32]], writes: usize) {
     }
 }
 
-/// Median seconds per `step()` of optimizer `name` on `size` (f32).
-pub fn step_secs(name: &str, size: Size, reps: usize) -> Result<f64, String> {
+/// Median seconds per `step()` of optimizer `name` on `size`, its
+/// parameters, gradients and state of `dtype`.
+pub fn step_secs(name: &str, size: Size, reps: usize, dtype: Dtype) -> Result<f64, String> {
     let entry = entry(name)?;
     let config = entry.bench;
     let shape = if entry.matrices_only {
@@ -228,11 +295,11 @@ pub fn step_secs(name: &str, size: Size, reps: usize) -> Result<f64, String> {
         vec![size.numel]
     };
     let params: Vec<Param> = (0..size.count)
-        .map(|_| Param::zeros::<f32>(&shape))
+        .map(|_| Param::new(Tensor::zeros(dtype, &shape)))
         .collect();
     for p in &params {
-        let g = Tensor::from_vec(vec![1e-3f32; p.numel()], &shape).map_err(|e| e.to_string())?;
-        p.set_grad(g).map_err(|e| e.to_string())?;
+        p.set_grad(Tensor::full(dtype, &shape, 1e-3))
+            .map_err(|e| e.to_string())?;
     }
     let mut opt: Box<dyn Optimizer> =
         optim::build(name, config, params).map_err(|e| format!("{name}: {e}"))?;
@@ -252,6 +319,7 @@ pub fn step_secs(name: &str, size: Size, reps: usize) -> Result<f64, String> {
 /// One measured line.
 pub struct Row {
     pub optimizer: String,
+    pub dtype: Dtype,
     pub size: Size,
     pub threads: usize,
     pub ms: f64,
@@ -259,13 +327,14 @@ pub struct Row {
     pub floor_ms: Option<f64>,
 }
 
-/// Benchmarks `names` on `sizes`, each with its floor, `reps` repetitions,
-/// with the step and the floor on `threads` threads.
+/// Benchmarks `names` on `sizes` in `dtype`, each with its floor, `reps`
+/// repetitions, with the step and the floor on `threads` threads.
 pub fn run(
     names: &[String],
     sizes: &[Size],
     reps: usize,
     threads: usize,
+    dtype: Dtype,
 ) -> Result<Vec<Row>, String> {
     ferroptim::set_num_threads(threads).map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
@@ -275,13 +344,15 @@ pub fn run(
             if entry(name)?.drive != Drive::Dense {
                 continue; // closures and sparse gradients: not a dense step
             }
-            let secs = step_secs(name, size, reps)?;
-            let bytes = floor.map(|f| (f.bytes_per_element(4) * size.count * size.numel) as f64);
+            let secs = step_secs(name, size, reps, dtype)?;
+            let bytes =
+                floor.map(|f| (f.bytes_per_element(dtype.size()) * size.count * size.numel) as f64);
             let floor = floor
-                .map(|f| floor_secs(size, f, reps, threads))
+                .map(|f| floor_secs(size, f, reps, threads, dtype))
                 .transpose()?;
             rows.push(Row {
                 optimizer: name.clone(),
+                dtype,
                 size,
                 threads,
                 ms: secs * 1e3,
@@ -296,8 +367,8 @@ pub fn run(
 /// The rows as a markdown table.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| optimizer | size | threads | median ms/step | GB/s | floor ms | ratio to floor |\n\
-         | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| optimizer | dtype | size | threads | median ms/step | GB/s | floor ms | ratio to floor |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for r in rows {
         let gb = r.gb_per_s.map_or("-".into(), |g| format!("{g:.1}"));
@@ -306,8 +377,9 @@ pub fn table(rows: &[Row]) -> String {
             .floor_ms
             .map_or("-".into(), |f| format!("{:.2}", r.ms / f));
         out.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {gb} | {floor} | {ratio} |\n",
+            "| {} | {} | {} | {} | {:.2} | {gb} | {floor} | {ratio} |\n",
             r.optimizer,
+            r.dtype,
             r.size.label(),
             r.threads,
             r.ms

@@ -73,7 +73,7 @@ enum Command {
         #[arg(long, value_delimiter = ',', help = optimizers_help("all of them"))]
         optimizers: Vec<String>,
     },
-    /// Times every optimizer's step (f32) on 1 x 10M, 1000 x 10k and
+    /// Times every optimizer's step (f32, or `--dtype`) on 1 x 10M, 1000 x 10k and
     /// 100k x 100 parameters, against the memory floor measured in the same
     /// run, and prints a markdown table.
     Bench {
@@ -94,7 +94,22 @@ enum Command {
         /// Comma-separated thread counts to measure (ferroptim::set_num_threads).
         #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
         threads: Vec<usize>,
+        /// The dtype of the parameters, gradients and state: f32, bf16 or f16
+        /// (the floor moves the same bytes).
+        #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+        dtype: ferroptim::Dtype,
     },
+}
+
+/// `--dtype`'s names: torch's (`bfloat16`) or short (`bf16`).
+fn parse_dtype(name: &str) -> Result<ferroptim::Dtype, String> {
+    use ferroptim::Dtype;
+    match name {
+        "f32" | "float32" => Ok(Dtype::F32),
+        "bf16" | "bfloat16" => Ok(Dtype::BF16),
+        "f16" | "float16" => Ok(Dtype::F16),
+        other => Err(format!("{other:?}: the bench runs f32, bf16 or f16")),
+    }
 }
 
 fn bench(
@@ -103,6 +118,7 @@ fn bench(
     shrink: usize,
     json: bool,
     threads: &[usize],
+    dtype: ferroptim::Dtype,
 ) -> Result<(), String> {
     let mut names = chosen(names)?;
     // What a dense step's time cannot be measured for, named explicitly: say why.
@@ -144,12 +160,12 @@ fn bench(
         .collect();
     let mut rows = Vec::new();
     for &t in threads {
-        rows.extend(bench::run(&names, &sizes, reps, t)?);
+        rows.extend(bench::run(&names, &sizes, reps, t, dtype)?);
     }
     if json {
         for r in &rows {
             let line = serde_json::json!({
-                "optimizer": r.optimizer, "count": r.size.count, "numel": r.size.numel,
+                "optimizer": r.optimizer, "dtype": r.dtype, "count": r.size.count, "numel": r.size.numel,
                 "threads": r.threads, "ms": r.ms, "floor_ms": r.floor_ms, "gb_per_s": r.gb_per_s,
             });
             println!("{line}");
@@ -411,7 +427,8 @@ fn main() -> ExitCode {
             shrink,
             json,
             threads,
-        } => bench(optimizers, *reps, *shrink, *json, threads),
+            dtype,
+        } => bench(optimizers, *reps, *shrink, *json, threads, *dtype),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -89,19 +89,71 @@ fn bench_prints_a_table_with_the_floor() {
         "1,2",
     ]));
     assert!(
-        stdout.starts_with("| optimizer | size | threads | median ms/step"),
+        stdout.starts_with("| optimizer | dtype | size | threads | median ms/step"),
         "{stdout}"
     );
     // Three sizes at two thread counts each; Adam and SGD have a floor, Muon (not element-wise) none.
-    assert_eq!(stdout.matches("\n| adam | ").count(), 6, "{stdout}");
-    assert_eq!(stdout.matches("\n| muon | ").count(), 6, "{stdout}");
+    assert_eq!(
+        stdout.matches("\n| adam | float32 | ").count(),
+        6,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("\n| muon | float32 | ").count(),
+        6,
+        "{stdout}"
+    );
     assert_eq!(stdout.matches(" | 2 | ").count(), 9, "{stdout}");
     let adam = stdout
         .lines()
-        .find(|l| l.starts_with("| adam | 1 x 1k"))
+        .find(|l| l.starts_with("| adam | float32 | 1 x 1k"))
         .unwrap();
     let ratio: f64 = adam.rsplit('|').nth(1).unwrap().trim().parse().unwrap();
     assert!(ratio > 0.0, "{adam}");
+}
+
+/// `--dtype bf16` benches 16-bit steps against a floor of 16-bit arrays;
+/// an optimizer without a 16-bit path is refused with its reason.
+#[test]
+fn bench_runs_16_bit_steps_and_names_what_cannot_run_them() {
+    let stdout = stdout_of_success(ferroptim().args([
+        "bench",
+        "--shrink",
+        "10000",
+        "--reps",
+        "1",
+        "--optimizers",
+        "adamw,sgd",
+        "--threads",
+        "1",
+        "--dtype",
+        "bf16",
+    ]));
+    assert_eq!(
+        stdout.matches("\n| adamw | bfloat16 | ").count(),
+        3,
+        "{stdout}"
+    );
+    let out = ferroptim()
+        .args([
+            "bench",
+            "--shrink",
+            "10000",
+            "--reps",
+            "1",
+            "--optimizers",
+            "rmsprop",
+            "--dtype",
+            "f16",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("float16, which RMSprop does not take"),
+        "{stderr}"
+    );
 }
 
 #[test]
