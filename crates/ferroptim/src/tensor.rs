@@ -330,25 +330,89 @@ macro_rules! impl_element {
     };
 }
 
-/// The 16-bit types: stored as themselves, computed in `f32`; `store`
-/// rounds to nearest even (`half`'s conversion, as c10's `BFloat16(float)`
-/// and `Half(float)` round).
+/// The 16-bit types: stored as themselves, computed in `f32`, and
+/// converted as c10 converts them (`BFloat16(float)`, `Half(float)`): to
+/// nearest, ties to even. Written here without branches, so that a kernel's
+/// loop over 16-bit values vectorises (`half`'s conversions branch per
+/// element, and its `f16` one asks the CPU for F16C at every call).
 macro_rules! impl_reduced {
-    ($t:ty, $dtype:ident) => {
+    ($t:ty, $dtype:ident, $load:path, $store:path) => {
         impl Storage for $t {
             const DTYPE: Dtype = Dtype::$dtype;
             type Math = f32;
             #[inline(always)]
             fn load(self) -> f32 {
-                self.to_f32()
+                $load(self.to_bits())
             }
             #[inline(always)]
             fn store(x: f32) -> Self {
-                <$t>::from_f32(x)
+                <$t>::from_bits($store(x))
             }
             impl_storage_slices!($t, $dtype);
         }
     };
+}
+
+/// bfloat16 bits widened: the upper half of an `f32` (exact).
+#[inline(always)]
+fn bf16_to_f32(bits: u16) -> f32 {
+    f32::from_bits(u32::from(bits) << 16)
+}
+
+/// c10's `round_to_nearest_even`: NaN becomes the quiet NaN `0x7FC0`.
+#[inline(always)]
+fn f32_to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let rounded = (bits.wrapping_add(((bits >> 16) & 1) + 0x7FFF) >> 16) as u16;
+    if x.is_nan() {
+        0x7FC0
+    } else {
+        rounded
+    }
+}
+
+/// c10's `fp16_ieee_to_fp32_value` (from the FP16 library): exact.
+#[inline(always)]
+fn f16_to_f32(h: u16) -> f32 {
+    let w = u32::from(h) << 16;
+    let sign = w & 0x8000_0000;
+    let two_w = w.wrapping_add(w);
+    let exp_offset = 0xE0u32 << 23;
+    let exp_scale = f32::from_bits(0x0780_0000); // 2^-112
+    let normalized = f32::from_bits((two_w >> 4) + exp_offset) * exp_scale;
+    let magic_mask = 126u32 << 23;
+    let denormalized = f32::from_bits((two_w >> 17) | magic_mask) - 0.5;
+    let denormalized_cutoff = 1u32 << 27;
+    let magnitude = if two_w < denormalized_cutoff {
+        denormalized.to_bits()
+    } else {
+        normalized.to_bits()
+    };
+    f32::from_bits(sign | magnitude)
+}
+
+/// c10's `fp16_ieee_from_fp32_value` (from the FP16 library): to nearest
+/// even through `f32` arithmetic; NaN becomes `0x7E00` with its sign.
+#[inline(always)]
+fn f32_to_f16(f: f32) -> u16 {
+    let scale_to_inf = f32::from_bits(239u32 << 23); // 2^112
+    let scale_to_zero = f32::from_bits(17u32 << 23); // 2^-110
+    let mut base = (f.abs() * scale_to_inf) * scale_to_zero;
+    let w = f.to_bits();
+    let shl1_w = w.wrapping_add(w);
+    let sign = w & 0x8000_0000;
+    let bias = (shl1_w & 0xFF00_0000).max(0x7100_0000);
+    base += f32::from_bits((bias >> 1) + 0x0780_0000);
+    let bits = base.to_bits();
+    let exp_bits = (bits >> 13) & 0x0000_7C00;
+    let mantissa_bits = bits & 0x0000_0FFF;
+    let nonsign = exp_bits + mantissa_bits;
+    let magnitude = if shl1_w > 0xFF00_0000 {
+        0x7E00
+    } else {
+        nonsign
+    };
+    ((sign >> 16) | magnitude) as u16
 }
 
 macro_rules! impl_storage_slices {
@@ -388,8 +452,8 @@ macro_rules! impl_storage_slices {
 
 impl_element!(f32, F32);
 impl_element!(f64, F64);
-impl_reduced!(bf16, BF16);
-impl_reduced!(f16, F16);
+impl_reduced!(bf16, BF16, bf16_to_f32, f32_to_bf16);
+impl_reduced!(f16, F16, f16_to_f32, f32_to_f16);
 
 /// A dense, contiguous tensor: a shape and row-major values of one dtype.
 ///
@@ -664,6 +728,43 @@ mod tests {
             Err(Error::DtypeMismatch { .. })
         ));
         assert_eq!(Tensor::zeros(Dtype::F32, &[0, 3]).numel(), 0);
+    }
+
+    /// The branch-free conversions agree with `half`'s on every 16-bit
+    /// value (widening) and on a sweep of `f32` values (rounding), NaN
+    /// aside, which c10 makes canonical.
+    #[test]
+    fn sixteen_bit_conversions_round_to_nearest_even() {
+        for bits in 0..=u16::MAX {
+            let (b, h) = (bf16::from_bits(bits), f16::from_bits(bits));
+            if !b.is_nan() {
+                assert_eq!(b.load().to_bits(), b.to_f32().to_bits(), "bf16 {bits:#x}");
+            }
+            if !h.is_nan() {
+                assert_eq!(h.load().to_bits(), h.to_f32().to_bits(), "f16 {bits:#x}");
+            }
+        }
+        let mut x = 0u32;
+        while x < u32::MAX - 9973 {
+            let f = f32::from_bits(x);
+            x += 9973;
+            if f.is_nan() {
+                assert_eq!(bf16::store(f).to_bits(), 0x7FC0);
+                assert!(f16::store(f).is_nan());
+                continue;
+            }
+            assert_eq!(bf16::store(f), bf16::from_f32(f), "{f:e}");
+            assert_eq!(f16::store(f).to_bits(), f16::from_f32(f).to_bits(), "{f:e}");
+        }
+        // Ties go to even.
+        assert_eq!(
+            bf16::store(1.0 + 2f32.powi(-8)).to_bits(),
+            bf16::ONE.to_bits()
+        );
+        assert_eq!(
+            f16::store(1.0 + 2f32.powi(-11)).to_bits(),
+            f16::ONE.to_bits()
+        );
     }
 
     #[test]

@@ -133,27 +133,70 @@ pub fn adam<S: Storage>(slices: AdamSlices<'_, S>, h: &AdamScalars<S::Math>) -> 
 impl<S: Storage> Loop<AdamSlices<'_, S>> for AdamScalars<S::Math> {
     #[inline(always)]
     fn run(&self, s: AdamSlices<'_, S>) {
-        let (param, grad, exp_avg, exp_avg_sq) = (s.param, s.grad, s.exp_avg, s.exp_avg_sq);
-        let mut max_exp_avg_sq = s.max_exp_avg_sq;
-        let h = &self.moments;
-        for i in 0..param.len() {
-            let (p, g) = h.inputs::<S>(param[i].load(), grad[i].load());
-            h.update::<S>(&mut exp_avg[i], &mut exp_avg_sq[i], g);
-            let (m, v) = (exp_avg[i].load(), exp_avg_sq[i].load());
-            let v = match max_exp_avg_sq.as_deref_mut() {
-                Some(max) => {
-                    // Exact: the larger of two values of the dtype.
-                    max[i] = S::store(max[i].load().nan_max(v));
-                    max[i].load()
-                }
-                None => v,
-            };
-            // `add_(eps)`: a Python scalar added to a 16-bit tensor is first
-            // rounded to its dtype.
-            let eps = S::round(h.eps);
-            let denom = S::round(S::round(S::round(v.sqrt()) / self.bias_correction2_sqrt) + eps);
-            param[i] = S::store(p + (self.neg_step_size * m) / denom);
+        // `tail` a constant in each loop: only its own `add_alpha` is computed.
+        let mut h = *self;
+        if self.moments.tail {
+            h.moments.tail = true;
+            h.each(s)
+        } else {
+            h.moments.tail = false;
+            h.each(s)
         }
+    }
+}
+
+impl<T: Element> AdamScalars<T> {
+    #[inline(always)]
+    fn each<S: Storage<Math = T>>(&self, s: AdamSlices<'_, S>) {
+        // One plain zipped loop with AMSGrad's maximum and one without, so
+        // that each vectorises (an index per slice, or the Option matched per
+        // element, kept the 16-bit loop scalar).
+        let elements = s
+            .param
+            .iter_mut()
+            .zip(s.grad)
+            .zip(s.exp_avg.iter_mut().zip(s.exp_avg_sq.iter_mut()));
+        match s.max_exp_avg_sq {
+            Some(max) => {
+                for (((p, g), (m, v)), max) in elements.zip(max.iter_mut()) {
+                    self.element(p, *g, m, v, Some(max));
+                }
+            }
+            None => {
+                for ((p, g), (m, v)) in elements {
+                    self.element(p, *g, m, v, None);
+                }
+            }
+        }
+    }
+
+    /// Adam on one element stored as `S`; `max` with AMSGrad.
+    #[inline(always)]
+    fn element<S: Storage<Math = T>>(
+        &self,
+        p: &mut S,
+        g: S,
+        m: &mut S,
+        v: &mut S,
+        max: Option<&mut S>,
+    ) {
+        let h = &self.moments;
+        let (x, g) = h.inputs::<S>(p.load(), g.load());
+        h.update::<S>(m, v, g);
+        let (m, v) = (m.load(), v.load());
+        let v = match max {
+            Some(max) => {
+                // Exact: the larger of two values of the dtype.
+                *max = S::store(max.load().nan_max(v));
+                max.load()
+            }
+            None => v,
+        };
+        // `add_(eps)`: a Python scalar added to a 16-bit tensor is first
+        // rounded to its dtype.
+        let eps = S::round(h.eps);
+        let denom = S::round(S::round(S::round(v.sqrt()) / self.bias_correction2_sqrt) + eps);
+        *p = S::store(x + (self.neg_step_size * m) / denom);
     }
 }
 

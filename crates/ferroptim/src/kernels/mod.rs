@@ -164,10 +164,13 @@ pub fn add_alpha<S: Storage>(x: S::Math, y: S::Math, alpha: S::Math, tail: bool)
         return y.mul_add(alpha, x);
     }
     let alpha = S::round(alpha);
+    // Both, then a select: a branch here keeps the loop from vectorising.
+    let scalar_loop = S::round(x + S::round(alpha * y));
+    let vector_loop = S::round(y.mul_add(alpha, x));
     if tail {
-        S::round(x + S::round(alpha * y))
+        scalar_loop
     } else {
-        S::round(y.mul_add(alpha, x))
+        vector_loop
     }
 }
 

@@ -94,12 +94,30 @@ slices!(
 
 /// SGD without momentum: `p ← p − lr·(±g + λ·p)`.
 pub fn sgd<S: Storage>(slices: SgdSlices<'_, S>, h: &SgdScalars<S::Math>) -> Result<()> {
-    run_split::<S, _, _>(slices, h, &h.tail())
+    run_split::<S, _, _>(slices, h, &h.with_tail(true))
 }
 
 impl<S: Storage> Loop<SgdSlices<'_, S>> for SgdScalars<S::Math> {
     #[inline(always)]
     fn run(&self, s: SgdSlices<'_, S>) {
+        // `tail` a constant in each loop: only its own `add_alpha` is computed.
+        if self.tail {
+            self.with_tail(true).plain(s)
+        } else {
+            self.with_tail(false).plain(s)
+        }
+    }
+}
+
+impl<T: Element> SgdScalars<T> {
+    /// These scalars with `tail` set (see [`add_alpha`]).
+    #[inline(always)]
+    fn with_tail(&self, tail: bool) -> Self {
+        SgdScalars { tail, ..*self }
+    }
+
+    #[inline(always)]
+    fn plain<S: Storage<Math = T>>(&self, s: SgdSlices<'_, S>) {
         for (p, &g) in s.param.iter_mut().zip(s.grad) {
             let x = p.load();
             let d = self.direction::<S>(g.load(), x);
@@ -118,12 +136,23 @@ pub fn sgd_momentum<S: Storage>(
     slices: SgdMomentumSlices<'_, S>,
     h: &SgdScalars<S::Math>,
 ) -> Result<()> {
-    run_split::<S, _, _>(slices, h, &h.tail())
+    run_split::<S, _, _>(slices, h, &h.with_tail(true))
 }
 
 impl<S: Storage> Loop<SgdMomentumSlices<'_, S>> for SgdScalars<S::Math> {
     #[inline(always)]
     fn run(&self, s: SgdMomentumSlices<'_, S>) {
+        if self.tail {
+            self.with_tail(true).momentum(s)
+        } else {
+            self.with_tail(false).momentum(s)
+        }
+    }
+}
+
+impl<T: Element> SgdScalars<T> {
+    #[inline(always)]
+    fn momentum<S: Storage<Math = T>>(&self, s: SgdMomentumSlices<'_, S>) {
         for ((p, &g), b) in s
             .param
             .iter_mut()
