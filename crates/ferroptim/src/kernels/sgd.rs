@@ -54,14 +54,6 @@ impl<T: Element> SgdScalars<T> {
         }
     }
 
-    /// The same scalars for torch's scalar loop.
-    fn tail(&self) -> Self {
-        SgdScalars {
-            tail: true,
-            ..*self
-        }
-    }
-
     /// The gradient the update uses: `±g + λ·p` (`grad.add(param,
     /// alpha=λ)`, a tensor of the parameter's dtype `S`), times LARS's trust ratio.
     #[inline(always)]
