@@ -151,7 +151,7 @@ fn bench_runs_16_bit_steps_and_names_what_cannot_run_them() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("float16, which RMSprop does not take"),
+        stderr.contains("float16, which Lamb does not take"),
         "{stderr}"
     );
 }

@@ -110,6 +110,39 @@ macro_rules! hyperparameters {
     };
 }
 
+/// Inside an `impl Algorithm`: [`Algorithm::REDUCED`] true, and
+/// [`Algorithm::update`] and [`Algorithm::update_reduced`] both the
+/// algorithm's inherent `fn dense<S: Storage>(&self, param: &mut [S], grad:
+/// &[S], shape: &[usize], state: &mut State) -> Result<()>`, written once
+/// for every storage type.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! dense_in_every_dtype {
+    ($state:ty) => {
+        const REDUCED: bool = true;
+
+        fn update<T: $crate::Element>(
+            &self,
+            param: &mut [T],
+            grad: &[T],
+            shape: &[usize],
+            state: &mut $state,
+        ) -> $crate::Result<()> {
+            self.dense(param, grad, shape, state)
+        }
+
+        fn update_reduced<S: $crate::Storage>(
+            &self,
+            param: &mut [S],
+            grad: &[S],
+            shape: &[usize],
+            state: &mut $state,
+        ) -> $crate::Result<()> {
+            self.dense(param, grad, shape, state)
+        }
+    };
+}
+
 /// What one parameter adds to a step's totals in [`Algorithm::gather`]: two
 /// sums the reference keeps in Python floats, added in parameter order.
 pub type Totals = [f64; 2];

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{self, AdadeltaScalars, AdadeltaSlices, AdaptiveScalars};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{Element, Storage, Tensor};
 use crate::validate::{check_non_negative, py_float};
 
 /// Adadelta over param groups.
@@ -101,6 +101,7 @@ crate::hyperparameters!(AdadeltaConfig {
 });
 
 impl Algorithm for AdadeltaConfig {
+    crate::dense_in_every_dtype!(AdadeltaState);
     type State = AdadeltaState;
 
     fn init_state(&self, param: &ParamMeta<'_>) -> AdadeltaState {
@@ -110,24 +111,27 @@ impl Algorithm for AdadeltaConfig {
             acc_delta: param.zeros_like(),
         }
     }
+}
 
-    fn update<T: Element>(
+impl AdadeltaConfig {
+    /// One dense update in any storage type.
+    fn dense<S: Storage>(
         &self,
-        param: &mut [T],
-        grad: &[T],
+        param: &mut [S],
+        grad: &[S],
         _: &[usize],
         state: &mut AdadeltaState,
     ) -> Result<()> {
         let h = AdadeltaScalars {
             adaptive: AdaptiveScalars::new(-self.lr, self.weight_decay, self.eps, self.maximize),
-            rho: T::from_f64(self.rho),
-            one_minus_rho: T::from_f64(1.0 - self.rho),
+            rho: S::Math::from_f64(self.rho),
+            one_minus_rho: S::Math::from_f64(1.0 - self.rho),
         };
         let slices = AdadeltaSlices {
             param,
             grad,
-            square_avg: state.square_avg.as_slice_mut::<T>()?,
-            acc_delta: state.acc_delta.as_slice_mut::<T>()?,
+            square_avg: state.square_avg.as_slice_mut::<S>()?,
+            acc_delta: state.acc_delta.as_slice_mut::<S>()?,
         };
         kernels::adadelta(slices, &h)?;
         state.step += 1.0;

@@ -23,7 +23,7 @@ use crate::kernels::{self, AdagradSlices, AdaptiveScalars};
 use crate::optimizer::Optim;
 use crate::param::SparseGrad;
 use crate::slot::ParamMeta;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{Element, Storage, Tensor};
 use crate::validate::check_non_negative;
 
 /// Adagrad over param groups.
@@ -110,26 +110,11 @@ crate::hyperparameters!(AdagradConfig {
 impl Algorithm for AdagradConfig {
     const EAGER_STATE: bool = true;
     type State = AdagradState;
+    crate::dense_in_every_dtype!(AdagradState);
 
     fn init_state(&self, param: &ParamMeta<'_>) -> AdagradState {
         let sum = Tensor::full(param.dtype(), param.shape(), self.initial_accumulator_value);
         AdagradState { step: 0.0, sum }
-    }
-
-    fn update<T: Element>(
-        &self,
-        param: &mut [T],
-        grad: &[T],
-        _: &[usize],
-        state: &mut AdagradState,
-    ) -> Result<()> {
-        let step = state.step + 1.0;
-        let clr = self.lr / (1.0 + (step - 1.0) * self.lr_decay);
-        let h = AdaptiveScalars::<T>::new(-clr, self.weight_decay, self.eps, self.maximize);
-        let sum = state.sum.as_slice_mut::<T>()?;
-        kernels::adagrad(AdagradSlices { param, grad, sum }, &h)?;
-        state.step = step;
-        Ok(())
     }
 
     fn check_grad(&self, sparse: bool, param: usize) -> Result<()> {
@@ -152,6 +137,25 @@ impl Algorithm for AdagradConfig {
         let width = shape.get(1..).map_or(1, |s| s.iter().product());
         let sum = state.sum.as_slice_mut::<T>()?;
         kernels::adagrad_sparse(param, sum, rows, values, width, shape.len() > 1, &h)?;
+        state.step = step;
+        Ok(())
+    }
+}
+
+impl AdagradConfig {
+    /// One dense update in any storage type.
+    fn dense<S: Storage>(
+        &self,
+        param: &mut [S],
+        grad: &[S],
+        _: &[usize],
+        state: &mut AdagradState,
+    ) -> Result<()> {
+        let step = state.step + 1.0;
+        let clr = self.lr / (1.0 + (step - 1.0) * self.lr_decay);
+        let h = AdaptiveScalars::<S::Math>::new(-clr, self.weight_decay, self.eps, self.maximize);
+        let sum = state.sum.as_slice_mut::<S>()?;
+        kernels::adagrad(AdagradSlices { param, grad, sum }, &h)?;
         state.step = step;
         Ok(())
     }

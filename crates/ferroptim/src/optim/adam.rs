@@ -107,8 +107,8 @@ crate::hyperparameters!(AdamConfig {
 });
 
 impl Algorithm for AdamConfig {
-    const REDUCED: bool = true;
     type State = AdamState;
+    crate::dense_in_every_dtype!(AdamState);
 
     fn init_state(&self, param: &ParamMeta<'_>) -> AdamState {
         AdamState {
@@ -118,32 +118,12 @@ impl Algorithm for AdamConfig {
             max_exp_avg_sq: self.amsgrad.then(|| param.zeros_like()),
         }
     }
-
-    fn update<T: Element>(
-        &self,
-        param: &mut [T],
-        grad: &[T],
-        shape: &[usize],
-        state: &mut AdamState,
-    ) -> Result<()> {
-        self.dense(param, grad, shape, state)
-    }
-
-    fn update_reduced<S: Storage>(
-        &self,
-        param: &mut [S],
-        grad: &[S],
-        shape: &[usize],
-        state: &mut AdamState,
-    ) -> Result<()> {
-        self.dense(param, grad, shape, state)
-    }
 }
 
 impl AdamConfig {
     /// One dense update in any storage type: the scalars in the type the
     /// step computes in (`f32` for the 16-bit types, as torch's `opmath`).
-    fn dense<S: Storage>(
+    pub(crate) fn dense<S: Storage>(
         &self,
         param: &mut [S],
         grad: &[S],

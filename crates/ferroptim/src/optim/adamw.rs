@@ -16,7 +16,7 @@ use crate::algorithm::Algorithm;
 use crate::error::{Error, Result};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::tensor::{Element, Storage};
+use crate::tensor::Storage;
 
 /// AdamW over param groups.
 pub type AdamW = Optim<AdamWConfig>;
@@ -98,31 +98,23 @@ crate::hyperparameters!(AdamWConfig {
 });
 
 impl Algorithm for AdamWConfig {
-    const REDUCED: bool = true;
     type State = AdamState;
+    crate::dense_in_every_dtype!(AdamState);
 
     fn init_state(&self, param: &ParamMeta<'_>) -> AdamState {
         self.to_adam().init_state(param)
     }
+}
 
-    fn update<T: Element>(
-        &self,
-        param: &mut [T],
-        grad: &[T],
-        shape: &[usize],
-        state: &mut AdamState,
-    ) -> Result<()> {
-        self.to_adam().update(param, grad, shape, state)
-    }
-
-    fn update_reduced<S: Storage>(
+impl AdamWConfig {
+    fn dense<S: Storage>(
         &self,
         param: &mut [S],
         grad: &[S],
         shape: &[usize],
         state: &mut AdamState,
     ) -> Result<()> {
-        self.to_adam().update_reduced(param, grad, shape, state)
+        self.to_adam().dense(param, grad, shape, state)
     }
 }
 

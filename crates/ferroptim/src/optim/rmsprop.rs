@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::kernels::{self, AdaptiveScalars, RmspropScalars, RmspropSlices};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{Element, Storage, Tensor};
 use crate::validate::check_non_negative;
 
 /// RMSprop over param groups.
@@ -107,6 +107,7 @@ crate::hyperparameters!(RmspropConfig {
 });
 
 impl Algorithm for RmspropConfig {
+    crate::dense_in_every_dtype!(RmspropState);
     type State = RmspropState;
 
     fn init_state(&self, param: &ParamMeta<'_>) -> RmspropState {
@@ -117,37 +118,40 @@ impl Algorithm for RmspropConfig {
             grad_avg: self.centered.then(|| param.zeros_like()),
         }
     }
+}
 
-    fn update<T: Element>(
+impl RmspropConfig {
+    /// One dense update in any storage type.
+    fn dense<S: Storage>(
         &self,
-        param: &mut [T],
-        grad: &[T],
+        param: &mut [S],
+        grad: &[S],
         shape: &[usize],
         s: &mut RmspropState,
     ) -> Result<()> {
         // Options switched on after the first step start their buffers from zero.
         if self.momentum > 0.0 && s.momentum_buffer.is_none() {
-            s.momentum_buffer = Some(Tensor::zeros(T::DTYPE, shape));
+            s.momentum_buffer = Some(Tensor::zeros(S::DTYPE, shape));
         }
         if self.centered && s.grad_avg.is_none() {
-            s.grad_avg = Some(Tensor::zeros(T::DTYPE, shape));
+            s.grad_avg = Some(Tensor::zeros(S::DTYPE, shape));
         }
         let h = RmspropScalars {
             adaptive: AdaptiveScalars::new(-self.lr, self.weight_decay, self.eps, self.maximize),
-            alpha: T::from_f64(self.alpha),
-            one_minus_alpha: T::from_f64(1.0 - self.alpha),
-            momentum: T::from_f64(self.momentum),
+            alpha: S::Math::from_f64(self.alpha),
+            one_minus_alpha: S::Math::from_f64(1.0 - self.alpha),
+            momentum: S::Math::from_f64(self.momentum),
         };
         let slices = RmspropSlices {
             param,
             grad,
-            square_avg: s.square_avg.as_slice_mut::<T>()?,
+            square_avg: s.square_avg.as_slice_mut::<S>()?,
             grad_avg: match (&mut s.grad_avg, self.centered) {
-                (Some(t), true) => Some(t.as_slice_mut::<T>()?),
+                (Some(t), true) => Some(t.as_slice_mut::<S>()?),
                 _ => None,
             },
             momentum_buffer: match (&mut s.momentum_buffer, self.momentum > 0.0) {
-                (Some(t), true) => Some(t.as_slice_mut::<T>()?),
+                (Some(t), true) => Some(t.as_slice_mut::<S>()?),
                 _ => None,
             },
         };

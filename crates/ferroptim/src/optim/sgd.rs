@@ -141,31 +141,11 @@ impl SgdConfig {
 }
 
 impl Algorithm for SgdConfig {
-    const REDUCED: bool = true;
     type State = SgdState;
+    crate::dense_in_every_dtype!(SgdState);
 
     fn init_state(&self, _param: &ParamMeta<'_>) -> SgdState {
         SgdState::default()
-    }
-
-    fn update<T: Element>(
-        &self,
-        param: &mut [T],
-        grad: &[T],
-        shape: &[usize],
-        state: &mut SgdState,
-    ) -> Result<()> {
-        self.dense(param, grad, shape, state)
-    }
-
-    fn update_reduced<S: Storage>(
-        &self,
-        param: &mut [S],
-        grad: &[S],
-        shape: &[usize],
-        state: &mut SgdState,
-    ) -> Result<()> {
-        self.dense(param, grad, shape, state)
     }
 
     fn check_grad(&self, sparse: bool, param: usize) -> Result<()> {

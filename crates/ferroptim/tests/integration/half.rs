@@ -203,6 +203,21 @@ fn adamw_matches_torch_in_16_bits() {
     replay("adamw", 0.0);
 }
 
+#[test]
+fn adagrad_matches_torch_in_16_bits() {
+    replay("adagrad", 0.0);
+}
+
+#[test]
+fn rmsprop_matches_torch_in_16_bits() {
+    replay("rmsprop", 0.0);
+}
+
+#[test]
+fn adadelta_matches_torch_in_16_bits() {
+    replay("adadelta", 0.0);
+}
+
 /// Parameters equal to the bit to what torch had after `step`.
 fn assert_params_bit_exact(what: &str, params: &[Param], want: &[Tensor]) {
     let mut agreement = Ulps::default();
@@ -237,7 +252,7 @@ fn continue_from(name: &str, case: &Case, from: usize, opt: &mut dyn Optimizer, 
 /// continues the same way.
 #[test]
 fn torch_saved_16_bit_state_resumes_where_torch_left_off() {
-    for name in ["sgd", "adam", "adamw"] {
+    for name in ["sgd", "adam", "adamw", "adagrad", "rmsprop", "adadelta"] {
         let fixture = load_in("half", name);
         let saved: Vec<&Case> = fixture
             .cases
@@ -305,7 +320,7 @@ fn optimizers_without_a_16_bit_path_refuse_16_bit_parameters() {
     use ferroptim::{Error, GroupSpec};
     let f32_param = Param::zeros::<f32>(&[2]);
     let err = optim::build(
-        "rmsprop",
+        "lamb",
         "{}",
         vec![GroupSpec::new([
             f32_param.clone(),
@@ -313,16 +328,16 @@ fn optimizers_without_a_16_bit_path_refuse_16_bit_parameters() {
         ])],
     )
     .err()
-    .expect("RMSprop has no 16-bit path yet");
+    .expect("Lamb has no 16-bit path yet");
     assert!(
-        matches!(&err, Error::DtypeUnsupported { what, dtype: Dtype::BF16, refused_by: "RMSprop", .. } if what == "parameter 1"),
+        matches!(&err, Error::DtypeUnsupported { what, dtype: Dtype::BF16, refused_by: "Lamb", .. } if what == "parameter 1"),
         "{err}"
     );
     assert_eq!(
         err.to_string(),
-        "parameter 1 has dtype bfloat16, which RMSprop does not take (it takes float32 and float64)"
+        "parameter 1 has dtype bfloat16, which Lamb does not take (it takes float32 and float64)"
     );
-    let mut opt = optim::build("rmsprop", "{}", vec![GroupSpec::new([f32_param])]).unwrap();
+    let mut opt = optim::build("lamb", "{}", vec![GroupSpec::new([f32_param])]).unwrap();
     let half = Param::new(Tensor::zeros(Dtype::F16, &[3]));
     let err = opt
         .add_param_group(GroupSpec::new([half.clone()]))
