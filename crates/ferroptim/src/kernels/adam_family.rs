@@ -2,7 +2,7 @@
 //! NAdam and RAdam. They share their moment updates and the scalars those
 //! take ([`Moments`], one constructor for all four).
 
-use super::{lerp, run, run_split, signed_decayed, slices, Loop};
+use super::{lerp, run_split, signed_decayed, slices, tail_constant, Loop};
 use crate::error::Result;
 use crate::tensor::{Element, Storage};
 
@@ -71,13 +71,19 @@ impl<T: Element> Moments<T> {
     /// Every element of `s` through Adam's inputs and moment updates, then
     /// `finish(θ, g, m, v)` for the new parameter (NAdam's and RAdam's updates).
     #[inline(always)]
-    fn each(&self, s: MomentSlices<'_, T>, finish: impl Fn(T, T, T, T) -> T) {
+    fn each<S: Storage<Math = T>>(&self, s: MomentSlices<'_, S>, finish: impl Fn(T, T, T, T) -> T) {
         let moments = s.exp_avg.iter_mut().zip(s.second.iter_mut());
         for ((p, &g), (m, v)) in s.param.iter_mut().zip(s.grad).zip(moments) {
-            let (x, g) = self.inputs::<T>(*p, g);
-            self.update::<T>(m, v, g);
-            *p = finish(x, g, *m, *v);
+            let (x, g) = self.inputs::<S>(p.load(), g.load());
+            self.update::<S>(m, v, g);
+            *p = S::store(finish(x, g, m.load(), v.load()));
         }
+    }
+
+    /// These scalars with `tail` set.
+    #[inline(always)]
+    fn with_tail(&self, tail: bool) -> Self {
+        Moments { tail, ..*self }
     }
 
     /// Adam's moment updates of one element, in torch's order:
@@ -125,23 +131,17 @@ pub struct AdamScalars<T> {
 /// its quotient by `√(1−β₂ᵗ)`, and the sum with `ε` (itself rounded to the
 /// dtype; `denom`), then `addcdiv`.
 pub fn adam<S: Storage>(slices: AdamSlices<'_, S>, h: &AdamScalars<S::Math>) -> Result<()> {
-    let mut tail = *h;
-    tail.moments.tail = true;
+    let tail = AdamScalars {
+        moments: h.moments.with_tail(true),
+        ..*h
+    };
     run_split::<S, _, _>(slices, h, &tail)
 }
 
 impl<S: Storage> Loop<AdamSlices<'_, S>> for AdamScalars<S::Math> {
     #[inline(always)]
     fn run(&self, s: AdamSlices<'_, S>) {
-        // `tail` a constant in each loop: only its own `add_alpha` is computed.
-        let mut h = *self;
-        if self.moments.tail {
-            h.moments.tail = true;
-            h.each(s)
-        } else {
-            h.moments.tail = false;
-            h.each(s)
-        }
+        tail_constant!(self.moments.tail, each(s))
     }
 }
 
@@ -222,15 +222,28 @@ pub struct AdamaxScalars<T> {
 }
 
 /// One Adamax step: `m ← lerp(m, g, 1−β₁)`, `u ← max(β₂·u, |g| + ε)`,
-/// `θ ← θ − (lr/(1−β₁ᵗ))·m/u`.
-pub fn adamax<T: Element>(slices: MomentSlices<'_, T>, h: &AdamaxScalars<T>) -> Result<()> {
-    run(slices, h)
+/// `θ ← θ − (lr/(1−β₁ᵗ))·m/u`. In 16 bits torch rounds `β₂·u` and
+/// `|g| + ε` (`ε` rounded to the dtype first).
+pub fn adamax<S: Storage>(slices: MomentSlices<'_, S>, h: &AdamaxScalars<S::Math>) -> Result<()> {
+    let tail = AdamaxScalars {
+        moments: h.moments.with_tail(true),
+        ..*h
+    };
+    run_split::<S, _, _>(slices, h, &tail)
 }
 
-impl<T: Element> Loop<MomentSlices<'_, T>> for AdamaxScalars<T> {
+impl<S: Storage> Loop<MomentSlices<'_, S>> for AdamaxScalars<S::Math> {
     #[inline(always)]
-    fn run(&self, s: MomentSlices<'_, T>) {
+    fn run(&self, s: MomentSlices<'_, S>) {
+        tail_constant!(self.moments.tail, each(s))
+    }
+}
+
+impl<T: Element> AdamaxScalars<T> {
+    #[inline(always)]
+    fn each<S: Storage<Math = T>>(&self, s: MomentSlices<'_, S>) {
         let h = &self.moments;
+        let eps = S::round(h.eps);
         for (((p, &g), m), u) in s
             .param
             .iter_mut()
@@ -238,10 +251,10 @@ impl<T: Element> Loop<MomentSlices<'_, T>> for AdamaxScalars<T> {
             .zip(s.exp_avg.iter_mut())
             .zip(s.second.iter_mut())
         {
-            let (x, g) = h.inputs::<T>(*p, g);
-            *m = lerp(*m, g, h.one_minus_beta1);
-            *u = (*u * h.beta2).nan_max(g.abs() + h.eps);
-            *p = x + (self.neg_lr * *m) / *u;
+            let (x, g) = h.inputs::<S>(p.load(), g.load());
+            *m = S::store(lerp(m.load(), g, h.one_minus_beta1));
+            *u = S::store(S::round(u.load() * h.beta2).nan_max(S::round(g.abs() + eps)));
+            *p = S::store(x + (self.neg_lr * m.load()) / u.load());
         }
     }
 }
@@ -261,17 +274,30 @@ pub struct NadamScalars<T> {
 
 /// One NAdam step, in torch's order: Adam's moment updates, then
 /// `d = √(v/(1−β₂ᵗ)) + ε` and two `addcdiv`s (not fused), `g/d` then `m/d`.
-pub fn nadam<T: Element>(slices: MomentSlices<'_, T>, h: &NadamScalars<T>) -> Result<()> {
-    run(slices, h)
+/// In 16 bits torch rounds the quotient, the root, `d`, and the parameter
+/// between the two `addcdiv`s.
+pub fn nadam<S: Storage>(slices: MomentSlices<'_, S>, h: &NadamScalars<S::Math>) -> Result<()> {
+    let tail = NadamScalars {
+        moments: h.moments.with_tail(true),
+        ..*h
+    };
+    run_split::<S, _, _>(slices, h, &tail)
 }
 
-impl<T: Element> Loop<MomentSlices<'_, T>> for NadamScalars<T> {
+impl<S: Storage> Loop<MomentSlices<'_, S>> for NadamScalars<S::Math> {
     #[inline(always)]
-    fn run(&self, s: MomentSlices<'_, T>) {
-        let eps = self.moments.eps;
+    fn run(&self, s: MomentSlices<'_, S>) {
+        tail_constant!(self.moments.tail, each(s))
+    }
+}
+
+impl<T: Element> NadamScalars<T> {
+    #[inline(always)]
+    fn each<S: Storage<Math = T>>(&self, s: MomentSlices<'_, S>) {
+        let eps = S::round(self.moments.eps);
         self.moments.each(s, |x, g, m, v| {
-            let denom = (v / self.bias_correction2).sqrt() + eps;
-            let x = x + (self.grad_coef * g) / denom;
+            let denom = S::round(S::round(S::round(v / self.bias_correction2).sqrt()) + eps);
+            let x = S::round(x + (self.grad_coef * g) / denom);
             x + (self.exp_avg_coef * m) / denom
         });
     }
@@ -294,20 +320,36 @@ pub struct RadamScalars<T> {
 /// then `θ ← θ − ((m̂·lr)·((1/(√v + ε))·√(1−β₂ᵗ)))·r_t` when rectified
 /// (`bc2**0.5 / denom` is a reciprocal times a scalar in torch) and
 /// `θ ← θ − m̂·lr` otherwise.
-pub fn radam<T: Element>(slices: MomentSlices<'_, T>, h: &RadamScalars<T>) -> Result<()> {
-    run(slices, h)
+///
+/// In 16 bits torch rounds every tensor it makes on the way: `m̂`, `m̂·lr`,
+/// `√v`, `√v + ε`, its reciprocal, times `√(1−β₂ᵗ)`, the product, and
+/// times `r_t`.
+pub fn radam<S: Storage>(slices: MomentSlices<'_, S>, h: &RadamScalars<S::Math>) -> Result<()> {
+    let tail = RadamScalars {
+        moments: h.moments.with_tail(true),
+        ..*h
+    };
+    run_split::<S, _, _>(slices, h, &tail)
 }
 
-impl<T: Element> Loop<MomentSlices<'_, T>> for RadamScalars<T> {
+impl<S: Storage> Loop<MomentSlices<'_, S>> for RadamScalars<S::Math> {
     #[inline(always)]
-    fn run(&self, s: MomentSlices<'_, T>) {
-        let eps = self.moments.eps;
+    fn run(&self, s: MomentSlices<'_, S>) {
+        tail_constant!(self.moments.tail, each(s))
+    }
+}
+
+impl<T: Element> RadamScalars<T> {
+    #[inline(always)]
+    fn each<S: Storage<Math = T>>(&self, s: MomentSlices<'_, S>) {
+        let eps = S::round(self.moments.eps);
+        let r = S::round;
         self.moments.each(s, |x, _, m, v| {
-            let corrected = (m / self.bias_correction1) * self.lr;
+            let corrected = r(r(m / self.bias_correction1) * self.lr);
             match self.rectification {
                 Some((sqrt_bc2, rect)) => {
-                    let adaptive = (T::ONE / (v.sqrt() + eps)) * sqrt_bc2;
-                    x - (corrected * adaptive) * rect
+                    let adaptive = r(r(T::ONE / r(r(v.sqrt()) + eps)) * sqrt_bc2);
+                    x - r(r(corrected * adaptive) * rect)
                 }
                 None => x - corrected,
             }

@@ -152,6 +152,24 @@ pub(crate) fn run_split<T: Storage, S: Slices, L: Loop<S>>(
     Ok(())
 }
 
+/// A [`Loop::run`] body for scalars whose `tail` flag (at the path given)
+/// says which of torch's loops they stand for: the loop `$each` runs on a
+/// copy whose flag is a constant, so that only that loop's arithmetic is
+/// compiled into it.
+macro_rules! tail_constant {
+    ($self:ident . $($tail:ident).+, $each:ident($s:ident)) => {{
+        let mut h = *$self;
+        if $self.$($tail).+ {
+            h.$($tail).+ = true;
+            h.$each($s)
+        } else {
+            h.$($tail).+ = false;
+            h.$each($s)
+        }
+    }};
+}
+pub(crate) use tail_constant;
+
 /// torch's `x.add(y, alpha=α)` for tensors stored as `S`, computed in
 /// `S::Math`: one fused multiply-add for `f32` and `f64`. torch's `add`
 /// for 16-bit tensors is its generic ufunc over the 16-bit type itself:

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::kernels::{self, AdamaxScalars, MomentSlices, Moments};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{Element, Storage, Tensor};
 use crate::validate::check_adam_like;
 
 /// Adamax over param groups.
@@ -89,6 +89,7 @@ crate::hyperparameters!(AdamaxConfig {
 
 impl Algorithm for AdamaxConfig {
     type State = AdamaxState;
+    crate::dense_in_every_dtype!(AdamaxState);
 
     fn init_state(&self, param: &ParamMeta<'_>) -> AdamaxState {
         AdamaxState {
@@ -97,11 +98,14 @@ impl Algorithm for AdamaxConfig {
             exp_inf: param.zeros_like(),
         }
     }
+}
 
-    fn update<T: Element>(
+impl AdamaxConfig {
+    /// One dense update in any storage type.
+    fn dense<S: Storage>(
         &self,
-        param: &mut [T],
-        grad: &[T],
+        param: &mut [S],
+        grad: &[S],
         _: &[usize],
         state: &mut AdamaxState,
     ) -> Result<()> {
@@ -117,13 +121,13 @@ impl Algorithm for AdamaxConfig {
                 false,
                 self.maximize,
             ),
-            neg_lr: T::from_f64(-clr),
+            neg_lr: S::Math::from_f64(-clr),
         };
         let slices = MomentSlices {
             param,
             grad,
-            exp_avg: state.exp_avg.as_slice_mut::<T>()?,
-            second: state.exp_inf.as_slice_mut::<T>()?,
+            exp_avg: state.exp_avg.as_slice_mut::<S>()?,
+            second: state.exp_inf.as_slice_mut::<S>()?,
         };
         kernels::adamax(slices, &h)?;
         state.step = step;

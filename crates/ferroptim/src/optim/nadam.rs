@@ -22,7 +22,7 @@ use crate::error::Result;
 use crate::kernels::{self, MomentSlices, Moments, NadamScalars};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{Element, Storage, Tensor};
 use crate::validate::{check_adam_like, check_non_negative};
 
 /// NAdam over param groups.
@@ -110,6 +110,7 @@ crate::hyperparameters!(NAdamConfig {
 
 impl Algorithm for NAdamConfig {
     type State = NAdamState;
+    crate::dense_in_every_dtype!(NAdamState);
 
     fn init_state(&self, param: &ParamMeta<'_>) -> NAdamState {
         NAdamState {
@@ -119,11 +120,14 @@ impl Algorithm for NAdamConfig {
             exp_avg_sq: param.zeros_like(),
         }
     }
+}
 
-    fn update<T: Element>(
+impl NAdamConfig {
+    /// One dense update in any storage type.
+    fn dense<S: Storage>(
         &self,
-        param: &mut [T],
-        grad: &[T],
+        param: &mut [S],
+        grad: &[S],
         _: &[usize],
         state: &mut NAdamState,
     ) -> Result<()> {
@@ -144,15 +148,15 @@ impl Algorithm for NAdamConfig {
                 self.decoupled_weight_decay,
                 self.maximize,
             ),
-            bias_correction2: T::from_f64(bias_correction2),
-            grad_coef: T::from_f64(-self.lr * (1.0 - mu) / (1.0 - f64::from(mu_product))),
-            exp_avg_coef: T::from_f64((-self.lr * mu_next) / (1.0 - mu_product_next)),
+            bias_correction2: S::Math::from_f64(bias_correction2),
+            grad_coef: S::Math::from_f64(-self.lr * (1.0 - mu) / (1.0 - f64::from(mu_product))),
+            exp_avg_coef: S::Math::from_f64((-self.lr * mu_next) / (1.0 - mu_product_next)),
         };
         let slices = MomentSlices {
             param,
             grad,
-            exp_avg: state.exp_avg.as_slice_mut::<T>()?,
-            second: state.exp_avg_sq.as_slice_mut::<T>()?,
+            exp_avg: state.exp_avg.as_slice_mut::<S>()?,
+            second: state.exp_avg_sq.as_slice_mut::<S>()?,
         };
         kernels::nadam(slices, &h)?;
         state.step = step;

@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::kernels::{self, MomentSlices, Moments, RadamScalars};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{Element, Storage, Tensor};
 use crate::validate::check_adam_like;
 
 /// RAdam over param groups.
@@ -96,6 +96,7 @@ crate::hyperparameters!(RAdamConfig {
 
 impl Algorithm for RAdamConfig {
     type State = RAdamState;
+    crate::dense_in_every_dtype!(RAdamState);
 
     fn init_state(&self, param: &ParamMeta<'_>) -> RAdamState {
         RAdamState {
@@ -104,11 +105,14 @@ impl Algorithm for RAdamConfig {
             exp_avg_sq: param.zeros_like(),
         }
     }
+}
 
-    fn update<T: Element>(
+impl RAdamConfig {
+    /// One dense update in any storage type.
+    fn dense<S: Storage>(
         &self,
-        param: &mut [T],
-        grad: &[T],
+        param: &mut [S],
+        grad: &[S],
         _: &[usize],
         state: &mut RAdamState,
     ) -> Result<()> {
@@ -122,7 +126,10 @@ impl Algorithm for RAdamConfig {
             let rect = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
                 / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
                 .sqrt();
-            (T::from_f64(bias_correction2.sqrt()), T::from_f64(rect))
+            (
+                S::Math::from_f64(bias_correction2.sqrt()),
+                S::Math::from_f64(rect),
+            )
         });
         let h = RadamScalars {
             moments: Moments::new(
@@ -133,15 +140,15 @@ impl Algorithm for RAdamConfig {
                 self.decoupled_weight_decay,
                 self.maximize,
             ),
-            bias_correction1: T::from_f64(bias_correction1),
-            lr: T::from_f64(self.lr),
+            bias_correction1: S::Math::from_f64(bias_correction1),
+            lr: S::Math::from_f64(self.lr),
             rectification,
         };
         let slices = MomentSlices {
             param,
             grad,
-            exp_avg: state.exp_avg.as_slice_mut::<T>()?,
-            second: state.exp_avg_sq.as_slice_mut::<T>()?,
+            exp_avg: state.exp_avg.as_slice_mut::<S>()?,
+            second: state.exp_avg_sq.as_slice_mut::<S>()?,
         };
         kernels::radam(slices, &h)?;
         state.step = step;
