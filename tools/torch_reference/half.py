@@ -31,7 +31,7 @@ import generate as g  # noqa: E402
 OUT_DIR = g.OUT_DIR / "half"
 # The optimizers ferroptim steps in 16 bits (Algorithm::REDUCED), as torch's
 # default path computes them.
-HALF = ["sgd", "adam", "adamw", "adagrad", "rmsprop", "adadelta", "adamax", "nadam", "radam"]
+HALF = ["sgd", "adam", "adamw", "adagrad", "rmsprop", "adadelta", "adamax", "nadam", "radam", "asgd", "rprop"]
 DTYPES = [torch.bfloat16, torch.float16]
 # torch's CPU loops run 2 x Vectorized<T>::size() elements at a time and the
 # rest through a scalar loop, which rounds differently for 16-bit types (its

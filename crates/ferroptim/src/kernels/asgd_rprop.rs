@@ -1,9 +1,10 @@
 //! The kernels of ASGD and Rprop, which keep per-element state of their own
-//! kind (an average of the iterates; per-element step sizes).
+//! kind (an average of the iterates; per-element step sizes), in every
+//! [`Storage`] type.
 
-use super::{run, signed_decayed, slices, Loop};
+use super::{add_alpha, run_split, signed_decayed, slices, tail_constant, Loop};
 use crate::error::Result;
-use crate::tensor::Element;
+use crate::tensor::{Element, Storage};
 
 /// The scalars of one ASGD step, rounded to the parameter's dtype.
 #[derive(Clone, Copy, Debug)]
@@ -18,6 +19,9 @@ pub struct AsgdScalars<T> {
     pub weight_decay: Option<T>,
     /// Ascend instead of descend.
     pub maximize: bool,
+    /// Whether these are the scalars of torch's scalar loop (the last
+    /// elements of a 16-bit tensor, see [`add_alpha`]).
+    pub tail: bool,
 }
 
 slices!(
@@ -33,18 +37,34 @@ slices!(
 /// One ASGD step: `θ ← (1 − λη)·θ − η·g`, then `ā ← ā + μ·(θ − ā)`
 /// (`ā ← θ` when `μ = 1`), in torch's order: `param.mul_(1 − λη)`,
 /// `param.add_(grad, alpha=−η)` (a fused multiply-add), `ax.add_(param.sub(ax).mul_(mu))`.
-pub fn asgd<T: Element>(slices: AsgdSlices<'_, T>, h: &AsgdScalars<T>) -> Result<()> {
-    run(slices, h)
+///
+/// In 16 bits torch rounds `(1 − λη)·θ` before the gradient is added, and
+/// `θ − ā` and its product with `μ` (a float32 scalar tensor, taken as `float`).
+pub fn asgd<S: Storage>(slices: AsgdSlices<'_, S>, h: &AsgdScalars<S::Math>) -> Result<()> {
+    run_split::<S, _, _>(slices, h, &AsgdScalars { tail: true, ..*h })
 }
 
-impl<T: Element> Loop<AsgdSlices<'_, T>> for AsgdScalars<T> {
+impl<S: Storage> Loop<AsgdSlices<'_, S>> for AsgdScalars<S::Math> {
     #[inline(always)]
-    fn run(&self, s: AsgdSlices<'_, T>) {
+    fn run(&self, s: AsgdSlices<'_, S>) {
+        tail_constant!(self.tail, each(s))
+    }
+}
+
+impl<T: Element> AsgdScalars<T> {
+    #[inline(always)]
+    fn each<S: Storage<Math = T>>(&self, s: AsgdSlices<'_, S>) {
         for ((p, &g), a) in s.param.iter_mut().zip(s.grad).zip(s.ax.iter_mut()) {
-            let g = signed_decayed::<T>(g, *p, self.maximize, self.weight_decay, false);
-            *p = g.mul_add(self.neg_eta, *p * self.decay);
+            let x = p.load();
+            let g = signed_decayed::<S>(g.load(), x, self.maximize, self.weight_decay, self.tail);
+            *p = S::store(add_alpha::<S>(
+                S::round(x * self.decay),
+                g,
+                self.neg_eta,
+                self.tail,
+            ));
             *a = match self.mu {
-                Some(mu) => *a + (*p - *a) * mu,
+                Some(mu) => S::store(a.load() + S::round(S::round(p.load() - a.load()) * mu)),
                 None => *p,
             };
         }
@@ -110,13 +130,20 @@ slices!(
 /// multiplied by `η⁺` (s > 0), `η⁻` (s < 0) or 1 and clamped; where the sign
 /// flipped the gradient is taken as 0 (no move, and no flip next time);
 /// `θ ← θ − sign(g)·step_size`; `g_prev ← g`.
-pub fn rprop<T: Element>(slices: RpropSlices<'_, T>, h: &RpropScalars<T>) -> Result<()> {
-    run(slices, h)
+///
+/// In 16 bits torch rounds `g·g_prev` (its sign decides), keeps `η⁺`, `η⁻`
+/// and the clamp's bounds in the dtype (they are written into, or compared
+/// with, tensors of it), and rounds `step_size·factor`.
+pub fn rprop<S: Storage>(slices: RpropSlices<'_, S>, h: &RpropScalars<S::Math>) -> Result<()> {
+    super::run(slices, h)
 }
 
-impl<T: Element> Loop<RpropSlices<'_, T>> for RpropScalars<T> {
+impl<S: Storage> Loop<RpropSlices<'_, S>> for RpropScalars<S::Math> {
     #[inline(always)]
-    fn run(&self, s: RpropSlices<'_, T>) {
+    fn run(&self, s: RpropSlices<'_, S>) {
+        let r = S::round;
+        let (etaplus, etaminus) = (r(self.etaplus), r(self.etaminus));
+        let (step_size_min, step_size_max) = (r(self.step_size_min), r(self.step_size_max));
         for (((p, &g), gp), ss) in s
             .param
             .iter_mut()
@@ -124,22 +151,23 @@ impl<T: Element> Loop<RpropSlices<'_, T>> for RpropScalars<T> {
             .zip(s.prev.iter_mut())
             .zip(s.step_size.iter_mut())
         {
-            let g = if self.maximize { -g } else { g };
-            let s = g * *gp;
-            let factor = if s > T::ZERO {
-                self.etaplus
-            } else if s < T::ZERO {
-                self.etaminus
-            } else if s == T::ZERO {
-                T::ONE
+            let (zero, one) = (S::Math::ZERO, S::Math::ONE);
+            let g = if self.maximize { -g.load() } else { g.load() };
+            let s = r(g * gp.load());
+            let factor = if s > zero {
+                etaplus
+            } else if s < zero {
+                etaminus
+            } else if s == zero {
+                one
             } else {
                 s
             };
-            *ss = clamp(*ss * factor, self.step_size_min, self.step_size_max);
+            *ss = S::store(clamp(r(ss.load() * factor), step_size_min, step_size_max));
             // torch: grad[sign.eq(etaminus)] = 0
-            let g = if factor == self.etaminus { T::ZERO } else { g };
-            *p = (-sign(g)).mul_add(*ss, *p);
-            *gp = g;
+            let g = if factor == etaminus { zero } else { g };
+            *p = S::store((-sign(g)).mul_add(ss.load(), p.load()));
+            *gp = S::store(g);
         }
     }
 }
@@ -200,6 +228,7 @@ mod tests {
             mu: None,
             weight_decay: None,
             maximize: false,
+            tail: false,
         };
         let (mut p, mut ax) = ([1.0f64], [0.0f64]);
         asgd(

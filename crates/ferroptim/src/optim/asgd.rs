@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::kernels::{self, AsgdScalars, AsgdSlices};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{Element, Storage, Tensor};
 use crate::validate::check_non_negative;
 
 /// ASGD over param groups.
@@ -109,6 +109,7 @@ crate::hyperparameters!(AsgdConfig {
 
 impl Algorithm for AsgdConfig {
     type State = AsgdState;
+    crate::dense_in_every_dtype!(AsgdState);
 
     fn init_state(&self, param: &ParamMeta<'_>) -> AsgdState {
         AsgdState {
@@ -118,24 +119,28 @@ impl Algorithm for AsgdConfig {
             ax: param.zeros_like(),
         }
     }
+}
 
-    fn update<T: Element>(
+impl AsgdConfig {
+    /// One dense update in any storage type.
+    fn dense<S: Storage>(
         &self,
-        param: &mut [T],
-        grad: &[T],
+        param: &mut [S],
+        grad: &[S],
         _: &[usize],
         state: &mut AsgdState,
     ) -> Result<()> {
         let step = state.step + 1.0;
         let eta = f64::from(state.eta);
         let h = AsgdScalars {
-            decay: T::from_f64(1.0 - self.lambd * eta),
-            neg_eta: T::from_f64(-eta),
-            mu: (state.mu != 1.0).then(|| T::from_f64(f64::from(state.mu))),
-            weight_decay: (self.weight_decay != 0.0).then(|| T::from_f64(self.weight_decay)),
+            decay: S::Math::from_f64(1.0 - self.lambd * eta),
+            neg_eta: S::Math::from_f64(-eta),
+            mu: (state.mu != 1.0).then(|| S::Math::from_f64(f64::from(state.mu))),
+            weight_decay: (self.weight_decay != 0.0).then(|| S::Math::from_f64(self.weight_decay)),
             maximize: self.maximize,
+            tail: false,
         };
-        let ax = state.ax.as_slice_mut::<T>()?;
+        let ax = state.ax.as_slice_mut::<S>()?;
         kernels::asgd(AsgdSlices { param, grad, ax }, &h)?;
         state.step = step;
         state.eta = (self.lr / (1.0 + self.lambd * self.lr * step).powf(self.alpha)) as f32;

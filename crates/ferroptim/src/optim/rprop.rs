@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{self, RpropScalars, RpropSlices};
 use crate::optimizer::Optim;
 use crate::slot::ParamMeta;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{Element, Storage, Tensor};
 use crate::validate::{check_non_negative, py_float};
 
 /// Rprop over param groups.
@@ -105,6 +105,7 @@ crate::hyperparameters!(RpropConfig {
 
 impl Algorithm for RpropConfig {
     type State = RpropState;
+    crate::dense_in_every_dtype!(RpropState);
 
     fn init_state(&self, param: &ParamMeta<'_>) -> RpropState {
         let step_size = Tensor::full(param.dtype(), param.shape(), self.lr);
@@ -114,26 +115,29 @@ impl Algorithm for RpropConfig {
             step_size,
         }
     }
+}
 
-    fn update<T: Element>(
+impl RpropConfig {
+    /// One dense update in any storage type.
+    fn dense<S: Storage>(
         &self,
-        param: &mut [T],
-        grad: &[T],
+        param: &mut [S],
+        grad: &[S],
         _: &[usize],
         state: &mut RpropState,
     ) -> Result<()> {
         let h = RpropScalars {
-            etaminus: T::from_f64(self.etas.0),
-            etaplus: T::from_f64(self.etas.1),
-            step_size_min: T::from_f64(self.step_sizes.0),
-            step_size_max: T::from_f64(self.step_sizes.1),
+            etaminus: S::Math::from_f64(self.etas.0),
+            etaplus: S::Math::from_f64(self.etas.1),
+            step_size_min: S::Math::from_f64(self.step_sizes.0),
+            step_size_max: S::Math::from_f64(self.step_sizes.1),
             maximize: self.maximize,
         };
         let slices = RpropSlices {
             param,
             grad,
-            prev: state.prev.as_slice_mut::<T>()?,
-            step_size: state.step_size.as_slice_mut::<T>()?,
+            prev: state.prev.as_slice_mut::<S>()?,
+            step_size: state.step_size.as_slice_mut::<S>()?,
         };
         kernels::rprop(slices, &h)?;
         state.step += 1.0;

@@ -233,6 +233,16 @@ fn radam_matches_torch_in_16_bits() {
     replay("radam", 0.0);
 }
 
+#[test]
+fn asgd_matches_torch_in_16_bits() {
+    replay("asgd", 0.0);
+}
+
+#[test]
+fn rprop_matches_torch_in_16_bits() {
+    replay("rprop", 0.0);
+}
+
 /// Parameters equal to the bit to what torch had after `step`.
 fn assert_params_bit_exact(what: &str, params: &[Param], want: &[Tensor]) {
     let mut agreement = Ulps::default();
@@ -269,6 +279,7 @@ fn continue_from(name: &str, case: &Case, from: usize, opt: &mut dyn Optimizer, 
 fn torch_saved_16_bit_state_resumes_where_torch_left_off() {
     for name in [
         "sgd", "adam", "adamw", "adagrad", "rmsprop", "adadelta", "adamax", "nadam", "radam",
+        "asgd", "rprop",
     ] {
         let fixture = load_in("half", name);
         let saved: Vec<&Case> = fixture
@@ -287,10 +298,10 @@ fn torch_saved_16_bit_state_resumes_where_torch_left_off() {
             let dtypes: Vec<String> = sd
                 .state
                 .values()
-                // `step` and NAdam's `mu_product` are float32 scalars in every dtype.
+                // `step`, NAdam's `mu_product` and ASGD's `eta` and `mu` are float32 scalars in every dtype.
                 .flat_map(|s| {
                     s.iter()
-                        .filter(|(k, _)| !["step", "mu_product"].contains(&k.as_str()))
+                        .filter(|(k, _)| !["step", "mu_product", "eta", "mu"].contains(&k.as_str()))
                 })
                 .filter_map(|(_, v)| match v {
                     StateValue::Tensor(t) => Some(t.dtype().to_string()),

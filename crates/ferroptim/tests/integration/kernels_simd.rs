@@ -343,7 +343,7 @@ proptest! {
         let radam = kernels::RadamScalars {
             moments, bias_correction1: 0.27, lr: 0.001, rectification: rectified.then_some((0.08, 0.6)),
         };
-        let asgd = kernels::AsgdScalars { decay: 0.9999f32, neg_eta: -0.01, mu: rectified.then_some(0.5), weight_decay: wd(decoupled), maximize };
+        let asgd = kernels::AsgdScalars { decay: 0.9999f32, neg_eta: -0.01, mu: rectified.then_some(0.5), weight_decay: wd(decoupled), maximize, tail: false };
         let rprop = kernels::RpropScalars { etaminus: 0.5f32, etaplus: 1.2, step_size_min: 1e-6, step_size_max: 50.0, maximize };
         whole_equals_elementwise(a, |s| {
             if let [p, g, s1, s2, s3] = s {
