@@ -3,6 +3,7 @@
 
     .venv/bin/python tools/torch_reference/half.py            # every optimizer in HALF
     .venv/bin/python tools/torch_reference/half.py adam       # just one
+    .venv/bin/python tools/torch_reference/half.py fused      # fused=True runs (FUSED)
 
 For each optimizer ferroptim steps in bfloat16 and float16, it runs the
 configurations `generate.py` runs (torch's `optim_inputs_func_<name>` plus its
@@ -13,6 +14,10 @@ in `generate.py`'s fixture format (no error inputs: those are dtype-free and
 live in the main fixtures). The first configuration of each dtype that keeps a state also saves
 torch's `state_dict()` at step MID_STEP with `torch.save`, as
 `half/<name>-<dtype>.pt`: the Rust tests load it and continue where torch did.
+
+`fused` runs the optimizers of FUSED with `fused=True` (torch's fused CPU
+kernels: float math inside, one rounding per stored value) in float32,
+float64, bfloat16 and float16, and writes `fixtures/fused/<name>.json`.
 
 Which of torch's optimizers take 16-bit parameters at all: `half_support.py`.
 """
@@ -78,10 +83,56 @@ def generate(name: str) -> dict:
     }
 
 
+# torch's fused CPU kernels (fused=True), and the dtypes they take.
+FUSED = ["adam", "adamw"]
+FUSED_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+FUSED_DIR = g.OUT_DIR / "fused"
+# Implementation flags a fused run cannot combine with.
+NOT_WITH_FUSED = {"foreach", "differentiable", "capturable", "fused"}
+
+
+def generate_fused(name: str) -> dict:
+    cls, inputs_func, _ = g.OPTIMIZERS[name]
+    cases, skipped = [], []
+    configs = [(i.kwargs, i.desc) for i in inputs_func("cpu", torch.float32)]
+    configs += g.EXTRA_INPUTS.get(name, [])
+    seed = 2000
+    for kwargs, desc in configs:
+        if g.has_tensor(kwargs) or NOT_WITH_FUSED & set(kwargs):
+            skipped.append({"desc": desc, "reason": "tensor-valued lr/betas, or a flag fused does not combine with"})
+            continue
+        kwargs = dict(kwargs, fused=True)
+        for dtype in FUSED_DTYPES:
+            seed += 1
+            case = {"desc": desc, "dtype": str(dtype).removeprefix("torch."), "kwargs": g.value_json(kwargs)}
+            case.update(g.run_case(cls, dict(kwargs), dtype, seed, False, SHAPES,
+                                   lr_scale=g.group1_lr_scale(name, kwargs)))
+            cases.append(case)
+    return {
+        "generator": "tools/torch_reference/half.py fused",
+        "torch_version": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "optimizer": name,
+        "reference": g.reference_of(cls),
+        "cases": cases,
+        "errors": [],
+        "skipped": skipped,
+    }
+
+
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    for name in argv[1:] or HALF:
+    names = argv[1:] or HALF + ["fused"]
+    if "fused" in names:
+        names.remove("fused")
+        FUSED_DIR.mkdir(parents=True, exist_ok=True)
+        for name in FUSED:
+            data = generate_fused(name)
+            path = FUSED_DIR / f"{name}.json"
+            path.write_text(json.dumps(data, separators=(",", ":")) + "\n")
+            print(f"{path.relative_to(g.ROOT)}: {len(data['cases'])} cases, {path.stat().st_size / 1e6:.2f} MB")
+    for name in names:
         data = generate(name)
         path = OUT_DIR / f"{name}.json"
         path.write_text(json.dumps(data, separators=(",", ":")) + "\n")

@@ -142,7 +142,7 @@ fn bench_runs_16_bit_steps_and_names_what_cannot_run_them() {
             "--reps",
             "1",
             "--optimizers",
-            "rmsprop",
+            "lamb",
             "--dtype",
             "f16",
         ])

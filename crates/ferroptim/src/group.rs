@@ -231,6 +231,12 @@ pub(crate) fn strip_torch_flags<A: Hyperparameters>(
         reason,
     };
     let defaults = options_map(&A::default());
+    let on = |key: &str| given.get(key) == Some(&Value::Bool(true));
+    if on("fused") && on("foreach") {
+        return Err(invalid(
+            "`fused` and `foreach` cannot be `True` together.".into(),
+        ));
+    }
     let mut out = Map::new();
     for (key, value) in given {
         // A reference that keeps `foreach` as a group setting of its own
@@ -259,7 +265,7 @@ pub(crate) fn strip_torch_flags<A: Hyperparameters>(
             };
             if !honoured {
                 let why = match key.as_str() {
-                    "fused" => "torch's fused kernels are not implemented yet; ferroptim runs torch's default (single-tensor) arithmetic, pass fused=None or False",
+                    "fused" => "torch's fused kernels are implemented for Adam and AdamW only; ferroptim runs torch's default (single-tensor) arithmetic here, pass fused=None or False",
                     "capturable" => "capturable is for CUDA graphs; ferroptim steps on the CPU, pass capturable=False",
                     _ => "ferroptim's step is not differentiable (no autograd through the update), pass differentiable=False",
                 };

@@ -200,6 +200,110 @@ impl<T: Element> AdamScalars<T> {
     }
 }
 
+/// The scalars of one step of torch's fused CPU Adam (`fused=True`).
+#[derive(Clone, Copy, Debug)]
+pub struct FusedAdamScalars<T>(pub AdamScalars<T>);
+
+/// The block of torch's fused CPU Adam whose multiple its last elements
+/// are not: its explicit vector loop takes whole `Vectorized<scalar_t>`s,
+/// and GCC vectorises its scalar remainder again, 256 bits at a time (8
+/// `f32`, 4 `f64`), so only the last `n % block` elements run as scalar
+/// code, where the compiler fuses `β₂·v + (1−β₂)·g²` the other way
+/// (measured element by element on torch 2.15's AVX-512 build).
+pub fn fused_block(dtype: crate::Dtype) -> usize {
+    32 / dtype.size().max(4)
+}
+
+/// One step of torch's fused CPU Adam (`_fused_adam_`/`_fused_adamw_`,
+/// `aten/src/ATen/native/cpu/FusedAdamKernel.cpp`): every value loaded into
+/// the type torch computes in (`float` for the 16-bit types), the whole
+/// update computed there, and each stored value rounded once — the moments
+/// that the parameter's update reads are the unrounded ones. Its arithmetic
+/// is not the single-tensor path's: the L2 penalty and `β₂·v + (1−β₂)·g²`
+/// are written as separate multiplies and adds, which the compiler fuses
+/// differently in the vector loop (`fma((1−β₂)·g, g, β₂·v)`) and in the
+/// scalar loop over the last `n % block` elements (`fma(v, β₂, (1−β₂)·g·g)`,
+/// measured on the fixtures; [`fused_block`]).
+pub fn adam_fused<S: Storage>(
+    slices: AdamSlices<'_, S>,
+    h: &FusedAdamScalars<S::Math>,
+) -> Result<()> {
+    let mut tail = *h;
+    tail.0.moments.tail = true;
+    super::run_blocks(slices, fused_block(S::DTYPE), h, &tail)
+}
+
+impl<S: Storage> Loop<AdamSlices<'_, S>> for FusedAdamScalars<S::Math> {
+    #[inline(always)]
+    fn run(&self, s: AdamSlices<'_, S>) {
+        tail_constant!(self.0.moments.tail, each(s))
+    }
+}
+
+impl<T: Element> FusedAdamScalars<T> {
+    #[inline(always)]
+    fn each<S: Storage<Math = T>>(&self, s: AdamSlices<'_, S>) {
+        let elements = s
+            .param
+            .iter_mut()
+            .zip(s.grad)
+            .zip(s.exp_avg.iter_mut().zip(s.exp_avg_sq.iter_mut()));
+        match s.max_exp_avg_sq {
+            Some(max) => {
+                for (((p, g), (m, v)), max) in elements.zip(max.iter_mut()) {
+                    self.element(p, *g, m, v, Some(max));
+                }
+            }
+            None => {
+                for ((p, g), (m, v)) in elements {
+                    self.element(p, *g, m, v, None);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn element<S: Storage<Math = T>>(
+        &self,
+        p: &mut S,
+        g: S,
+        m: &mut S,
+        v: &mut S,
+        max: Option<&mut S>,
+    ) {
+        let h = &self.0.moments;
+        let mut x = p.load();
+        let mut g = g.load();
+        if h.maximize {
+            g = -g;
+        }
+        if let Some(wd) = h.weight_decay {
+            g = x.mul_add(wd, g);
+        }
+        if let Some(decay) = h.decay {
+            x = x * decay;
+        }
+        let m_new = lerp(m.load(), g, h.one_minus_beta1);
+        let v_new = if h.tail {
+            v.load().mul_add(h.beta2, (h.one_minus_beta2 * g) * g)
+        } else {
+            (h.one_minus_beta2 * g).mul_add(g, v.load() * h.beta2)
+        };
+        *m = S::store(m_new);
+        *v = S::store(v_new);
+        let v_max = match max {
+            Some(max) => {
+                let larger = max.load().nan_max(v_new);
+                *max = S::store(larger);
+                larger
+            }
+            None => v_new,
+        };
+        let denom = v_max.sqrt() / self.0.bias_correction2_sqrt + h.eps;
+        *p = S::store(x + (self.0.neg_step_size * m_new) / denom);
+    }
+}
+
 slices!(
     /// The slices of Adamax, NAdam and RAdam: two moments.
     MomentSlices, "moments" {

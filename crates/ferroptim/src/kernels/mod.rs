@@ -52,8 +52,8 @@ pub(crate) mod soap;
 mod sparse;
 
 pub use adam_family::{
-    adam, adamax, nadam, radam, AdamScalars, AdamSlices, AdamaxScalars, MomentSlices, Moments,
-    NadamScalars, RadamScalars,
+    adam, adam_fused, adamax, fused_block, nadam, radam, AdamScalars, AdamSlices, AdamaxScalars,
+    FusedAdamScalars, MomentSlices, Moments, NadamScalars, RadamScalars,
 };
 pub use adan::{adan, AdanScalars, AdanSlices};
 pub use adaptive::{
@@ -144,9 +144,21 @@ pub(crate) fn run_split<T: Storage, S: Slices, L: Loop<S>>(
     if !T::DTYPE.is_reduced() {
         return run(slices, body);
     }
+    run_blocks(slices, TORCH_16BIT_BLOCK, body, tail)
+}
+
+/// Runs `body`'s loop over the first elements of `slices`, a multiple of
+/// `block`, across the threads, and `tail`'s over the rest (fewer than
+/// `block`, on one thread).
+pub(crate) fn run_blocks<S: Slices, L: Loop<S>>(
+    slices: S,
+    block: usize,
+    body: &L,
+    tail: &L,
+) -> Result<()> {
     slices.check()?;
     let n = slices.len();
-    let (front, back) = slices.split_at(n - n % TORCH_16BIT_BLOCK);
+    let (front, back) = slices.split_at(n - n % block.max(1));
     for_chunks(front, |chunk| dispatch(chunk, body));
     dispatch(back, tail);
     Ok(())
@@ -157,7 +169,7 @@ pub(crate) fn run_split<T: Storage, S: Slices, L: Loop<S>>(
 /// copy whose flag is a constant, so that only that loop's arithmetic is
 /// compiled into it.
 macro_rules! tail_constant {
-    ($self:ident . $($tail:ident).+, $each:ident($s:ident)) => {{
+    ($self:ident . $($tail:tt).+, $each:ident($s:ident)) => {{
         let mut h = *$self;
         if $self.$($tail).+ {
             h.$($tail).+ = true;

@@ -60,6 +60,10 @@ pub struct AdamConfig {
     pub maximize: bool,
     /// Apply weight decay to the parameter directly, as AdamW (default false).
     pub decoupled_weight_decay: bool,
+    /// torch's `fused=True` (default `None`, torch's single-tensor path):
+    /// its fused CPU kernel's arithmetic, computed in `f32` for the 16-bit
+    /// dtypes with one rounding per stored value (see [`kernels::adam_fused`]).
+    pub fused: Option<bool>,
 }
 
 impl Default for AdamConfig {
@@ -72,6 +76,7 @@ impl Default for AdamConfig {
             amsgrad: false,
             maximize: false,
             decoupled_weight_decay: false,
+            fused: None,
         }
     }
 }
@@ -98,8 +103,8 @@ crate::param_state!(AdamState {
 
 crate::hyperparameters!(AdamConfig {
     name: "Adam",
-    torch_flags: &["foreach", "capturable", "differentiable", "fused"],
-    optional_keys: &["amsgrad", "maximize", "decoupled_weight_decay"],
+    torch_flags: &["foreach", "capturable", "differentiable"],
+    optional_keys: &["amsgrad", "maximize", "decoupled_weight_decay", "fused"],
 
     fn validate(&self) -> Result<()> {
         check_adam_like(self.lr, self.eps, self.betas, self.weight_decay)
@@ -163,7 +168,11 @@ impl AdamConfig {
             exp_avg_sq: state.exp_avg_sq.as_slice_mut::<S>()?,
             max_exp_avg_sq: max,
         };
-        kernels::adam(slices, &h)?;
+        if self.fused == Some(true) {
+            kernels::adam_fused(slices, &kernels::FusedAdamScalars(h))?;
+        } else {
+            kernels::adam(slices, &h)?;
+        }
         state.step = step;
         Ok(())
     }

@@ -50,6 +50,8 @@ pub struct AdamWConfig {
     pub maximize: bool,
     /// Always true: torch keeps the key in AdamW's groups and forces it on load.
     pub decoupled_weight_decay: bool,
+    /// torch's `fused=True` (default `None`): see [`AdamConfig::fused`].
+    pub fused: Option<bool>,
 }
 
 impl Default for AdamWConfig {
@@ -62,6 +64,7 @@ impl Default for AdamWConfig {
             amsgrad: false,
             maximize: false,
             decoupled_weight_decay: true,
+            fused: None,
         }
     }
 }
@@ -77,6 +80,7 @@ impl AdamWConfig {
             amsgrad: self.amsgrad,
             maximize: self.maximize,
             decoupled_weight_decay: true,
+            fused: self.fused,
         }
     }
 }

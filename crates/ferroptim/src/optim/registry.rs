@@ -319,8 +319,22 @@ mod tests {
             [crate::Param::zeros::<f32>(&[2])],
         )
         .unwrap();
+        // Adam and AdamW run torch's fused kernel; the others refuse it.
+        let adam = super::super::build(
+            "adam",
+            r#"{"fused": true}"#,
+            [crate::Param::zeros::<f32>(&[2])],
+        );
+        assert_eq!(
+            adam.unwrap().hyperparameter(0, "fused"),
+            Some(serde_json::json!(true))
+        );
         assert!(
-            build_err("adam", r#"{"fused": true}"#).contains("`fused=true`: torch's fused kernels")
+            build_err("sgd", r#"{"fused": true}"#).contains("`fused=true`: torch's fused kernels")
+        );
+        assert_eq!(
+            build_err("adamw", r#"{"fused": true, "foreach": true}"#),
+            "invalid AdamW configuration: `fused` and `foreach` cannot be `True` together."
         );
         assert!(build_err("adam", r#"{"capturable": true}"#).contains("CUDA graphs"));
         assert!(build_err("adamw", r#"{"differentiable": true}"#).contains("not differentiable"));

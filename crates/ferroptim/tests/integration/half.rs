@@ -125,7 +125,12 @@ impl Ulps {
 /// torch to the bit on all but `max_off` of its values, and those within
 /// one ulp. Returns the agreement per dtype.
 fn replay(name: &str, max_off: f64) -> BTreeMap<String, Ulps> {
-    let fixture = load_in("half", name);
+    replay_in("half", name, max_off)
+}
+
+/// [`replay`] for the fixtures in `tests/fixtures/{dir}`.
+fn replay_in(dir: &str, name: &str, max_off: f64) -> BTreeMap<String, Ulps> {
+    let fixture = load_in(dir, name);
     assert!(
         fixture.cases.len() >= 12,
         "{name}: {} cases",
@@ -152,8 +157,8 @@ fn replay(name: &str, max_off: f64) -> BTreeMap<String, Ulps> {
     }
     for (dtype, a) in &per_dtype {
         println!(
-            "{name} {dtype}: {} configs, {} values compared, {} bit-exact, {} one ulp off, max {} ulp",
-            fixture.cases.len() / 2,
+            "{dir}/{name} {dtype}: {} configs, {} values compared, {} bit-exact, {} one ulp off, max {} ulp",
+            fixture.cases.len() / per_dtype.len(),
             a.values,
             a.exact,
             a.one_ulp,
@@ -175,7 +180,19 @@ fn replay_case(name: &str, case: &Case) -> Ulps {
         agreement.state(&what, &opt.state_dict().state, &step.state);
     }
     let what = format!("{name} [{}] {} final state_dict", case.desc, case.dtype);
-    agreement.state(&what, &opt.state_dict().state, &case.state_dict_final.state);
+    let sd = opt.state_dict();
+    agreement.state(&what, &sd.state, &case.state_dict_final.state);
+    // The groups too: every hyperparameter, `fused` among them.
+    for (g, w) in sd
+        .param_groups
+        .iter()
+        .zip(&case.state_dict_final.param_groups)
+    {
+        assert!(
+            crate::common::json_close(&g.clone().into(), &w.clone().into(), 1e-15),
+            "{what}: param_groups differ:\n ours  {g:?}\n torch {w:?}"
+        );
+    }
     agreement
 }
 
@@ -231,6 +248,17 @@ fn nadam_matches_torch_in_16_bits() {
 #[test]
 fn radam_matches_torch_in_16_bits() {
     replay("radam", 0.0);
+}
+
+/// torch's fused CPU Adam and AdamW (`fused=True`) in float32, float64,
+/// bfloat16 and float16, selected by the config's `fused` and recorded in
+/// the state_dict's groups.
+#[test]
+fn fused_adam_and_adamw_match_torch_in_every_dtype() {
+    for name in ["adam", "adamw"] {
+        let per_dtype = replay_in("fused", name, 0.0);
+        assert_eq!(per_dtype.len(), 4, "{name}: {:?}", per_dtype.keys());
+    }
 }
 
 #[test]
