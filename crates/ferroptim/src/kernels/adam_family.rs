@@ -241,6 +241,9 @@ impl<S: Storage> Loop<AdamSlices<'_, S>> for FusedAdamScalars<S::Math> {
 }
 
 impl<T: Element> FusedAdamScalars<T> {
+    /// The same two loops as [`AdamScalars`]'s: written out, not passed a
+    /// closure (one capturing the scalars kept the bf16 loop scalar,
+    /// 14 -> 125 ms on 1 x 10M).
     #[inline(always)]
     fn each<S: Storage<Math = T>>(&self, s: AdamSlices<'_, S>) {
         let elements = s
