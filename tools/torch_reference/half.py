@@ -46,43 +46,6 @@ DTYPES = [torch.bfloat16, torch.float16]
 SHAPES = [(), (10, 9), (7,), (0, 3)]
 
 
-def generate(name: str) -> dict:
-    cls, inputs_func, _ = g.OPTIMIZERS[name]
-    cases, skipped = [], []
-    configs = [(i.kwargs, i.desc) for i in inputs_func("cpu", torch.float32)]
-    configs += g.EXTRA_INPUTS.get(name, [])
-    seed = 1000
-    saved = set()
-    for kwargs, desc in configs:
-        if g.has_tensor(kwargs):
-            skipped.append({"desc": desc, "reason": "tensor-valued lr/betas are not supported"})
-            continue
-        for dtype in DTYPES:
-            seed += 1
-            dtype_name = str(dtype).removeprefix("torch.")
-            case = {"desc": desc, "dtype": dtype_name, "kwargs": g.value_json(kwargs)}
-            on_mid = None
-            # SGD's first state-keeping configuration (its default keeps none).
-            if dtype not in saved and (name != "sgd" or kwargs.get("momentum", 0) != 0):
-                saved.add(dtype)
-                path = OUT_DIR / f"{name}-{dtype_name}.pt"
-                case["saved_mid"] = path.name
-                on_mid = lambda opt, path=path: torch.save(opt.state_dict(), path)  # noqa: E731
-            case.update(g.run_case(cls, dict(kwargs), dtype, seed, False, SHAPES, on_mid=on_mid,
-                                   lr_scale=g.group1_lr_scale(name, kwargs)))
-            cases.append(case)
-    return {
-        "generator": "tools/torch_reference/half.py",
-        "torch_version": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "optimizer": name,
-        "reference": g.reference_of(cls),
-        "cases": cases,
-        "errors": [],
-        "skipped": skipped,
-    }
-
-
 # torch's fused CPU kernels (fused=True), and the dtypes they take.
 FUSED = ["adam", "adamw"]
 FUSED_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
@@ -91,25 +54,39 @@ FUSED_DIR = g.OUT_DIR / "fused"
 NOT_WITH_FUSED = {"foreach", "differentiable", "capturable", "fused"}
 
 
-def generate_fused(name: str) -> dict:
+def generate(name: str, fused: bool = False) -> dict:
+    """The default-path runs in DTYPES (each dtype's first state-keeping run
+    also torch.saves its mid-run state_dict), or with `fused` the fused=True
+    runs in FUSED_DTYPES."""
     cls, inputs_func, _ = g.OPTIMIZERS[name]
     cases, skipped = [], []
     configs = [(i.kwargs, i.desc) for i in inputs_func("cpu", torch.float32)]
     configs += g.EXTRA_INPUTS.get(name, [])
-    seed = 2000
+    seed = 2000 if fused else 1000
+    saved = set()
     for kwargs, desc in configs:
-        if g.has_tensor(kwargs) or NOT_WITH_FUSED & set(kwargs):
-            skipped.append({"desc": desc, "reason": "tensor-valued lr/betas, or a flag fused does not combine with"})
+        if g.has_tensor(kwargs) or (fused and NOT_WITH_FUSED & set(kwargs)):
+            skipped.append({"desc": desc, "reason": "tensor-valued lr/betas, or a flag fused does not combine with"
+                            if fused else "tensor-valued lr/betas are not supported"})
             continue
-        kwargs = dict(kwargs, fused=True)
-        for dtype in FUSED_DTYPES:
+        if fused:
+            kwargs = dict(kwargs, fused=True)
+        for dtype in FUSED_DTYPES if fused else DTYPES:
             seed += 1
-            case = {"desc": desc, "dtype": str(dtype).removeprefix("torch."), "kwargs": g.value_json(kwargs)}
-            case.update(g.run_case(cls, dict(kwargs), dtype, seed, False, SHAPES,
+            dtype_name = str(dtype).removeprefix("torch.")
+            case = {"desc": desc, "dtype": dtype_name, "kwargs": g.value_json(kwargs)}
+            on_mid = None
+            # SGD's first state-keeping configuration (its default keeps none).
+            if not fused and dtype not in saved and (name != "sgd" or kwargs.get("momentum", 0) != 0):
+                saved.add(dtype)
+                path = OUT_DIR / f"{name}-{dtype_name}.pt"
+                case["saved_mid"] = path.name
+                on_mid = lambda opt, path=path: torch.save(opt.state_dict(), path)  # noqa: E731
+            case.update(g.run_case(cls, dict(kwargs), dtype, seed, False, SHAPES, on_mid=on_mid,
                                    lr_scale=g.group1_lr_scale(name, kwargs)))
             cases.append(case)
     return {
-        "generator": "tools/torch_reference/half.py fused",
+        "generator": "tools/torch_reference/half.py" + (" fused" if fused else ""),
         "torch_version": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "optimizer": name,
@@ -118,6 +95,11 @@ def generate_fused(name: str) -> dict:
         "errors": [],
         "skipped": skipped,
     }
+
+
+def write(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, separators=(",", ":")) + "\n")
+    print(f"{path.relative_to(g.ROOT)}: {len(data['cases'])} cases, {path.stat().st_size / 1e6:.2f} MB")
 
 
 def main(argv: list[str]) -> None:
@@ -128,15 +110,9 @@ def main(argv: list[str]) -> None:
         names.remove("fused")
         FUSED_DIR.mkdir(parents=True, exist_ok=True)
         for name in FUSED:
-            data = generate_fused(name)
-            path = FUSED_DIR / f"{name}.json"
-            path.write_text(json.dumps(data, separators=(",", ":")) + "\n")
-            print(f"{path.relative_to(g.ROOT)}: {len(data['cases'])} cases, {path.stat().st_size / 1e6:.2f} MB")
+            write(FUSED_DIR / f"{name}.json", generate(name, fused=True))
     for name in names:
-        data = generate(name)
-        path = OUT_DIR / f"{name}.json"
-        path.write_text(json.dumps(data, separators=(",", ":")) + "\n")
-        print(f"{path.relative_to(g.ROOT)}: {len(data['cases'])} cases, {path.stat().st_size / 1e6:.2f} MB")
+        write(OUT_DIR / f"{name}.json", generate(name))
 
 
 if __name__ == "__main__":
