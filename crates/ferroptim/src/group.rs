@@ -17,6 +17,7 @@ use crate::algorithm::Hyperparameters;
 use crate::error::{Error, Result};
 use crate::param::Param;
 use crate::slot::ParamSlot;
+use crate::tensor::Dtype;
 
 /// torch's implementation switches, present in its state_dict groups but
 /// meaningless here (ferroptim has one path, and it is the fast one). They are
@@ -423,6 +424,13 @@ pub(crate) struct SavedGroup<H> {
     pub ids: Vec<usize>,
 }
 
+impl<H> SavedGroup<H> {
+    /// Whether the saved group keeps master weights.
+    pub fn master_weights(&self) -> bool {
+        master_weights(&self.extra)
+    }
+}
+
 /// The param groups of an optimizer, with its defaults: what every
 /// optimizer keeps whatever its update ([`Optim`](crate::Optim) adds a
 /// state per parameter, [`Lbfgs`](crate::optim::Lbfgs) one for all).
@@ -477,17 +485,26 @@ impl<H: Hyperparameters, P: ParamSlot> Groups<H, P> {
                 });
             }
         }
-        let options = merge_options(&self.defaults, &spec.options)?;
+        let mut overrides = spec.options;
+        let master = take_master_weights::<H>(&mut overrides)?;
+        let options = merge_options(&self.defaults, &overrides)?;
         let first = self.keys.len();
         for (i, p) in spec.params.iter().enumerate() {
+            if master {
+                check_master_dtype::<H>(p.dtype(), first + i)?;
+            }
             check(&options, p, first + i)?;
+        }
+        let mut extra = Map::new();
+        if master {
+            extra.insert(MASTER_WEIGHTS.into(), Value::Bool(true));
         }
         self.keys.extend(spec.params.iter().map(ParamSlot::key));
         self.groups.push(ParamGroup {
             params: spec.params,
             names: spec.names,
             options,
-            extra: Map::new(),
+            extra,
         });
         Ok(())
     }
@@ -580,6 +597,20 @@ impl<H: Hyperparameters, P: ParamSlot> Groups<H, P> {
                 }
                 let (mut options, extra) = options_from_saved::<H>(saved, g)?;
                 options.keep_unsaved(&group.options);
+                match extra.get(MASTER_WEIGHTS) {
+                    None | Some(Value::Bool(_)) => {}
+                    Some(other) => {
+                        return Err(Error::state(
+                            format!("param_groups[{g}].{MASTER_WEIGHTS}"),
+                            format!("is {other}, expected true or false"),
+                        ))
+                    }
+                }
+                if master_weights(&extra) {
+                    for (p, &id) in group.params.iter().zip(&ids) {
+                        check_master_dtype::<H>(p.dtype(), id)?;
+                    }
+                }
                 Ok(SavedGroup {
                     options,
                     extra,
@@ -737,6 +768,41 @@ fn zero_grads<'a, P: ParamSlot>(params: impl Iterator<Item = &'a P>, set_to_none
     }
 }
 
+/// The group key that turns on f32 master weights for the group's
+/// 16-bit parameters (see [`Optim`](crate::Optim)); saved with the group.
+pub(crate) const MASTER_WEIGHTS: &str = "master_weights";
+
+/// Whether a group (its extra keys) keeps master weights.
+pub(crate) fn master_weights(extra: &Map<String, Value>) -> bool {
+    extra.get(MASTER_WEIGHTS) == Some(&Value::Bool(true))
+}
+
+/// Takes `master_weights` out of a group's overrides: a bool, false if absent.
+fn take_master_weights<A: Hyperparameters>(overrides: &mut Map<String, Value>) -> Result<bool> {
+    match overrides.remove(MASTER_WEIGHTS) {
+        None | Some(Value::Bool(false)) => Ok(false),
+        Some(Value::Bool(true)) => Ok(true),
+        Some(other) => Err(Error::InvalidConfig {
+            optimizer: A::NAME,
+            reason: format!("`{MASTER_WEIGHTS}` is {other}, expected true or false"),
+        }),
+    }
+}
+
+/// Master weights are for 16-bit parameters: a float32 or float64
+/// parameter is its own master copy.
+pub(crate) fn check_master_dtype<A: Hyperparameters>(dtype: Dtype, param: usize) -> Result<()> {
+    if dtype.is_reduced() {
+        return Ok(());
+    }
+    Err(Error::DtypeUnsupported {
+        what: format!("master_weights for parameter {param}"),
+        dtype,
+        refused_by: A::NAME,
+        supported: "bfloat16 and float16 parameters (a float32 or float64 parameter is its own master copy)",
+    })
+}
+
 /// Refuses, as a group's extra key, a name that is one of `A`'s
 /// hyperparameters (or `params`, `param_names`).
 fn check_extra_key<A: Hyperparameters>(key: &str, value: &Value) -> Result<()> {
@@ -746,6 +812,15 @@ fn check_extra_key<A: Hyperparameters>(key: &str, value: &Value) -> Result<()> {
             reason: format!(
                 "`{key}` is null: serde_json turns NaN and infinities into null, which would \
                  not read back as a number; pass them as ferroptim::json::number(x)"
+            ),
+        });
+    }
+    if key == MASTER_WEIGHTS {
+        return Err(Error::InvalidConfig {
+            optimizer: A::NAME,
+            reason: format!(
+                "`{key}` is fixed when the group is added (GroupSpec::set), since it decides \
+                 what the state holds"
             ),
         });
     }

@@ -21,13 +21,13 @@ use serde_json::{Map, Value};
 
 use crate::algorithm::{reduced_unsupported, Algorithm, Totals};
 use crate::error::{Error, Result};
-use crate::group::{GroupSpec, GroupStore, Groups, IntoParamGroups, ParamGroup};
+use crate::group::{master_weights, GroupSpec, GroupStore, Groups, IntoParamGroups, ParamGroup};
 use crate::hooks::Hooks;
 use crate::parallel::Exec;
 use crate::param::Param;
 use crate::slot::{GradKind, GradRef, ParamMeta, ParamSlot, SlotData};
-use crate::state::{ParamState, StateDict, StateEntries};
-use crate::tensor::{Element, Storage, TensorDataMut};
+use crate::state::{ParamState, StateDict, StateEntries, StateValue};
+use crate::tensor::{Dtype, Element, Storage, Tensor, TensorDataMut};
 
 /// The hooks of an optimizer (see [`hooks`](crate::hooks)): each receives it as `&dyn Optimizer`.
 pub type OptimizerHooks = Hooks<dyn Optimizer>;
@@ -312,11 +312,32 @@ pub enum StepOutcome {
 ///
 /// Parameters are ferroptim's [`Param`]s by default; `P` may be any
 /// [`ParamSlot`], such as an adapter's handle on a framework's tensor.
+///
+/// # Master weights
+///
+/// A group added with `GroupSpec::set("master_weights", true)` keeps, for
+/// each of its bfloat16 or float16 parameters, a float32 copy θ₃₂ in the
+/// parameter's state (key `master_weight`, saved and loaded like any state).
+/// A step runs the algorithm's float32 update on θ₃₂, with the gradient
+/// widened to float32 and the algorithm's state in float32, then writes
+/// the parameter back rounded to nearest even:
+///
+/// ```text
+/// θ₃₂ ← update(θ₃₂, float32(g));   θ ← round(θ₃₂)
+/// ```
+///
+/// so updates smaller than half a 16-bit ulp accumulate instead of being
+/// lost. The copy starts from the parameter at its first step; a value
+/// written into the parameter after that is overwritten by the next step.
+/// A float32 or float64 parameter in such a group is a typed error.
 #[derive(Clone, Debug)]
 pub struct Optim<A: Algorithm, P: ParamSlot = Param> {
     groups: Groups<A, P>,
     /// Each group's parameters' states, `None` before a parameter's first step.
     states: Vec<Vec<Option<A::State>>>,
+    /// In a `master_weights` group, each parameter's float32 copy, `None`
+    /// before its first step (and always in other groups).
+    masters: Vec<Vec<Option<Tensor>>>,
     hooks: OptimizerHooks,
 }
 
@@ -330,21 +351,25 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
     /// [`GroupSpec`]s) with `defaults` for every hyperparameter a group does not set.
     pub fn new(params: impl IntoParamGroups<P>, defaults: A) -> Result<Self> {
         let groups = Groups::new(params, defaults, &check_param::<A, P>)?;
-        let states = groups
+        let states: Vec<Vec<Option<A::State>>> = groups
             .as_slice()
             .iter()
             .map(|group| {
+                let master = master_weights(&group.extra);
                 let init = |p: &P| {
                     let shape = p.shape();
-                    A::EAGER_STATE
-                        .then(|| group.options.init_state(&ParamMeta::new(&shape, p.dtype())))
+                    // A master-weights state is float32, as the copy it updates.
+                    let dtype = if master { Dtype::F32 } else { p.dtype() };
+                    A::EAGER_STATE.then(|| group.options.init_state(&ParamMeta::new(&shape, dtype)))
                 };
                 group.params.iter().map(init).collect()
             })
             .collect();
+        let masters = states.iter().map(|s| vec![None; s.len()]).collect();
         Ok(Optim {
             groups,
             states,
+            masters,
             hooks: OptimizerHooks::default(),
         })
     }
@@ -376,12 +401,26 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
             })
     }
 
+    /// The float32 copy a `master_weights` group keeps of `param`; `None`
+    /// before its first step or outside such a group.
+    pub fn master_weight(&self, param: &P) -> Option<&Tensor> {
+        self.groups
+            .as_slice()
+            .iter()
+            .zip(&self.masters)
+            .find_map(|(g, masters)| {
+                let i = g.params.iter().position(|p| p.same_as(param))?;
+                masters[i].as_ref()
+            })
+    }
+
     /// Adds a param group; hyperparameters it leaves out come from the
     /// defaults. Its parameters' state starts at their first step.
     pub fn add_param_group(&mut self, group: GroupSpec<P>) -> Result<()> {
         let len = group.params.len();
         self.groups.add(group, &check_param::<A, P>)?;
         self.states.push(vec![None; len]);
+        self.masters.push(vec![None; len]);
         Ok(())
     }
 
@@ -555,24 +594,29 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
             }
             group.options.begin_step();
         }
-        let (groups, states) = (self.groups.as_slice(), &mut self.states);
+        let groups = self.groups.as_slice();
+        let (states, masters) = (&mut self.states, &mut self.masters);
         crate::parallel::with_pool(|exec| {
             let mut first = 0;
-            for (group, states) in groups.iter().zip(states.iter_mut()) {
+            for ((group, states), masters) in groups.iter().zip(states.iter_mut()).zip(masters) {
                 let options = &group.options;
+                let master = master_weights(&group.extra);
+                let one = |i: usize, p: &P, slot: &mut _, m: &mut Option<Tensor>| {
+                    update_one(options, first + i, p, slot, master.then_some(m))
+                };
                 match &exec {
                     // Parameters are independent: spread them over the threads.
                     Exec::Install(pool) if group.params.len() > 1 => pool.install(|| {
                         use rayon::prelude::*;
-                        let pairs = group.params.par_iter().zip(states.par_iter_mut());
-                        pairs
+                        let each = group.params.par_iter().zip(states.par_iter_mut());
+                        each.zip(masters.par_iter_mut())
                             .enumerate()
-                            .try_for_each(|(i, (p, slot))| update_one(options, first + i, p, slot))
+                            .try_for_each(|(i, ((p, slot), m))| one(i, p, slot, m))
                     })?,
                     _ => {
-                        let pairs = group.params.iter().zip(states.iter_mut());
-                        for (i, (p, slot)) in pairs.enumerate() {
-                            update_one(options, first + i, p, slot)?;
+                        let each = group.params.iter().zip(states.iter_mut());
+                        for (i, ((p, slot), m)) in each.zip(masters.iter_mut()).enumerate() {
+                            one(i, p, slot, m)?;
                         }
                     }
                 }
@@ -632,10 +676,15 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
     fn state_dict(&self) -> StateDict {
         hooked_state_dict(self, || {
             let states = self.states.iter().flatten();
+            let masters = self.masters.iter().flatten();
             let state = states
+                .zip(masters)
                 .enumerate()
-                .filter_map(|(index, state)| {
-                    let entries = state.as_ref()?.to_entries();
+                .filter_map(|(index, (state, master))| {
+                    let mut entries = state.as_ref()?.to_entries();
+                    if let Some(master) = master {
+                        entries.insert(MASTER_WEIGHT.into(), StateValue::Tensor(master.clone()));
+                    }
                     (!entries.is_empty()).then_some((index, entries))
                 })
                 .collect();
@@ -653,6 +702,8 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
             let groups = opt.groups.as_slice();
             let mut states: Vec<Vec<Option<A::State>>> =
                 groups.iter().map(|g| vec![None; g.params.len()]).collect();
+            let mut masters: Vec<Vec<Option<Tensor>>> =
+                groups.iter().map(|g| vec![None; g.params.len()]).collect();
             for (&id, entries) in &sd.state {
                 let &(g, i) = position.get(&id).ok_or_else(|| {
                     crate::Error::state(
@@ -667,7 +718,14 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
                 }
                 let param = &groups[g].params[i];
                 let shape = param.shape();
-                let reader = StateEntries::new(id, &shape, param.dtype(), entries);
+                // A master-weights state is float32 throughout, its
+                // parameter 16-bit (read_saved has checked that).
+                let master = saved[g].master_weights();
+                let dtype = if master { Dtype::F32 } else { param.dtype() };
+                let mut reader = StateEntries::new(id, &shape, dtype, entries);
+                if master {
+                    masters[g][i] = Some(reader.tensor(MASTER_WEIGHT)?);
+                }
                 let state = A::State::from_entries(reader)?;
                 saved[g].options.check_state(&state, id)?;
                 states[g][i] = Some(state);
@@ -675,6 +733,7 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
             // Everything checked: commit.
             opt.groups.commit(saved);
             opt.states = states;
+            opt.masters = masters;
             Ok(())
         })
     }
@@ -705,18 +764,63 @@ fn check_one<A: Algorithm, P: ParamSlot>(
     Ok(())
 }
 
+/// The state key of a parameter's float32 master copy.
+const MASTER_WEIGHT: &str = "master_weight";
+
+/// `master` is `Some` in a `master_weights` group.
 fn update_one<A: Algorithm, P: ParamSlot>(
     options: &A,
     index: usize,
     p: &P,
     slot: &mut Option<A::State>,
+    mut master: Option<&mut Option<Tensor>>,
 ) -> Result<()> {
-    p.update_in_place(index, &mut |shape, data| match data {
-        SlotData::F32(v, g) => update_typed(options, index, shape, v, g, slot),
-        SlotData::F64(v, g) => update_typed(options, index, shape, v, g, slot),
-        SlotData::BF16(v, g) => update_reduced(options, index, shape, v, g, slot),
-        SlotData::F16(v, g) => update_reduced(options, index, shape, v, g, slot),
-    })
+    p.update_in_place(
+        index,
+        &mut |shape, data| match (data, master.as_deref_mut()) {
+            (SlotData::BF16(v, g), Some(m)) => update_master(options, index, shape, v, g, slot, m),
+            (SlotData::F16(v, g), Some(m)) => update_master(options, index, shape, v, g, slot, m),
+            (data, Some(_)) => crate::group::check_master_dtype::<A>(data.dtype(), index),
+            (SlotData::F32(v, g), None) => update_typed(options, index, shape, v, g, slot),
+            (SlotData::F64(v, g), None) => update_typed(options, index, shape, v, g, slot),
+            (SlotData::BF16(v, g), None) => update_reduced(options, index, shape, v, g, slot),
+            (SlotData::F16(v, g), None) => update_reduced(options, index, shape, v, g, slot),
+        },
+    )
+}
+
+/// A 16-bit parameter's step through its float32 master copy (see
+/// [`Optim`]'s "Master weights"): the float32 update on the copy, then the
+/// parameter rounded from it.
+fn update_master<A: Algorithm, S: Storage<Math = f32>>(
+    options: &A,
+    index: usize,
+    shape: &[usize],
+    values: &mut [S],
+    grad: GradRef<'_, S>,
+    slot: &mut Option<A::State>,
+    master: &mut Option<Tensor>,
+) -> Result<()> {
+    crate::algorithm::check_dtype::<A>(S::DTYPE, index)?;
+    let GradRef::Dense(g) = grad else {
+        return check_dense_only_dtype::<A>(S::DTYPE, index);
+    };
+    let master = match master {
+        Some(m) => m,
+        None => master.insert(Tensor::from_vec(
+            values.iter().map(|&v| v.load()).collect(),
+            shape,
+        )?),
+    };
+    let m = master.as_slice_mut::<f32>()?;
+    let g: Vec<f32> = g.iter().map(|&x| x.load()).collect();
+    let state =
+        slot.get_or_insert_with(|| options.init_state_from(m, &ParamMeta::new(shape, Dtype::F32)));
+    options.update(m, &g, shape, state)?;
+    for (v, &x) in values.iter_mut().zip(m.iter()) {
+        *v = S::store(x);
+    }
+    Ok(())
 }
 
 /// Sparse gradients are taken for `f32` and `f64` parameters only.

@@ -19,6 +19,7 @@ mod kernels_simd;
 mod lbfgs;
 mod lookahead;
 mod lr_scheduler;
+mod master_weights;
 mod optimizer;
 mod parity;
 mod reliability;
