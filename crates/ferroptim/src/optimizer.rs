@@ -389,29 +389,23 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
         self.groups.as_mut_slice()
     }
 
+    /// Where `param` is: its group and its position in that group.
+    fn position(&self, param: &P) -> Option<(usize, usize)> {
+        let mut groups = self.groups.as_slice().iter().enumerate();
+        groups.find_map(|(g, group)| Some((g, group.params.iter().position(|p| p.same_as(param))?)))
+    }
+
     /// The state of `param` (torch's `optimizer.state[param]`); `None` before its first step.
     pub fn state(&self, param: &P) -> Option<&A::State> {
-        self.groups
-            .as_slice()
-            .iter()
-            .zip(&self.states)
-            .find_map(|(g, states)| {
-                let i = g.params.iter().position(|p| p.same_as(param))?;
-                states[i].as_ref()
-            })
+        let (g, i) = self.position(param)?;
+        self.states[g][i].as_ref()
     }
 
     /// The float32 copy a `master_weights` group keeps of `param`; `None`
     /// before its first step or outside such a group.
     pub fn master_weight(&self, param: &P) -> Option<&Tensor> {
-        self.groups
-            .as_slice()
-            .iter()
-            .zip(&self.masters)
-            .find_map(|(g, masters)| {
-                let i = g.params.iter().position(|p| p.same_as(param))?;
-                masters[i].as_ref()
-            })
+        let (g, i) = self.position(param)?;
+        self.masters[g][i].as_ref()
     }
 
     /// Adds a param group; hyperparameters it leaves out come from the
