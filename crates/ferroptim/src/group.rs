@@ -425,9 +425,9 @@ pub(crate) struct SavedGroup<H> {
 }
 
 impl<H> SavedGroup<H> {
-    /// Whether the saved group keeps master weights.
-    pub fn master_weights(&self) -> bool {
-        master_weights(&self.extra)
+    /// How the saved group writes its 16-bit parameters back.
+    pub fn precision(&self) -> Precision {
+        Precision::of(&self.extra)
     }
 }
 
@@ -486,18 +486,20 @@ impl<H: Hyperparameters, P: ParamSlot> Groups<H, P> {
             }
         }
         let mut overrides = spec.options;
-        let master = take_master_weights::<H>(&mut overrides)?;
+        let invalid = |reason| Error::InvalidConfig {
+            optimizer: H::NAME,
+            reason,
+        };
+        let precision = Precision::read(&mut overrides, true, &invalid)?;
         let options = merge_options(&self.defaults, &overrides)?;
         let first = self.keys.len();
         for (i, p) in spec.params.iter().enumerate() {
-            if master {
-                check_master_dtype::<H>(p.dtype(), first + i)?;
-            }
+            precision.check_dtype::<H>(p.dtype(), first + i)?;
             check(&options, p, first + i)?;
         }
         let mut extra = Map::new();
-        if master {
-            extra.insert(MASTER_WEIGHTS.into(), Value::Bool(true));
+        if let Some(key) = precision.key() {
+            extra.insert(key.into(), Value::Bool(true));
         }
         self.keys.extend(spec.params.iter().map(ParamSlot::key));
         self.groups.push(ParamGroup {
@@ -597,19 +599,10 @@ impl<H: Hyperparameters, P: ParamSlot> Groups<H, P> {
                 }
                 let (mut options, extra) = options_from_saved::<H>(saved, g)?;
                 options.keep_unsaved(&group.options);
-                match extra.get(MASTER_WEIGHTS) {
-                    None | Some(Value::Bool(_)) => {}
-                    Some(other) => {
-                        return Err(Error::state(
-                            format!("param_groups[{g}].{MASTER_WEIGHTS}"),
-                            format!("is {other}, expected true or false"),
-                        ))
-                    }
-                }
-                if master_weights(&extra) {
-                    for (p, &id) in group.params.iter().zip(&ids) {
-                        check_master_dtype::<H>(p.dtype(), id)?;
-                    }
+                let at = |reason| Error::state(format!("param_groups[{g}]"), reason);
+                let precision = Precision::read(&mut extra.clone(), false, &at)?;
+                for (p, &id) in group.params.iter().zip(&ids) {
+                    precision.check_dtype::<H>(p.dtype(), id)?;
                 }
                 Ok(SavedGroup {
                     options,
@@ -768,39 +761,104 @@ fn zero_grads<'a, P: ParamSlot>(params: impl Iterator<Item = &'a P>, set_to_none
     }
 }
 
-/// The group key that turns on f32 master weights for the group's
-/// 16-bit parameters (see [`Optim`](crate::Optim)); saved with the group.
-pub(crate) const MASTER_WEIGHTS: &str = "master_weights";
-
-/// Whether a group (its extra keys) keeps master weights.
-pub(crate) fn master_weights(extra: &Map<String, Value>) -> bool {
-    extra.get(MASTER_WEIGHTS) == Some(&Value::Bool(true))
+/// How a group writes its 16-bit parameters back: torch's round to nearest
+/// (`Plain`), or one of ferroptim's opt-in modes (see
+/// [`Optim`](crate::Optim)), chosen by a group key and saved with the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Precision {
+    /// torch's: every operation rounded to the parameter's dtype.
+    Plain,
+    /// `master_weights`: a float32 copy in the state, rounded to nearest.
+    MasterWeights,
+    /// `stochastic_rounding`: the float32 update of the bfloat16 value,
+    /// rounded up or down with probability by distance.
+    StochasticRounding,
 }
 
-/// Takes `master_weights` out of a group's overrides: a bool, false if absent.
-fn take_master_weights<A: Hyperparameters>(overrides: &mut Map<String, Value>) -> Result<bool> {
-    match overrides.remove(MASTER_WEIGHTS) {
-        None | Some(Value::Bool(false)) => Ok(false),
-        Some(Value::Bool(true)) => Ok(true),
-        Some(other) => Err(Error::InvalidConfig {
-            optimizer: A::NAME,
-            reason: format!("`{MASTER_WEIGHTS}` is {other}, expected true or false"),
-        }),
-    }
-}
+impl Precision {
+    /// The group keys, each a bool, at most one true.
+    pub(crate) const KEYS: [(&'static str, Precision); 2] = [
+        ("master_weights", Precision::MasterWeights),
+        ("stochastic_rounding", Precision::StochasticRounding),
+    ];
 
-/// Master weights are for 16-bit parameters: a float32 or float64
-/// parameter is its own master copy.
-pub(crate) fn check_master_dtype<A: Hyperparameters>(dtype: Dtype, param: usize) -> Result<()> {
-    if dtype.is_reduced() {
-        return Ok(());
+    /// A group's mode, from its extra keys.
+    pub(crate) fn of(extra: &Map<String, Value>) -> Precision {
+        Self::KEYS
+            .iter()
+            .find(|(key, _)| extra.get(*key) == Some(&Value::Bool(true)))
+            .map_or(Precision::Plain, |&(_, mode)| mode)
     }
-    Err(Error::DtypeUnsupported {
-        what: format!("master_weights for parameter {param}"),
-        dtype,
-        refused_by: A::NAME,
-        supported: "bfloat16 and float16 parameters (a float32 or float64 parameter is its own master copy)",
-    })
+
+    /// The dtype a parameter's state is kept in: float32 in either mode
+    /// (its update runs in float32), the parameter's otherwise.
+    pub(crate) fn state_dtype(self, param: Dtype) -> Dtype {
+        match self {
+            Precision::Plain => param,
+            Precision::MasterWeights | Precision::StochasticRounding => Dtype::F32,
+        }
+    }
+
+    fn key(self) -> Option<&'static str> {
+        Self::KEYS.iter().find(|(_, m)| *m == self).map(|(k, _)| *k)
+    }
+
+    /// Reads the keys from `map` (taking them out with `take`): bools, at
+    /// most one of them true. `why` names an error's place.
+    fn read(
+        map: &mut Map<String, Value>,
+        take: bool,
+        error: &dyn Fn(String) -> Error,
+    ) -> Result<Precision> {
+        let mut mode = Precision::Plain;
+        for (key, this) in Self::KEYS {
+            let value = if take {
+                map.remove(key)
+            } else {
+                map.get(key).cloned()
+            };
+            match value {
+                None | Some(Value::Bool(false)) => {}
+                Some(Value::Bool(true)) if mode == Precision::Plain => mode = this,
+                Some(Value::Bool(true)) => {
+                    return Err(error(format!(
+                        "`{}` and `{key}` cannot both be true: pick one way of writing the \
+                         parameter back",
+                        mode.key().unwrap_or_default()
+                    )))
+                }
+                Some(other) => {
+                    return Err(error(format!("`{key}` is {other}, expected true or false")))
+                }
+            }
+        }
+        Ok(mode)
+    }
+
+    /// The mode is for 16-bit parameters (stochastic rounding for
+    /// bfloat16): a float32 or float64 parameter is its own master copy.
+    pub(crate) fn check_dtype<A: Hyperparameters>(self, dtype: Dtype, param: usize) -> Result<()> {
+        let (fits, supported) = match self {
+            Precision::Plain => return Ok(()),
+            Precision::MasterWeights => (
+                dtype.is_reduced(),
+                "bfloat16 and float16 parameters (a float32 or float64 parameter is its own master copy)",
+            ),
+            Precision::StochasticRounding => (
+                dtype == Dtype::BF16,
+                "bfloat16 parameters (for float16, use master_weights)",
+            ),
+        };
+        if fits {
+            return Ok(());
+        }
+        Err(Error::DtypeUnsupported {
+            what: format!("{} for parameter {param}", self.key().unwrap_or_default()),
+            dtype,
+            refused_by: A::NAME,
+            supported,
+        })
+    }
 }
 
 /// Refuses, as a group's extra key, a name that is one of `A`'s
@@ -815,7 +873,7 @@ fn check_extra_key<A: Hyperparameters>(key: &str, value: &Value) -> Result<()> {
             ),
         });
     }
-    if key == MASTER_WEIGHTS {
+    if Precision::KEYS.iter().any(|(k, _)| *k == key) {
         return Err(Error::InvalidConfig {
             optimizer: A::NAME,
             reason: format!(

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::algorithm::{reduced_unsupported, Algorithm, Totals};
 use crate::error::{Error, Result};
-use crate::group::{master_weights, GroupSpec, GroupStore, Groups, IntoParamGroups, ParamGroup};
+use crate::group::{GroupSpec, GroupStore, Groups, IntoParamGroups, ParamGroup, Precision};
 use crate::hooks::Hooks;
 use crate::parallel::Exec;
 use crate::param::Param;
@@ -330,14 +330,36 @@ pub enum StepOutcome {
 /// lost. The copy starts from the parameter at its first step; a value
 /// written into the parameter after that is overwritten by the next step.
 /// A float32 or float64 parameter in such a group is a typed error.
+///
+/// # Stochastic rounding
+///
+/// A group added with `GroupSpec::set("stochastic_rounding", true)` keeps
+/// its bfloat16 parameters in bfloat16 and no copy: a step runs the
+/// algorithm's float32 update on the widened parameter (state in float32,
+/// as above), then rounds each value x to one of its two bfloat16
+/// neighbours, up with probability equal to x's distance from the lower
+/// one in units of their gap, so that E[θ] = x:
+///
+/// ```text
+/// θ ← bf16( bits(x) + r >> 16 ),   r = hash(seed, t, i) mod 2¹⁶
+/// ```
+///
+/// where `r` comes from a counter-based hash (SplitMix64) of the
+/// parameter's seed, its rounding step `t` and the element index `i`, so a
+/// run is the same on every thread count and resumes bit for bit: the seed
+/// and `t` are state (`rounding_seed`, `rounding_step`). The seed is the
+/// parameter's index. Non-finite values round to nearest. A float16, float32
+/// or float64 parameter in such a group is a typed error (float16 needs
+/// `master_weights`), and a group cannot turn on both modes.
 #[derive(Clone, Debug)]
 pub struct Optim<A: Algorithm, P: ParamSlot = Param> {
     groups: Groups<A, P>,
     /// Each group's parameters' states, `None` before a parameter's first step.
     states: Vec<Vec<Option<A::State>>>,
-    /// In a `master_weights` group, each parameter's float32 copy, `None`
-    /// before its first step (and always in other groups).
-    masters: Vec<Vec<Option<Tensor>>>,
+    /// What a `master_weights` or `stochastic_rounding` group keeps beside
+    /// each parameter's state, `None` before its first step (and always in
+    /// other groups).
+    companions: Vec<Vec<Option<Companion>>>,
     hooks: OptimizerHooks,
 }
 
@@ -355,21 +377,20 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
             .as_slice()
             .iter()
             .map(|group| {
-                let master = master_weights(&group.extra);
+                let precision = Precision::of(&group.extra);
                 let init = |p: &P| {
                     let shape = p.shape();
-                    // A master-weights state is float32, as the copy it updates.
-                    let dtype = if master { Dtype::F32 } else { p.dtype() };
+                    let dtype = precision.state_dtype(p.dtype());
                     A::EAGER_STATE.then(|| group.options.init_state(&ParamMeta::new(&shape, dtype)))
                 };
                 group.params.iter().map(init).collect()
             })
             .collect();
-        let masters = states.iter().map(|s| vec![None; s.len()]).collect();
+        let companions = states.iter().map(|s| vec![None; s.len()]).collect();
         Ok(Optim {
             groups,
             states,
-            masters,
+            companions,
             hooks: OptimizerHooks::default(),
         })
     }
@@ -405,7 +426,10 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
     /// before its first step or outside such a group.
     pub fn master_weight(&self, param: &P) -> Option<&Tensor> {
         let (g, i) = self.position(param)?;
-        self.masters[g][i].as_ref()
+        match &self.companions[g][i] {
+            Some(Companion::Master(m)) => Some(m),
+            _ => None,
+        }
     }
 
     /// Adds a param group; hyperparameters it leaves out come from the
@@ -414,7 +438,7 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
         let len = group.params.len();
         self.groups.add(group, &check_param::<A, P>)?;
         self.states.push(vec![None; len]);
-        self.masters.push(vec![None; len]);
+        self.companions.push(vec![None; len]);
         Ok(())
     }
 
@@ -589,27 +613,28 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
             group.options.begin_step();
         }
         let groups = self.groups.as_slice();
-        let (states, masters) = (&mut self.states, &mut self.masters);
+        let (states, companions) = (&mut self.states, &mut self.companions);
         crate::parallel::with_pool(|exec| {
             let mut first = 0;
-            for ((group, states), masters) in groups.iter().zip(states.iter_mut()).zip(masters) {
+            let each = groups.iter().zip(states.iter_mut()).zip(companions);
+            for ((group, states), companions) in each {
                 let options = &group.options;
-                let master = master_weights(&group.extra);
-                let one = |i: usize, p: &P, slot: &mut _, m: &mut Option<Tensor>| {
-                    update_one(options, first + i, p, slot, master.then_some(m))
+                let precision = Precision::of(&group.extra);
+                let one = |i: usize, p: &P, slot: &mut _, c: &mut Option<Companion>| {
+                    update_one(options, first + i, p, slot, precision, c)
                 };
                 match &exec {
                     // Parameters are independent: spread them over the threads.
                     Exec::Install(pool) if group.params.len() > 1 => pool.install(|| {
                         use rayon::prelude::*;
                         let each = group.params.par_iter().zip(states.par_iter_mut());
-                        each.zip(masters.par_iter_mut())
+                        each.zip(companions.par_iter_mut())
                             .enumerate()
                             .try_for_each(|(i, ((p, slot), m))| one(i, p, slot, m))
                     })?,
                     _ => {
                         let each = group.params.iter().zip(states.iter_mut());
-                        for (i, ((p, slot), m)) in each.zip(masters.iter_mut()).enumerate() {
+                        for (i, ((p, slot), m)) in each.zip(companions.iter_mut()).enumerate() {
                             one(i, p, slot, m)?;
                         }
                     }
@@ -670,14 +695,14 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
     fn state_dict(&self) -> StateDict {
         hooked_state_dict(self, || {
             let states = self.states.iter().flatten();
-            let masters = self.masters.iter().flatten();
+            let companions = self.companions.iter().flatten();
             let state = states
-                .zip(masters)
+                .zip(companions)
                 .enumerate()
-                .filter_map(|(index, (state, master))| {
+                .filter_map(|(index, (state, companion))| {
                     let mut entries = state.as_ref()?.to_entries();
-                    if let Some(master) = master {
-                        entries.insert(MASTER_WEIGHT.into(), StateValue::Tensor(master.clone()));
+                    if let Some(companion) = companion {
+                        companion.save(&mut entries);
                     }
                     (!entries.is_empty()).then_some((index, entries))
                 })
@@ -696,7 +721,7 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
             let groups = opt.groups.as_slice();
             let mut states: Vec<Vec<Option<A::State>>> =
                 groups.iter().map(|g| vec![None; g.params.len()]).collect();
-            let mut masters: Vec<Vec<Option<Tensor>>> =
+            let mut companions: Vec<Vec<Option<Companion>>> =
                 groups.iter().map(|g| vec![None; g.params.len()]).collect();
             for (&id, entries) in &sd.state {
                 let &(g, i) = position.get(&id).ok_or_else(|| {
@@ -712,14 +737,11 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
                 }
                 let param = &groups[g].params[i];
                 let shape = param.shape();
-                // A master-weights state is float32 throughout, its
-                // parameter 16-bit (read_saved has checked that).
-                let master = saved[g].master_weights();
-                let dtype = if master { Dtype::F32 } else { param.dtype() };
+                // read_saved has checked the mode against the dtype.
+                let precision = saved[g].precision();
+                let dtype = precision.state_dtype(param.dtype());
                 let mut reader = StateEntries::new(id, &shape, dtype, entries);
-                if master {
-                    masters[g][i] = Some(reader.tensor(MASTER_WEIGHT)?);
-                }
+                companions[g][i] = Companion::load(precision, &mut reader)?;
                 let state = A::State::from_entries(reader)?;
                 saved[g].options.check_state(&state, id)?;
                 states[g][i] = Some(state);
@@ -727,7 +749,7 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
             // Everything checked: commit.
             opt.groups.commit(saved);
             opt.states = states;
-            opt.masters = masters;
+            opt.companions = companions;
             Ok(())
         })
     }
@@ -758,29 +780,96 @@ fn check_one<A: Algorithm, P: ParamSlot>(
     Ok(())
 }
 
-/// The state key of a parameter's float32 master copy.
-const MASTER_WEIGHT: &str = "master_weight";
+/// What a 16-bit parameter's precision mode keeps beside its state.
+#[derive(Clone, Debug)]
+enum Companion {
+    /// `master_weights`: the float32 copy (state key `master_weight`).
+    Master(Tensor),
+    /// `stochastic_rounding`: the hash's seed and the number of steps
+    /// rounded so far (`rounding_seed`, `rounding_step`).
+    Rounding { seed: u64, step: u64 },
+}
 
-/// `master` is `Some` in a `master_weights` group.
+const MASTER_WEIGHT: &str = "master_weight";
+const ROUNDING_SEED: &str = "rounding_seed";
+const ROUNDING_STEP: &str = "rounding_step";
+
+impl Companion {
+    fn save(&self, entries: &mut crate::state::ParamStateDict) {
+        match self {
+            Companion::Master(m) => {
+                entries.insert(MASTER_WEIGHT.into(), StateValue::Tensor(m.clone()));
+            }
+            Companion::Rounding { seed, step } => {
+                // Both below 2^53 (StateEntries::step checks it on load).
+                entries.insert(ROUNDING_SEED.into(), StateValue::Int(*seed as i64));
+                entries.insert(ROUNDING_STEP.into(), StateValue::Int(*step as i64));
+            }
+        }
+    }
+
+    fn load(precision: Precision, reader: &mut StateEntries<'_>) -> Result<Option<Companion>> {
+        Ok(match precision {
+            Precision::Plain => None,
+            Precision::MasterWeights => Some(Companion::Master(reader.tensor(MASTER_WEIGHT)?)),
+            Precision::StochasticRounding => Some(Companion::Rounding {
+                seed: reader.step(ROUNDING_SEED)? as u64,
+                step: reader.step(ROUNDING_STEP)? as u64,
+            }),
+        })
+    }
+}
+
+/// One update of parameter `index` (state_dict numbering), creating its
+/// state (and its precision mode's companion) on its first step.
 fn update_one<A: Algorithm, P: ParamSlot>(
     options: &A,
     index: usize,
     p: &P,
     slot: &mut Option<A::State>,
-    mut master: Option<&mut Option<Tensor>>,
+    precision: Precision,
+    companion: &mut Option<Companion>,
 ) -> Result<()> {
-    p.update_in_place(
-        index,
-        &mut |shape, data| match (data, master.as_deref_mut()) {
-            (SlotData::BF16(v, g), Some(m)) => update_master(options, index, shape, v, g, slot, m),
-            (SlotData::F16(v, g), Some(m)) => update_master(options, index, shape, v, g, slot, m),
-            (data, Some(_)) => crate::group::check_master_dtype::<A>(data.dtype(), index),
-            (SlotData::F32(v, g), None) => update_typed(options, index, shape, v, g, slot),
-            (SlotData::F64(v, g), None) => update_typed(options, index, shape, v, g, slot),
-            (SlotData::BF16(v, g), None) => update_reduced(options, index, shape, v, g, slot),
-            (SlotData::F16(v, g), None) => update_reduced(options, index, shape, v, g, slot),
-        },
-    )
+    use Precision::{MasterWeights, Plain, StochasticRounding};
+    p.update_in_place(index, &mut |shape, data| match (data, precision) {
+        (SlotData::BF16(v, g), MasterWeights) => {
+            update_master(options, index, shape, v, g, slot, companion)
+        }
+        (SlotData::F16(v, g), MasterWeights) => {
+            update_master(options, index, shape, v, g, slot, companion)
+        }
+        (SlotData::BF16(v, g), StochasticRounding) => {
+            update_rounded(options, index, shape, v, g, slot, companion)
+        }
+        (data, MasterWeights | StochasticRounding) => {
+            precision.check_dtype::<A>(data.dtype(), index)
+        }
+        (SlotData::F32(v, g), Plain) => update_typed(options, index, shape, v, g, slot),
+        (SlotData::F64(v, g), Plain) => update_typed(options, index, shape, v, g, slot),
+        (SlotData::BF16(v, g), Plain) => update_reduced(options, index, shape, v, g, slot),
+        (SlotData::F16(v, g), Plain) => update_reduced(options, index, shape, v, g, slot),
+    })
+}
+
+/// The float32 update of a 16-bit parameter's values `x` (a master copy,
+/// or the widened parameter), with the gradient widened and the state in
+/// float32.
+fn update_widened<A: Algorithm, S: Storage<Math = f32>>(
+    options: &A,
+    index: usize,
+    shape: &[usize],
+    x: &mut [f32],
+    grad: GradRef<'_, S>,
+    slot: &mut Option<A::State>,
+) -> Result<()> {
+    crate::algorithm::check_dtype::<A>(S::DTYPE, index)?;
+    let GradRef::Dense(g) = grad else {
+        return check_dense_only_dtype::<A>(S::DTYPE, index);
+    };
+    let g: Vec<f32> = g.iter().map(|&x| x.load()).collect();
+    let state =
+        slot.get_or_insert_with(|| options.init_state_from(x, &ParamMeta::new(shape, Dtype::F32)));
+    options.update(x, &g, shape, state)
 }
 
 /// A 16-bit parameter's step through its float32 master copy (see
@@ -793,27 +882,53 @@ fn update_master<A: Algorithm, S: Storage<Math = f32>>(
     values: &mut [S],
     grad: GradRef<'_, S>,
     slot: &mut Option<A::State>,
-    master: &mut Option<Tensor>,
+    companion: &mut Option<Companion>,
 ) -> Result<()> {
-    crate::algorithm::check_dtype::<A>(S::DTYPE, index)?;
-    let GradRef::Dense(g) = grad else {
-        return check_dense_only_dtype::<A>(S::DTYPE, index);
-    };
-    let master = match master {
-        Some(m) => m,
-        None => master.insert(Tensor::from_vec(
+    let mut fresh = None;
+    let master = match companion {
+        Some(Companion::Master(m)) => m,
+        _ => fresh.insert(Tensor::from_vec(
             values.iter().map(|&v| v.load()).collect(),
             shape,
         )?),
     };
     let m = master.as_slice_mut::<f32>()?;
-    let g: Vec<f32> = g.iter().map(|&x| x.load()).collect();
-    let state =
-        slot.get_or_insert_with(|| options.init_state_from(m, &ParamMeta::new(shape, Dtype::F32)));
-    options.update(m, &g, shape, state)?;
+    update_widened(options, index, shape, m, grad, slot)?;
     for (v, &x) in values.iter_mut().zip(m.iter()) {
         *v = S::store(x);
     }
+    if let Some(m) = fresh {
+        *companion = Some(Companion::Master(m));
+    }
+    Ok(())
+}
+
+/// A bfloat16 parameter's step with stochastic rounding (see [`Optim`]'s
+/// "Stochastic rounding"): the float32 update of the widened values, each
+/// rounded up or down by a hash of (seed, step, element).
+fn update_rounded<A: Algorithm>(
+    options: &A,
+    index: usize,
+    shape: &[usize],
+    values: &mut [half::bf16],
+    grad: GradRef<'_, half::bf16>,
+    slot: &mut Option<A::State>,
+    companion: &mut Option<Companion>,
+) -> Result<()> {
+    let (seed, step) = match companion {
+        Some(Companion::Rounding { seed, step }) => (*seed, *step),
+        _ => (index as u64, 0),
+    };
+    let mut x: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
+    update_widened(options, index, shape, &mut x, grad, slot)?;
+    let stream = crate::kernels::rounding::Stream::new(seed, step);
+    for (i, (v, &x)) in values.iter_mut().zip(&x).enumerate() {
+        *v = crate::kernels::rounding::round_bf16(x, stream.bits(i as u64));
+    }
+    *companion = Some(Companion::Rounding {
+        seed,
+        step: step + 1,
+    });
     Ok(())
 }
 

@@ -46,6 +46,7 @@ pub mod newton_schulz;
 mod prodigy;
 mod pytorch_optimizer;
 pub(crate) mod reduce;
+pub(crate) mod rounding;
 mod schedule_free;
 mod sgd;
 pub(crate) mod soap;

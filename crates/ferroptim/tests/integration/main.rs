@@ -25,6 +25,7 @@ mod parity;
 mod reliability;
 mod soap;
 mod state_dict;
+mod stochastic_rounding;
 mod swa;
 mod threads;
 mod torch_pt_limits;

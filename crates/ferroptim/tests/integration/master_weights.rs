@@ -7,7 +7,7 @@ use ferroptim::optim;
 use ferroptim::{Dtype, Error, GroupSpec, Param, StateDict, StateValue, Tensor};
 
 /// Uniform values in [-1, 1) from a fixed LCG: reproducible, no dependency.
-fn values(seed: u64, n: usize) -> Vec<f32> {
+pub(crate) fn values(seed: u64, n: usize) -> Vec<f32> {
     let mut x = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
@@ -21,7 +21,7 @@ fn values(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-fn reduced(dtype: Dtype, v: &[f32], shape: &[usize]) -> Tensor {
+pub(crate) fn reduced(dtype: Dtype, v: &[f32], shape: &[usize]) -> Tensor {
     match dtype {
         Dtype::BF16 => Tensor::from_vec(v.iter().map(|&x| bf16::from_f32(x)).collect(), shape),
         _ => Tensor::from_vec(v.iter().map(|&x| f16::from_f32(x)).collect(), shape),
@@ -29,7 +29,7 @@ fn reduced(dtype: Dtype, v: &[f32], shape: &[usize]) -> Tensor {
     .unwrap()
 }
 
-fn widened(t: &Tensor) -> Vec<f32> {
+pub(crate) fn widened(t: &Tensor) -> Vec<f32> {
     t.data().to_f64_vec().iter().map(|&x| x as f32).collect()
 }
 
@@ -37,7 +37,7 @@ fn master_group(params: Vec<Param>) -> Vec<GroupSpec> {
     vec![GroupSpec::new(params).set("master_weights", true)]
 }
 
-const CONFIGS: &[(&str, &str)] = &[
+pub(crate) const CONFIGS: &[(&str, &str)] = &[
     (
         "sgd",
         r#"{"lr": 0.01, "momentum": 0.9, "weight_decay": 0.01, "nesterov": true}"#,
