@@ -773,13 +773,17 @@ pub(crate) enum Precision {
     /// `stochastic_rounding`: the float32 update of the bfloat16 value,
     /// rounded up or down with probability by distance.
     StochasticRounding,
+    /// `kahan_summation`: the float32 update added to the 16-bit value
+    /// through a compensation buffer in the parameter's dtype.
+    KahanSummation,
 }
 
 impl Precision {
     /// The group keys, each a bool, at most one true.
-    pub(crate) const KEYS: [(&'static str, Precision); 2] = [
+    pub(crate) const KEYS: [(&'static str, Precision); 3] = [
         ("master_weights", Precision::MasterWeights),
         ("stochastic_rounding", Precision::StochasticRounding),
+        ("kahan_summation", Precision::KahanSummation),
     ];
 
     /// A group's mode, from its extra keys.
@@ -795,7 +799,9 @@ impl Precision {
     pub(crate) fn state_dtype(self, param: Dtype) -> Dtype {
         match self {
             Precision::Plain => param,
-            Precision::MasterWeights | Precision::StochasticRounding => Dtype::F32,
+            Precision::MasterWeights
+            | Precision::StochasticRounding
+            | Precision::KahanSummation => Dtype::F32,
         }
     }
 
@@ -840,6 +846,10 @@ impl Precision {
     pub(crate) fn check_dtype<A: Hyperparameters>(self, dtype: Dtype, param: usize) -> Result<()> {
         let (fits, supported) = match self {
             Precision::Plain => return Ok(()),
+            Precision::KahanSummation => (
+                dtype.is_reduced(),
+                "bfloat16 and float16 parameters (a float32 or float64 parameter needs no compensation)",
+            ),
             Precision::MasterWeights => (
                 dtype.is_reduced(),
                 "bfloat16 and float16 parameters (a float32 or float64 parameter is its own master copy)",

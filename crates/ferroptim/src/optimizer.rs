@@ -350,7 +350,26 @@ pub enum StepOutcome {
 /// and `t` are state (`rounding_seed`, `rounding_step`). The seed is the
 /// parameter's index. Non-finite values round to nearest. A float16, float32
 /// or float64 parameter in such a group is a typed error (float16 needs
-/// `master_weights`), and a group cannot turn on both modes.
+/// `master_weights`).
+///
+/// # Kahan summation
+///
+/// A group added with `GroupSpec::set("kahan_summation", true)` keeps, for
+/// each bfloat16 or float16 parameter, a compensation buffer `c` in the
+/// parameter's dtype (state key `kahan_comp`, zero at the first step), as
+/// optimī does (Zamirai et al., "Revisiting BFloat16 Training", 2020). A
+/// step runs the algorithm's float32 update from the widened parameter (state in
+/// float32) to a value x, and with Δ = x − θ, each operation rounded to the
+/// parameter's dtype:
+///
+/// ```text
+/// c ← c + Δ;   θ' ← θ + c;   c ← c + (θ − θ');   θ ← θ'
+/// ```
+///
+/// so what rounding loses from θ stays in `c` and is added at a later step.
+/// A float32 or float64 parameter in such a group is a typed error.
+///
+/// A group turns on at most one of the three modes.
 #[derive(Clone, Debug)]
 pub struct Optim<A: Algorithm, P: ParamSlot = Param> {
     groups: Groups<A, P>,
@@ -741,7 +760,7 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
                 let precision = saved[g].precision();
                 let dtype = precision.state_dtype(param.dtype());
                 let mut reader = StateEntries::new(id, &shape, dtype, entries);
-                companions[g][i] = Companion::load(precision, &mut reader)?;
+                companions[g][i] = Companion::load(precision, param.dtype(), &mut reader)?;
                 let state = A::State::from_entries(reader)?;
                 saved[g].options.check_state(&state, id)?;
                 states[g][i] = Some(state);
@@ -788,11 +807,15 @@ enum Companion {
     /// `stochastic_rounding`: the hash's seed and the number of steps
     /// rounded so far (`rounding_seed`, `rounding_step`).
     Rounding { seed: u64, step: u64 },
+    /// `kahan_summation`: the compensation, in the parameter's dtype
+    /// (`kahan_comp`).
+    Kahan(Tensor),
 }
 
 const MASTER_WEIGHT: &str = "master_weight";
 const ROUNDING_SEED: &str = "rounding_seed";
 const ROUNDING_STEP: &str = "rounding_step";
+const KAHAN_COMP: &str = "kahan_comp";
 
 impl Companion {
     fn save(&self, entries: &mut crate::state::ParamStateDict) {
@@ -805,10 +828,19 @@ impl Companion {
                 entries.insert(ROUNDING_SEED.into(), StateValue::Int(*seed as i64));
                 entries.insert(ROUNDING_STEP.into(), StateValue::Int(*step as i64));
             }
+            Companion::Kahan(c) => {
+                entries.insert(KAHAN_COMP.into(), StateValue::Tensor(c.clone()));
+            }
         }
     }
 
-    fn load(precision: Precision, reader: &mut StateEntries<'_>) -> Result<Option<Companion>> {
+    /// Reads the companion of a parameter of dtype `param` (the reader's
+    /// dtype is the state's, float32).
+    fn load(
+        precision: Precision,
+        param: Dtype,
+        reader: &mut StateEntries<'_>,
+    ) -> Result<Option<Companion>> {
         Ok(match precision {
             Precision::Plain => None,
             Precision::MasterWeights => Some(Companion::Master(reader.tensor(MASTER_WEIGHT)?)),
@@ -816,6 +848,9 @@ impl Companion {
                 seed: reader.step(ROUNDING_SEED)? as u64,
                 step: reader.step(ROUNDING_STEP)? as u64,
             }),
+            Precision::KahanSummation => {
+                Some(Companion::Kahan(reader.tensor(KAHAN_COMP)?.to_dtype(param)))
+            }
         })
     }
 }
@@ -830,7 +865,7 @@ fn update_one<A: Algorithm, P: ParamSlot>(
     precision: Precision,
     companion: &mut Option<Companion>,
 ) -> Result<()> {
-    use Precision::{MasterWeights, Plain, StochasticRounding};
+    use Precision::{KahanSummation, MasterWeights, Plain, StochasticRounding};
     p.update_in_place(index, &mut |shape, data| match (data, precision) {
         (SlotData::BF16(v, g), MasterWeights) => {
             update_master(options, index, shape, v, g, slot, companion)
@@ -841,7 +876,13 @@ fn update_one<A: Algorithm, P: ParamSlot>(
         (SlotData::BF16(v, g), StochasticRounding) => {
             update_rounded(options, index, shape, v, g, slot, companion)
         }
-        (data, MasterWeights | StochasticRounding) => {
+        (SlotData::BF16(v, g), KahanSummation) => {
+            update_kahan(options, index, shape, v, g, slot, companion)
+        }
+        (SlotData::F16(v, g), KahanSummation) => {
+            update_kahan(options, index, shape, v, g, slot, companion)
+        }
+        (data, MasterWeights | StochasticRounding | KahanSummation) => {
             precision.check_dtype::<A>(data.dtype(), index)
         }
         (SlotData::F32(v, g), Plain) => update_typed(options, index, shape, v, g, slot),
@@ -929,6 +970,37 @@ fn update_rounded<A: Algorithm>(
         seed,
         step: step + 1,
     });
+    Ok(())
+}
+
+/// A 16-bit parameter's step with Kahan summation (see [`Optim`]'s "Kahan
+/// summation"): the float32 update's change Δ is added to the parameter
+/// through the compensation `c`, each operation rounded to the dtype.
+fn update_kahan<A: Algorithm, S: Storage<Math = f32>>(
+    options: &A,
+    index: usize,
+    shape: &[usize],
+    values: &mut [S],
+    grad: GradRef<'_, S>,
+    slot: &mut Option<A::State>,
+    companion: &mut Option<Companion>,
+) -> Result<()> {
+    let mut x: Vec<f32> = values.iter().map(|v| v.load()).collect();
+    update_widened(options, index, shape, &mut x, grad, slot)?;
+    let mut fresh = None;
+    let comp = match companion {
+        Some(Companion::Kahan(c)) => c,
+        _ => fresh.insert(Tensor::from_vec(vec![S::store(0.0); values.len()], shape)?),
+    };
+    for ((v, c), &new) in values.iter_mut().zip(comp.as_slice_mut::<S>()?).zip(&x) {
+        let old = v.load();
+        let sum = S::store(c.load() + (new - old));
+        *v = S::store(old + sum.load());
+        *c = S::store(sum.load() + S::store(old - v.load()).load());
+    }
+    if let Some(c) = fresh {
+        *companion = Some(Companion::Kahan(c));
+    }
     Ok(())
 }
 

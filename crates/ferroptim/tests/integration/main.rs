@@ -15,6 +15,7 @@ mod errors;
 mod fuzz_loaders;
 mod half;
 mod hooks_and_names;
+mod kahan_summation;
 mod kernels_simd;
 mod lbfgs;
 mod lookahead;
