@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use ferroptim::optim::registry::{Drive, Entry};
-use ferroptim::{optim, Optimizer};
+use ferroptim::{optim, GroupSpec, Optimizer};
 use ferroptim_candle::{BoxedOptim, CandleParam};
 use plotters::prelude::*;
 
@@ -30,6 +30,53 @@ pub struct Run {
     pub steps: usize,
     /// Wall time of the training loop, in seconds.
     pub seconds: f64,
+    /// How the weights were kept.
+    pub weights: Weights,
+}
+
+/// How the model's weights are kept: float32, or bfloat16 with one of the
+/// ways an optimizer can write its update back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Weights {
+    /// `F32` or `BF16`.
+    pub dtype: DType,
+    /// The group key that turns on a bfloat16 mode (`master_weights`,
+    /// `stochastic_rounding`, `kahan_summation`); `None` for torch's
+    /// round to nearest.
+    pub mode: Option<&'static str>,
+}
+
+impl Weights {
+    /// float32 weights, the default.
+    pub const F32: Weights = Weights {
+        dtype: DType::F32,
+        mode: None,
+    };
+
+    /// float32, then bfloat16 written back in each way.
+    pub const COMPARED: [Weights; 5] = [
+        Weights::F32,
+        Weights::bf16(None),
+        Weights::bf16(Some("master_weights")),
+        Weights::bf16(Some("stochastic_rounding")),
+        Weights::bf16(Some("kahan_summation")),
+    ];
+
+    const fn bf16(mode: Option<&'static str>) -> Weights {
+        Weights {
+            dtype: DType::BF16,
+            mode,
+        }
+    }
+
+    /// A reader's name for it.
+    pub fn label(&self) -> String {
+        match (self.dtype, self.mode) {
+            (DType::F32, _) => "float32".into(),
+            (_, None) => "bf16, round to nearest".into(),
+            (_, Some(mode)) => format!("bf16 + {}", mode.replace('_', " ")),
+        }
+    }
 }
 
 /// The demo's training settings.
@@ -75,7 +122,13 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(dim: usize, hidden: usize, classes: usize, seed: u64) -> candle_core::Result<Self> {
+    fn new(
+        dim: usize,
+        hidden: usize,
+        classes: usize,
+        seed: u64,
+        dtype: DType,
+    ) -> candle_core::Result<Self> {
         let mut rng = SplitMix::new(seed);
         let mut layer = |fan_in: usize, shape: &[usize]| {
             let bound = 1.0 / (fan_in as f64).sqrt();
@@ -83,7 +136,7 @@ impl Mlp {
             let values: Vec<f32> = (0..n)
                 .map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32)
                 .collect();
-            Var::from_vec(values, shape, &Device::Cpu)
+            Var::from_tensor(&Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(dtype)?)
         };
         Ok(Mlp {
             vars: vec![
@@ -106,7 +159,8 @@ impl Mlp {
     }
 
     fn loss(&self, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::loss::cross_entropy(&self.logits(x)?, y)
+        // The loss in float32, as mixed-precision training takes it.
+        candle_nn::loss::cross_entropy(&self.logits(x)?.to_dtype(DType::F32)?, y)
     }
 
     fn accuracy(&self, x: &Tensor, y: &Tensor) -> candle_core::Result<f64> {
@@ -175,7 +229,13 @@ impl Stepper for WithAdamWForBiases {
     }
 }
 
-fn build(name: &str, vars: &[&Var], lr: f64, extra: &Value) -> Result<BoxedOptim, String> {
+fn build(
+    name: &str,
+    vars: &[&Var],
+    lr: f64,
+    extra: &Value,
+    weights: Weights,
+) -> Result<BoxedOptim, String> {
     let mut args = extra.clone();
     args["lr"] = json!(lr);
     let params = vars
@@ -184,18 +244,30 @@ fn build(name: &str, vars: &[&Var], lr: f64, extra: &Value) -> Result<BoxedOptim
         .map(|(i, v)| CandleParam::new((*v).clone(), i))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    ferroptim_candle::build(name, &args.to_string(), params).map_err(|e| format!("{name}: {e}"))
+    let mut group = GroupSpec::new(params);
+    if let Some(mode) = weights.mode {
+        group = group.set(mode, true);
+    }
+    ferroptim_candle::build(name, &args.to_string(), vec![group])
+        .map_err(|e| format!("{name}: {e}"))
 }
 
-fn stepper(entry: &Entry, model: &Mlp, lr: f64, extra: &Value) -> Result<Box<dyn Stepper>, String> {
+fn stepper(
+    entry: &Entry,
+    model: &Mlp,
+    lr: f64,
+    extra: &Value,
+    weights: Weights,
+) -> Result<Box<dyn Stepper>, String> {
     let v = &model.vars;
     Ok(if entry.matrices_only {
         Box::new(WithAdamWForBiases {
-            matrices: build(entry.name, &[&v[0], &v[2]], lr, extra)?,
-            adamw: build("adamw", &[&v[1], &v[3]], 0.005, &json!({}))?,
+            matrices: build(entry.name, &[&v[0], &v[2]], lr, extra, weights)?,
+            adamw: build("adamw", &[&v[1], &v[3]], 0.005, &json!({}), weights)?,
         })
     } else {
-        Box::new(build(entry.name, &v.iter().collect::<Vec<_>>(), lr, extra)?)
+        let all: Vec<&Var> = v.iter().collect();
+        Box::new(build(entry.name, &all, lr, extra, weights)?)
     })
 }
 
@@ -203,12 +275,14 @@ fn candle_err(e: candle_core::Error) -> String {
     e.to_string()
 }
 
-/// Trains a fresh MLP (the same start for every optimizer) with `name`.
+/// Trains a fresh MLP (the same start for every optimizer) with `name`,
+/// its weights kept as `weights` says.
 pub fn train(
     name: &str,
     lr: f64,
     data: &Dataset,
     settings: &Settings,
+    weights: Weights,
     progress: &indicatif::ProgressBar,
 ) -> Result<Run, String> {
     let (_, extra) =
@@ -216,13 +290,22 @@ pub fn train(
     let entry = entry(name).ok_or_else(|| format!("unknown optimizer {name:?}"))?;
     let dev = Device::Cpu;
     let n = data.train_y.len();
-    let train_x = Tensor::from_slice(&data.train_x, (n, data.dim), &dev).map_err(candle_err)?;
+    let inputs = |x: &[f32], rows: usize| {
+        Tensor::from_slice(x, (rows, data.dim), &dev)?.to_dtype(weights.dtype)
+    };
+    let train_x = inputs(&data.train_x, n).map_err(candle_err)?;
     let train_y = Tensor::from_slice(&data.train_y, n, &dev).map_err(candle_err)?;
     let m = data.test_y.len();
-    let test_x = Tensor::from_slice(&data.test_x, (m, data.dim), &dev).map_err(candle_err)?;
+    let test_x = inputs(&data.test_x, m).map_err(candle_err)?;
     let test_y = Tensor::from_slice(&data.test_y, m, &dev).map_err(candle_err)?;
-    let model =
-        Mlp::new(data.dim, settings.hidden, data.classes, settings.seed).map_err(candle_err)?;
+    let model = Mlp::new(
+        data.dim,
+        settings.hidden,
+        data.classes,
+        settings.seed,
+        weights.dtype,
+    )
+    .map_err(candle_err)?;
     let full_loss = |model: &Mlp| -> Result<f64, String> {
         let l = model.loss(&train_x, &train_y).map_err(candle_err)?;
         Ok(l.to_scalar::<f32>().map_err(candle_err)? as f64)
@@ -231,7 +314,7 @@ pub fn train(
     let mut losses = vec![full_loss(&model)?];
     let mut steps = 0;
     let start = Instant::now();
-    let mut opt = stepper(entry, &model, lr, &extra)?;
+    let mut opt = stepper(entry, &model, lr, &extra, weights)?;
     if entry.drive == Drive::Closure {
         for _ in 0..settings.epochs {
             opt.set_mode(true)?;
@@ -284,19 +367,29 @@ pub fn train(
         test_accuracy,
         steps,
         seconds,
+        weights,
     })
 }
 
-/// The results as a markdown table.
+/// The results as a markdown table (with a weights column when some run
+/// kept them in bfloat16).
 pub fn table(runs: &[Run]) -> String {
-    let mut out = String::from(
-        "| optimizer | lr | final train loss | test accuracy | time (s) | steps/s |\n|---|---:|---:|---:|---:|---:|\n",
-    );
+    let modes = runs.iter().any(|r| r.weights != Weights::F32);
+    let mut out = String::from(if modes {
+        "| optimizer | weights | lr | final train loss | test accuracy | time (s) | steps/s |\n|---|---|---:|---:|---:|---:|---:|\n"
+    } else {
+        "| optimizer | lr | final train loss | test accuracy | time (s) | steps/s |\n|---|---:|---:|---:|---:|---:|\n"
+    });
     for r in runs {
         let last = r.losses.last().copied().unwrap_or(f64::NAN);
+        let name = if modes {
+            format!("{} | {}", r.name, r.weights.label())
+        } else {
+            r.name.clone()
+        };
         out.push_str(&format!(
             "| {} | {} | {:.2e} | {:.1}% | {:.2} | {:.0} |\n",
-            r.name,
+            name,
             r.lr,
             last,
             100.0 * r.test_accuracy,
@@ -327,6 +420,92 @@ pub fn draw(runs: &[Run], title: &str, out: &Path) -> Result<(), String> {
             out,
         )
     }
+}
+
+/// Draws runs of the same optimizers with their weights kept in different
+/// ways (`ferroptim demo --dtype bf16`) to `out` (PNG or SVG): one panel
+/// per optimizer, the training loss per epoch (log scale) of each way,
+/// its final test accuracy in the legend.
+pub fn draw_modes(runs: &[Run], title: &str, out: &Path) -> Result<(), String> {
+    let mut names: Vec<&str> = Vec::new();
+    for r in runs {
+        if !names.contains(&r.name.as_str()) {
+            names.push(&r.name);
+        }
+    }
+    let size = (750 * names.len().max(1) as u32, 650);
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", out.display());
+    if out.extension().is_some_and(|e| e == "svg") {
+        let root = SVGBackend::new(out, size).into_drawing_area();
+        mode_panels(&root, runs, &names, title).map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))
+    } else {
+        let root = BitMapBackend::new(out, size).into_drawing_area();
+        mode_panels(&root, runs, &names, title).map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))
+    }
+}
+
+fn mode_panels<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    runs: &[Run],
+    names: &[&str],
+    title: &str,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 24))?;
+    let panels = root.split_evenly((1, names.len().max(1)));
+    for (panel, name) in panels.iter().zip(names) {
+        let members: Vec<&Run> = runs.iter().filter(|r| r.name == *name).collect();
+        let epochs = members.iter().map(|r| r.losses.len()).max().unwrap_or(1);
+        let axis = loss_axis(members.iter().flat_map(|r| r.losses.iter().copied()));
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("{name} (lr {})", members[0].lr), ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(
+                0f64..epochs.saturating_sub(1).max(1) as f64,
+                axis.log_scale(),
+            )?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0e}"))
+            .y_desc("training loss")
+            .label_style(("sans-serif", 15))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        for (k, run) in members.iter().enumerate() {
+            let color = palette::LINES[k % palette::LINES.len()];
+            let points = run
+                .losses
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite() && **v > 0.0)
+                .map(|(i, &v)| (i as f64, v));
+            let width = if run.weights.mode.is_none() { 4 } else { 2 };
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(width)))?
+                .label(format!(
+                    "{}: {:.1}% test",
+                    run.weights.label(),
+                    100.0 * run.test_accuracy
+                ))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.5))
+            .label_font(("sans-serif", 15))
+            .position(SeriesLabelPosition::LowerLeft)
+            .draw()?;
+    }
+    Ok(())
 }
 
 /// The loss axis: from the smallest positive loss to the largest, with a
@@ -528,6 +707,7 @@ mod tests {
             test_accuracy: 1.0,
             steps: 1,
             seconds: 0.1,
+            weights: Weights::F32,
         }
     }
 

@@ -59,6 +59,12 @@ enum Command {
         /// proven against, and exit.
         #[arg(long)]
         list: bool,
+        /// bf16: train each optimizer (default: sgd and adam) in float32 and
+        /// with bfloat16 weights written back each way (round to nearest,
+        /// master weights, stochastic rounding, Kahan summation), and plot
+        /// them side by side.
+        #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+        dtype: ferroptim::Dtype,
     },
     /// Runs every optimizer from the same start on classic test functions
     /// (Rosenbrock, Beale, a saddle, an ill-conditioned quadratic) and draws
@@ -254,11 +260,21 @@ fn run_demo(
     lr: &[String],
     data: Option<&PathBuf>,
     out: &PathBuf,
+    dtype: ferroptim::Dtype,
 ) -> Result<(), String> {
-    let names = if names.is_empty() {
-        demo::default_optimizers()
-    } else {
-        chosen(names)?
+    let ways: &[demo::Weights] = match dtype {
+        ferroptim::Dtype::F32 => &[demo::Weights::F32],
+        ferroptim::Dtype::BF16 => &demo::Weights::COMPARED,
+        other => {
+            return Err(format!(
+                "the demo trains float32 weights, or compares bfloat16 ones (--dtype bf16), not {other}"
+            ))
+        }
+    };
+    let names = match (names.is_empty(), dtype) {
+        (false, _) => chosen(names)?,
+        (true, ferroptim::Dtype::BF16) => vec!["sgd".to_string(), "adam".to_string()],
+        (true, _) => demo::default_optimizers(),
     };
     let rates = learning_rates(&names, lr)?;
     if settings.epochs == 0 || settings.batch_size == 0 || settings.hidden == 0 {
@@ -300,14 +316,27 @@ fn run_demo(
     .progress_chars("=> ");
     let mut runs = Vec::with_capacity(names.len());
     for (name, &rate) in names.iter().zip(&rates) {
-        let bar = indicatif::ProgressBar::new(settings.epochs as u64)
-            .with_style(style.clone())
-            .with_prefix(name.clone());
-        let run = demo::train(name, rate, &data, settings, &bar)?;
-        bar.finish_and_clear();
-        runs.push(run);
+        for &weights in ways {
+            let bar = indicatif::ProgressBar::new(settings.epochs as u64)
+                .with_style(style.clone())
+                .with_prefix(name.clone());
+            runs.push(demo::train(name, rate, &data, settings, weights, &bar)?);
+            bar.finish_and_clear();
+        }
     }
     print!("{}", demo::table(&runs));
+    if dtype == ferroptim::Dtype::BF16 {
+        let title = format!(
+            "{}: float32 against bfloat16 weights, by how the update is written back",
+            data.name
+        );
+        for file in ["bf16_modes.png", "bf16_modes.svg"] {
+            let path = out.join(file);
+            demo::draw_modes(&runs, &title, &path)?;
+            println!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     let title = format!("{}: training loss per epoch", data.name);
     for file in ["loss_curves.png", "loss_curves.svg"] {
         let path = out.join(file);
@@ -391,6 +420,7 @@ fn main() -> ExitCode {
             data,
             out,
             list,
+            dtype,
         } => {
             if *list {
                 let registry: Vec<_> = ferroptim::optim::registry::entries().collect();
@@ -414,7 +444,7 @@ fn main() -> ExitCode {
                 seed: *seed,
                 hidden: *hidden,
             };
-            run_demo(optimizers, &settings, lr, data.as_ref(), out)
+            run_demo(optimizers, &settings, lr, data.as_ref(), out, *dtype)
         }
         Command::Trajectories {
             out,

@@ -192,6 +192,44 @@ fn demo_trains_on_the_digits_prints_the_table_and_draws_the_curves() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
+/// `demo --dtype bf16`: bfloat16 weights written back by round to nearest
+/// lag behind float32 (a final training loss 1.5x or more), and each of the
+/// three modes keeps up: test accuracy within half a point of float32.
+#[test]
+fn demo_in_bf16_shows_round_to_nearest_lagging_and_each_mode_keeping_up() {
+    let out = std::env::temp_dir().join(format!("ferroptim-bf16-{}", std::process::id()));
+    let stdout = stdout_of_success(
+        ferroptim()
+            .args(["demo", "--dtype", "bf16", "--out"])
+            .arg(&out),
+    );
+    let png = std::fs::read(out.join("bf16_modes.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
+    // | optimizer | weights | lr | loss | accuracy% | seconds | steps/s |
+    let row = |name: &str, weights: &str| -> (f64, f64) {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} | {weights} |")))
+            .unwrap_or_else(|| panic!("no row for {name} {weights}:\n{stdout}"));
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        (
+            cells[4].parse().unwrap(),
+            cells[5].trim_end_matches('%').parse().unwrap(),
+        )
+    };
+    for name in ["sgd", "adam"] {
+        let (f32_loss, f32_accuracy) = row(name, "float32");
+        let (nearest_loss, _) = row(name, "bf16, round to nearest");
+        assert!(nearest_loss > 1.5 * f32_loss, "{name}:\n{stdout}");
+        for mode in ["master weights", "stochastic rounding", "kahan summation"] {
+            let (loss, accuracy) = row(name, &format!("bf16 + {mode}"));
+            assert!(accuracy >= f32_accuracy - 0.5, "{name} {mode}:\n{stdout}");
+            assert!(nearest_loss > 1.5 * loss, "{name} {mode}:\n{stdout}");
+        }
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
 #[test]
 fn demo_refuses_bad_input_in_one_line() {
     let missing = std::env::temp_dir().join("ferroptim-no-such-mnist-dir");
@@ -207,6 +245,7 @@ fn demo_refuses_bad_input_in_one_line() {
         vec!["demo", "--optimizers", "adam", "--lr", "sgd=0.1"],
         vec!["demo", "--optimizers", "adam", "--lr", "fast"],
         vec!["demo", "--epochs", "0"],
+        vec!["demo", "--dtype", "f16"],
         vec!["demo", "--optimizers", "adam", "--lr=-1"],
         // A negative number after a space is a value, refused as a learning rate.
         vec!["demo", "--optimizers", "adam", "--lr", "-1"],
