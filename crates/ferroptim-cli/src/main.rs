@@ -104,6 +104,11 @@ enum Command {
         /// (the floor moves the same bytes).
         #[arg(long, default_value = "f32", value_parser = parse_dtype)]
         dtype: ferroptim::Dtype,
+        /// With --dtype bf16 or f16: a group key turning on a 16-bit mode
+        /// (master_weights, stochastic_rounding, kahan_summation); the floor
+        /// is then the float32 step's.
+        #[arg(long)]
+        precision: Option<String>,
     },
 }
 
@@ -125,6 +130,7 @@ fn bench(
     json: bool,
     threads: &[usize],
     dtype: ferroptim::Dtype,
+    precision: Option<&str>,
 ) -> Result<(), String> {
     let mut names = chosen(names)?;
     // What a dense step's time cannot be measured for, named explicitly: say why.
@@ -166,7 +172,7 @@ fn bench(
         .collect();
     let mut rows = Vec::new();
     for &t in threads {
-        rows.extend(bench::run(&names, &sizes, reps, t, dtype)?);
+        rows.extend(bench::run(&names, &sizes, reps, t, dtype, precision)?);
     }
     if json {
         for r in &rows {
@@ -458,7 +464,16 @@ fn main() -> ExitCode {
             json,
             threads,
             dtype,
-        } => bench(optimizers, *reps, *shrink, *json, threads, *dtype),
+            precision,
+        } => bench(
+            optimizers,
+            *reps,
+            *shrink,
+            *json,
+            threads,
+            *dtype,
+            precision.as_deref(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -907,10 +907,37 @@ fn update_widened<A: Algorithm, S: Storage<Math = f32>>(
     let GradRef::Dense(g) = grad else {
         return check_dense_only_dtype::<A>(S::DTYPE, index);
     };
-    let g: Vec<f32> = g.iter().map(|&x| x.load()).collect();
-    let state =
-        slot.get_or_insert_with(|| options.init_state_from(x, &ParamMeta::new(shape, Dtype::F32)));
-    options.update(x, &g, shape, state)
+    with_buffer(|buffer| {
+        buffer.extend(g.iter().map(|&x| x.load()));
+        let g = &buffer[..];
+        let meta = ParamMeta::new(shape, Dtype::F32);
+        let state = slot.get_or_insert_with(|| options.init_state_from(x, &meta));
+        options.update(x, g, shape, state)
+    })
+}
+
+/// Runs `f` on an empty float32 buffer kept by the thread between steps
+/// (for a parameter's widened values or gradient): a fresh allocation per step is, for a 10M-element
+/// parameter, 40 MB of page faults that cost as much as the step. The
+/// buffer is taken out of the thread's pool while `f` runs (so a nested
+/// call, or a step of another parameter stolen by this thread, takes
+/// another); the pool keeps at most four, each as large as the largest
+/// parameter it has held.
+fn with_buffer<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    use std::cell::RefCell;
+    thread_local! {
+        static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    }
+    let mut buffer = POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    buffer.clear();
+    let result = f(&mut buffer);
+    POOL.with(|p| {
+        let mut pool = p.borrow_mut();
+        if pool.len() < 4 {
+            pool.push(buffer);
+        }
+    });
+    result
 }
 
 /// A 16-bit parameter's step through its float32 master copy (see
@@ -960,12 +987,15 @@ fn update_rounded<A: Algorithm>(
         Some(Companion::Rounding { seed, step }) => (*seed, *step),
         _ => (index as u64, 0),
     };
-    let mut x: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
-    update_widened(options, index, shape, &mut x, grad, slot)?;
-    let stream = crate::kernels::rounding::Stream::new(seed, step);
-    for (i, (v, &x)) in values.iter_mut().zip(&x).enumerate() {
-        *v = crate::kernels::rounding::round_bf16(x, stream.bits(i as u64));
-    }
+    with_buffer(|x| -> Result<()> {
+        x.extend(values.iter().map(|v| v.to_f32()));
+        update_widened(options, index, shape, x, grad, slot)?;
+        let stream = crate::kernels::rounding::Stream::new(seed, step);
+        for (i, (v, &x)) in values.iter_mut().zip(x.iter()).enumerate() {
+            *v = crate::kernels::rounding::round_bf16(x, stream.bits(i as u64));
+        }
+        Ok(())
+    })?;
     *companion = Some(Companion::Rounding {
         seed,
         step: step + 1,
@@ -985,23 +1015,29 @@ fn update_kahan<A: Algorithm, S: Storage<Math = f32>>(
     slot: &mut Option<A::State>,
     companion: &mut Option<Companion>,
 ) -> Result<()> {
-    let mut x: Vec<f32> = values.iter().map(|v| v.load()).collect();
-    update_widened(options, index, shape, &mut x, grad, slot)?;
-    let mut fresh = None;
-    let comp = match companion {
-        Some(Companion::Kahan(c)) => c,
-        _ => fresh.insert(Tensor::from_vec(vec![S::store(0.0); values.len()], shape)?),
-    };
-    for ((v, c), &new) in values.iter_mut().zip(comp.as_slice_mut::<S>()?).zip(&x) {
-        let old = v.load();
-        let sum = S::store(c.load() + (new - old));
-        *v = S::store(old + sum.load());
-        *c = S::store(sum.load() + S::store(old - v.load()).load());
-    }
-    if let Some(c) = fresh {
-        *companion = Some(Companion::Kahan(c));
-    }
-    Ok(())
+    with_buffer(|x| -> Result<()> {
+        x.extend(values.iter().map(|v| v.load()));
+        update_widened(options, index, shape, x, grad, slot)?;
+        let mut fresh = None;
+        let comp = match companion {
+            Some(Companion::Kahan(c)) => c,
+            _ => fresh.insert(Tensor::from_vec(vec![S::store(0.0); values.len()], shape)?),
+        };
+        for ((v, c), &new) in values
+            .iter_mut()
+            .zip(comp.as_slice_mut::<S>()?)
+            .zip(x.iter())
+        {
+            let old = v.load();
+            let sum = S::store(c.load() + (new - old));
+            *v = S::store(old + sum.load());
+            *c = S::store(sum.load() + S::store(old - v.load()).load());
+        }
+        if let Some(c) = fresh {
+            *companion = Some(Companion::Kahan(c));
+        }
+        Ok(())
+    })
 }
 
 /// Sparse gradients are taken for `f32` and `f64` parameters only.
