@@ -656,7 +656,8 @@ def group1_lr_scale(name: str, kwargs: dict) -> float:
 
 
 def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int, sparse: bool = False,
-             shapes: list | None = None, on_mid=None, lr_scale: float = GROUP1_LR_SCALE) -> dict:
+             shapes: list | None = None, on_mid=None, lr_scale: float = GROUP1_LR_SCALE,
+             no_grad: set = NO_GRAD) -> dict:
     gen = torch.Generator().manual_seed(seed)
     shapes = SPARSE_SHAPES if sparse else shapes or SHAPES
     params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
@@ -682,7 +683,7 @@ def run_case(cls, kwargs: dict, dtype: torch.dtype, seed: int, sparse: bool = Fa
             else:
                 g = torch.randn(p.shape, generator=gen, dtype=dtype)
                 record = tensor_json(g)
-            if (step, i) in NO_GRAD:
+            if (step, i) in no_grad:
                 p.grad = None
                 grads.append(None)
             else:

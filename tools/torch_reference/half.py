@@ -4,6 +4,7 @@
     .venv/bin/python tools/torch_reference/half.py            # every optimizer in HALF
     .venv/bin/python tools/torch_reference/half.py adam       # just one
     .venv/bin/python tools/torch_reference/half.py fused      # fused=True runs (FUSED)
+    .venv/bin/python tools/torch_reference/half.py fused sgd  # just one of them
 
 For each optimizer ferroptim steps in bfloat16 and float16, it runs the
 configurations `generate.py` runs (torch's `optim_inputs_func_<name>` plus its
@@ -47,11 +48,16 @@ SHAPES = [(), (10, 9), (7,), (0, 3)]
 
 
 # torch's fused CPU kernels (fused=True), and the dtypes they take.
-FUSED = ["adam", "adamw"]
+FUSED = ["adam", "adamw", "sgd", "adagrad"]
 FUSED_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 FUSED_DIR = g.OUT_DIR / "fused"
 # Implementation flags a fused run cannot combine with.
 NOT_WITH_FUSED = {"foreach", "differentiable", "capturable", "fused"}
+# torch's fused SGD cannot step a group where some parameters have a momentum
+# buffer and others not yet (`_fused_sgd` passes `None` to the kernel: "expected
+# Tensor as element 0 in argument 2"), so its runs give parameter 0 a gradient
+# from the first step; parameter 2 still skips one.
+FUSED_NO_GRAD = {"sgd": {(7, 2)}}
 
 
 def generate(name: str, fused: bool = False) -> dict:
@@ -82,8 +88,9 @@ def generate(name: str, fused: bool = False) -> dict:
                 path = OUT_DIR / f"{name}-{dtype_name}.pt"
                 case["saved_mid"] = path.name
                 on_mid = lambda opt, path=path: torch.save(opt.state_dict(), path)  # noqa: E731
+            no_grad = FUSED_NO_GRAD.get(name, g.NO_GRAD) if fused else g.NO_GRAD
             case.update(g.run_case(cls, dict(kwargs), dtype, seed, False, SHAPES, on_mid=on_mid,
-                                   lr_scale=g.group1_lr_scale(name, kwargs)))
+                                   lr_scale=g.group1_lr_scale(name, kwargs), no_grad=no_grad))
             cases.append(case)
     return {
         "generator": "tools/torch_reference/half.py" + (" fused" if fused else ""),
@@ -107,9 +114,11 @@ def main(argv: list[str]) -> None:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     names = argv[1:] or HALF + ["fused"]
     if "fused" in names:
-        names.remove("fused")
+        # `fused [names]`: those of FUSED named after it (all by default).
+        at = names.index("fused")
+        names, fused = names[:at], names[at + 1:] or FUSED
         FUSED_DIR.mkdir(parents=True, exist_ok=True)
-        for name in FUSED:
+        for name in fused:
             write(FUSED_DIR / f"{name}.json", generate(name, fused=True))
     for name in names:
         write(OUT_DIR / f"{name}.json", generate(name))

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
-use crate::group::ParamGroup;
+use crate::group::{ParamGroup, Precision};
 use crate::param::SparseGrad;
 use crate::slot::{ParamMeta, ParamSlot};
 use crate::state::ParamState;
@@ -294,7 +294,11 @@ pub trait Algorithm: Hyperparameters {
         state: &mut Self::State,
     ) -> Result<()> {
         let _ = (param, grad, shape, state);
-        Err(reduced_unsupported::<Self>("a parameter".into(), S::DTYPE))
+        Err(reduced_unsupported::<Self>(
+            "a parameter".into(),
+            S::DTYPE,
+            widens(self),
+        ))
     }
 
     /// Whether a parameter of `shape` can be optimized at all (Muon takes
@@ -338,41 +342,78 @@ pub trait Algorithm: Hyperparameters {
     }
 }
 
-/// The refusal of a 16-bit parameter by an algorithm that does not step them.
-pub(crate) fn reduced_unsupported<A: Hyperparameters>(what: String, dtype: Dtype) -> Error {
+/// The refusal of a 16-bit parameter by an algorithm that does not step
+/// it: `widens` when it would, in a group with one of the float32 modes.
+pub(crate) fn reduced_unsupported<A: Hyperparameters>(
+    what: String,
+    dtype: Dtype,
+    widens: bool,
+) -> Error {
     Error::DtypeUnsupported {
         what,
         dtype,
         refused_by: A::NAME,
-        supported: "float32 and float64",
+        supported: if widens {
+            "float32 and float64; bfloat16 and float16 in a group with master_weights \
+             or kahan_summation, bfloat16 with stochastic_rounding"
+        } else {
+            "float32 and float64"
+        },
     }
 }
 
-/// Whether parameter number `param`, of `dtype`, is one `A` steps: checked
-/// when its group is added and before its first step, so that a refused
-/// dtype never reaches an update.
-pub(crate) fn check_dtype<A: Algorithm>(dtype: Dtype, param: usize) -> Result<()> {
-    if dtype.is_reduced() && !A::REDUCED {
+/// Whether `A` steps a 16-bit parameter in a group with one of the float32
+/// modes (master weights, stochastic rounding, Kahan summation), which run
+/// its float32 update on the widened parameter: every algorithm whose step
+/// is one update per parameter, not Prodigy's two passes over every
+/// parameter nor Schedule-Free's train/eval switch of the stored values.
+pub(crate) fn widens<A: Algorithm>(options: &A) -> bool {
+    !A::GATHERS && options.train_mode().is_none()
+}
+
+/// Whether parameter number `param`, of `dtype`, in a group written back
+/// by `precision`, is one `A` steps: checked when its group is added, when
+/// a state_dict is loaded and before its first step, so that a refused
+/// dtype never reaches an update. A 16-bit parameter is stepped by the
+/// [`Algorithm::REDUCED`] algorithms in any group, and by every algorithm
+/// that [`widens`] in a group with a float32 mode.
+pub(crate) fn check_dtype<A: Algorithm>(
+    options: &A,
+    dtype: Dtype,
+    precision: Precision,
+    param: usize,
+) -> Result<()> {
+    let widened = precision != Precision::Plain && widens(options);
+    if dtype.is_reduced() && !A::REDUCED && !widened {
         return Err(reduced_unsupported::<A>(
             format!("parameter {param}"),
             dtype,
+            widens(options),
         ));
     }
     Ok(())
 }
 
-/// The check of the optimizers whose sparse path cannot add a weight decay
-/// (torch fails inside the step: `add(sparse, dense) is not supported`):
-/// any gradient without it, dense ones only with it.
+/// The check of SGD and Adagrad, whose sparse path cannot add a weight
+/// decay (torch fails inside the step: `add(sparse, dense) is not
+/// supported`) and whose fused kernel takes no sparse gradient (torch:
+/// "`_fused_sgd` does not support sparse gradients"): any dense gradient,
+/// a sparse one only with neither.
 pub(crate) fn sparse_without_weight_decay<A: Hyperparameters>(
     sparse: bool,
     weight_decay: f64,
+    fused: Option<bool>,
     param: usize,
 ) -> Result<()> {
-    if sparse && weight_decay != 0.0 {
+    let option = match (weight_decay != 0.0, fused == Some(true)) {
+        (_, true) => "fused",
+        (true, false) => "weight_decay",
+        (false, false) => return Ok(()),
+    };
+    if sparse {
         return Err(Error::SparseGradIncompatible {
             optimizer: A::NAME,
-            option: "weight_decay",
+            option,
             param,
         });
     }

@@ -272,11 +272,11 @@ pub enum Error {
 
     /// A sparse gradient met a hyperparameter that needs dense ones (torch:
     /// "weight_decay option is not compatible with sparse gradients").
-    #[error("{optimizer}: the {option} option is not compatible with sparse gradients (parameter {param}); set it to 0 or pass a dense gradient")]
+    #[error("{optimizer}: the {option} option is not compatible with sparse gradients (parameter {param}); turn it off (0, or fused=None) or pass a dense gradient")]
     SparseGradIncompatible {
         /// The optimizer's torch name.
         optimizer: &'static str,
-        /// The hyperparameter that must be 0 with sparse gradients.
+        /// The hyperparameter that must be off (0, or `fused` not true) with sparse gradients.
         option: &'static str,
         /// The parameter's index in state_dict numbering.
         param: usize,

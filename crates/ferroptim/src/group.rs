@@ -266,7 +266,6 @@ pub(crate) fn strip_torch_flags<A: Hyperparameters>(
             };
             if !honoured {
                 let why = match key.as_str() {
-                    "fused" => "torch's fused kernels are implemented for Adam and AdamW only; ferroptim runs torch's default (single-tensor) arithmetic here, pass fused=None or False",
                     "capturable" => "capturable is for CUDA graphs; ferroptim steps on the CPU, pass capturable=False",
                     _ => "ferroptim's step is not differentiable (no autograd through the update), pass differentiable=False",
                 };
@@ -443,8 +442,8 @@ pub struct Groups<H: Hyperparameters, P: ParamSlot = Param> {
 }
 
 /// A check of each new parameter (its group's options, the parameter, its
-/// state_dict index), as Muon refuses vectors.
-pub(crate) type ParamCheck<'c, H, P> = &'c dyn Fn(&H, &P, usize) -> Result<()>;
+/// state_dict index, how its group writes it back), as Muon refuses vectors.
+pub(crate) type ParamCheck<'c, H, P> = &'c dyn Fn(&H, &P, usize, Precision) -> Result<()>;
 
 impl<H: Hyperparameters, P: ParamSlot> Groups<H, P> {
     /// Groups from `params`, hyperparameters a group leaves out taken from
@@ -495,7 +494,7 @@ impl<H: Hyperparameters, P: ParamSlot> Groups<H, P> {
         let first = self.keys.len();
         for (i, p) in spec.params.iter().enumerate() {
             precision.check_dtype::<H>(p.dtype(), first + i)?;
-            check(&options, p, first + i)?;
+            check(&options, p, first + i, precision)?;
         }
         let mut extra = Map::new();
         if let Some(key) = precision.key() {

@@ -369,7 +369,12 @@ pub enum StepOutcome {
 /// so what rounding loses from θ stays in `c` and is added at a later step.
 /// A float32 or float64 parameter in such a group is a typed error.
 ///
-/// A group turns on at most one of the three modes.
+/// A group turns on at most one of the three modes. Each runs the
+/// algorithm's float32 update, so it serves every algorithm whose step is
+/// one update per parameter, those without a 16-bit path of their own
+/// (Lion, Muon, SOAP, Adafactor, LAMB, ...) included; not Prodigy, whose
+/// step is two passes over every parameter, nor Schedule-Free, whose
+/// train/eval switch moves the stored values.
 #[derive(Clone, Debug)]
 pub struct Optim<A: Algorithm, P: ParamSlot = Param> {
     groups: Groups<A, P>,
@@ -382,8 +387,13 @@ pub struct Optim<A: Algorithm, P: ParamSlot = Param> {
     hooks: OptimizerHooks,
 }
 
-fn check_param<A: Algorithm, P: ParamSlot>(options: &A, p: &P, index: usize) -> Result<()> {
-    crate::algorithm::check_dtype::<A>(p.dtype(), index)?;
+fn check_param<A: Algorithm, P: ParamSlot>(
+    options: &A,
+    p: &P,
+    index: usize,
+    precision: Precision,
+) -> Result<()> {
+    crate::algorithm::check_dtype(options, p.dtype(), precision, index)?;
     options.check_param(&p.shape(), index)
 }
 
@@ -475,9 +485,9 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
         crate::parallel::with_pool(|exec| {
             let mut first = 0;
             for (group, states) in self.groups.as_slice().iter().zip(&self.states) {
-                let options = &group.options;
+                let (options, precision) = (&group.options, Precision::of(&group.extra));
                 let check = |(i, (p, state)): (usize, (&P, &Option<A::State>))| {
-                    check_one(options, first + i, p, state.as_ref()).err()
+                    check_one(options, first + i, p, state.as_ref(), precision).err()
                 };
                 let found = match &exec {
                     Exec::Install(pool) if group.params.len() > 1 => pool.install(|| {
@@ -527,6 +537,7 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
                         data => Err(reduced_unsupported::<A>(
                             format!("parameter {}", first + i),
                             data.dtype(),
+                            false,
                         )),
                     })?;
                 }
@@ -549,16 +560,19 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
         let mut total = 0.0f32;
         for (index, p) in self.groups.params().enumerate() {
             p.with_grad_mut(index, &mut |g| {
+                // A 16-bit gradient is in a float32 mode's group (check_dtype
+                // refuses it elsewhere), whose step is the float32 one: widened.
+                fn widened<S: Storage<Math = f32>>(g: &[S]) -> f32 {
+                    with_buffer(|b| {
+                        b.extend(g.iter().map(|x| x.load()));
+                        norm(b)
+                    })
+                }
                 let n = match g {
                     TensorDataMut::F32(v) => norm(v),
                     TensorDataMut::F64(v) => norm(v),
-                    // check_dtype refuses them for every algorithm that takes this norm.
-                    g => {
-                        return Err(reduced_unsupported::<A>(
-                            format!("parameter {index}"),
-                            g.dtype(),
-                        ))
-                    }
+                    TensorDataMut::BF16(v) => widened(v),
+                    TensorDataMut::F16(v) => widened(v),
                 };
                 total += n * n;
                 Ok(())
@@ -738,6 +752,14 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
             let saved = opt.groups.read_saved(&sd.param_groups, true)?;
             let position = Groups::<A, P>::positions(&saved)?;
             let groups = opt.groups.as_slice();
+            // A 16-bit parameter of an algorithm that steps it only in a
+            // float32 mode needs its saved group to have one.
+            for (group, saved) in groups.iter().zip(&saved) {
+                for (p, &id) in group.params.iter().zip(&saved.ids) {
+                    let precision = saved.precision();
+                    crate::algorithm::check_dtype(&saved.options, p.dtype(), precision, id)?;
+                }
+            }
             let mut states: Vec<Vec<Option<A::State>>> =
                 groups.iter().map(|g| vec![None; g.params.len()]).collect();
             let mut companions: Vec<Vec<Option<Companion>>> =
@@ -785,6 +807,7 @@ fn check_one<A: Algorithm, P: ParamSlot>(
     index: usize,
     p: &P,
     state: Option<&A::State>,
+    precision: Precision,
 ) -> Result<()> {
     if let Some(kind) = p.grad_kind(index)? {
         options.check_grad(kind == GradKind::Sparse, index)?;
@@ -793,7 +816,7 @@ fn check_one<A: Algorithm, P: ParamSlot>(
         }
         match state {
             Some(state) => options.check_state(state, index)?,
-            None => check_param(options, p, index)?,
+            None => check_param(options, p, index, precision)?,
         }
     }
     Ok(())
@@ -902,8 +925,9 @@ fn update_widened<A: Algorithm, S: Storage<Math = f32>>(
     x: &mut [f32],
     grad: GradRef<'_, S>,
     slot: &mut Option<A::State>,
+    precision: Precision,
 ) -> Result<()> {
-    crate::algorithm::check_dtype::<A>(S::DTYPE, index)?;
+    crate::algorithm::check_dtype(options, S::DTYPE, precision, index)?;
     let GradRef::Dense(g) = grad else {
         return check_dense_only_dtype::<A>(S::DTYPE, index);
     };
@@ -961,7 +985,15 @@ fn update_master<A: Algorithm, S: Storage<Math = f32>>(
         )?),
     };
     let m = master.as_slice_mut::<f32>()?;
-    update_widened(options, index, shape, m, grad, slot)?;
+    update_widened(
+        options,
+        index,
+        shape,
+        m,
+        grad,
+        slot,
+        Precision::MasterWeights,
+    )?;
     for (v, &x) in values.iter_mut().zip(m.iter()) {
         *v = S::store(x);
     }
@@ -989,7 +1021,8 @@ fn update_rounded<A: Algorithm>(
     };
     with_buffer(|x| -> Result<()> {
         x.extend(values.iter().map(|v| v.to_f32()));
-        update_widened(options, index, shape, x, grad, slot)?;
+        let mode = Precision::StochasticRounding;
+        update_widened(options, index, shape, x, grad, slot, mode)?;
         let stream = crate::kernels::rounding::Stream::new(seed, step);
         for (i, (v, &x)) in values.iter_mut().zip(x.iter()).enumerate() {
             *v = crate::kernels::rounding::round_bf16(x, stream.bits(i as u64));
@@ -1017,7 +1050,8 @@ fn update_kahan<A: Algorithm, S: Storage<Math = f32>>(
 ) -> Result<()> {
     with_buffer(|x| -> Result<()> {
         x.extend(values.iter().map(|v| v.load()));
-        update_widened(options, index, shape, x, grad, slot)?;
+        let mode = Precision::KahanSummation;
+        update_widened(options, index, shape, x, grad, slot, mode)?;
         let mut fresh = None;
         let comp = match companion {
             Some(Companion::Kahan(c)) => c,
@@ -1063,7 +1097,7 @@ fn update_reduced<A: Algorithm, S: Storage>(
     grad: GradRef<'_, S>,
     slot: &mut Option<A::State>,
 ) -> Result<()> {
-    crate::algorithm::check_dtype::<A>(S::DTYPE, index)?;
+    crate::algorithm::check_dtype(options, S::DTYPE, Precision::Plain, index)?;
     let GradRef::Dense(g) = grad else {
         return check_dense_only_dtype::<A>(S::DTYPE, index);
     };
@@ -1108,6 +1142,7 @@ fn gather_one<A: Algorithm, P: ParamSlot>(
                 return Err(reduced_unsupported::<A>(
                     format!("parameter {index}"),
                     data.dtype(),
+                    false,
                 ))
             }
         };

@@ -175,6 +175,44 @@ impl<T: Element> AdaptiveScalars<T> {
     }
 }
 
+/// The scalars of one step of torch's fused CPU Adagrad (`fused=True`):
+/// Adagrad's, in `S::Math` (`float` for the 16-bit types).
+#[derive(Clone, Copy, Debug)]
+pub struct FusedAdagradScalars<T>(pub AdaptiveScalars<T>);
+
+/// One step of torch's fused CPU Adagrad (`_fused_adagrad_`,
+/// `aten/src/ATen/native/cpu/FusedAdagradKernel.cpp`): every value loaded
+/// into `S::Math`, `g ← ±g + λ·θ` and `s ← s + g²` as fused multiply-adds,
+/// `θ ← θ − clr·g/(√s + ε)` from the unrounded sum, and only `s` and `θ`
+/// rounded to the dtype as they are stored (torch's default path rounds
+/// `√s` and `√s + ε` too). Its vector and scalar loops compute alike.
+pub fn adagrad_fused<S: Storage>(
+    slices: AdagradSlices<'_, S>,
+    h: &FusedAdagradScalars<S::Math>,
+) -> Result<()> {
+    super::run(slices, h)
+}
+
+impl<S: Storage> Loop<AdagradSlices<'_, S>> for FusedAdagradScalars<S::Math> {
+    #[inline(always)]
+    fn run(&self, s: AdagradSlices<'_, S>) {
+        let h = &self.0;
+        for ((p, &g), sum) in s.param.iter_mut().zip(s.grad).zip(s.sum.iter_mut()) {
+            let x = p.load();
+            let mut g = g.load();
+            if h.maximize {
+                g = -g;
+            }
+            if let Some(wd) = h.weight_decay {
+                g = x.mul_add(wd, g);
+            }
+            let s_new = g.mul_add(g, sum.load());
+            *sum = S::store(s_new);
+            *p = S::store(x + (h.neg_lr * g) / (s_new.sqrt() + h.eps));
+        }
+    }
+}
+
 slices!(
     /// RMSprop's slices.
     RmspropSlices, "rmsprop" {

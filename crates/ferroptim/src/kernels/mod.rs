@@ -58,8 +58,8 @@ pub use adam_family::{
 };
 pub use adan::{adan, AdanScalars, AdanSlices};
 pub use adaptive::{
-    adadelta, adagrad, rmsprop, AdadeltaScalars, AdadeltaSlices, AdagradSlices, AdaptiveScalars,
-    RmspropScalars, RmspropSlices,
+    adadelta, adagrad, adagrad_fused, rmsprop, AdadeltaScalars, AdadeltaSlices, AdagradSlices,
+    AdaptiveScalars, FusedAdagradScalars, RmspropScalars, RmspropSlices,
 };
 pub use asgd_rprop::{asgd, rprop, AsgdScalars, AsgdSlices, RpropScalars, RpropSlices};
 pub use lamb::{
@@ -78,7 +78,9 @@ pub use schedule_free::{
     adamw_schedule_free, sgd_schedule_free, switch_mode, AdamWScheduleFreeScalars,
     AdamWScheduleFreeSlices, ScheduleFreeScalars, SgdScheduleFreeSlices,
 };
-pub use sgd::{sgd, sgd_momentum, SgdMomentumSlices, SgdScalars, SgdSlices};
+pub use sgd::{
+    sgd, sgd_fused, sgd_momentum, FusedSgdScalars, SgdMomentumSlices, SgdScalars, SgdSlices,
+};
 pub use sparse::{adagrad_sparse, sgd_sparse, sparse_adam, SparseAdamScalars};
 
 pub(crate) fn check_len(

@@ -173,3 +173,105 @@ impl<T: Element> SgdScalars<T> {
         }
     }
 }
+
+/// The scalars of one step of torch's fused CPU SGD (`fused=True`): SGD's,
+/// computed in `S::Math` (`float` for the 16-bit types, the Python floats
+/// rounded to it once) with one rounding per stored value.
+#[derive(Clone, Copy, Debug)]
+pub struct FusedSgdScalars<T>(pub SgdScalars<T>);
+
+/// One step of torch's fused CPU SGD (`_fused_sgd_`,
+/// `aten/src/ATen/native/cpu/FusedSGDKernel.cpp`), with or without a
+/// momentum buffer (`momentum_buffer: None` when `momentum == 0`): every
+/// value loaded into `S::Math`, then
+///
+/// ```text
+/// g ← ±g + λ·θ                                   (one fma)
+/// b ← g  (first step)   or   b ← μ·b + (1−τ)·g   (one fma, see below)
+/// g ← g + μ·b (nesterov, one fma)   or   g ← b
+/// θ ← θ − lr·g                                   (one fma)
+/// ```
+///
+/// and only `b` and `θ` rounded to the dtype, as they are stored; Nesterov
+/// and the parameter read the unrounded `b`. The compiler fuses the
+/// buffer's update one way in torch's vector loop (`fma(1−τ, g, μ·b)`) and
+/// the other in its scalar loop (`fma(b, μ, (1−τ)·g)`), which runs the last
+/// `n % block` elements, `block` being one `Vectorized<S>`: 16 bfloat16 or
+/// float16, 8 `f32`, 4 `f64` (element by element against torch 2.15's AVX2
+/// build; its AVX-512 build's vectors are twice as long, so there the last
+/// `n % (2·block)` elements would take the scalar loop's form).
+pub fn sgd_fused<S: Storage>(
+    param: &mut [S],
+    grad: &[S],
+    momentum_buffer: Option<&mut [S]>,
+    h: &FusedSgdScalars<S::Math>,
+) -> Result<()> {
+    let block = 32 / S::DTYPE.size();
+    let tail = FusedSgdScalars(h.0.with_tail(true));
+    match momentum_buffer {
+        None => super::run_blocks(SgdSlices { param, grad }, block, h, &tail),
+        Some(momentum_buffer) => {
+            let slices = SgdMomentumSlices {
+                param,
+                grad,
+                momentum_buffer,
+            };
+            super::run_blocks(slices, block, h, &tail)
+        }
+    }
+}
+
+impl<S: Storage> Loop<SgdSlices<'_, S>> for FusedSgdScalars<S::Math> {
+    #[inline(always)]
+    fn run(&self, s: SgdSlices<'_, S>) {
+        for (p, &g) in s.param.iter_mut().zip(s.grad) {
+            self.element(p, g, None);
+        }
+    }
+}
+
+impl<S: Storage> Loop<SgdMomentumSlices<'_, S>> for FusedSgdScalars<S::Math> {
+    #[inline(always)]
+    fn run(&self, s: SgdMomentumSlices<'_, S>) {
+        super::tail_constant!(self.0.tail, momentum(s))
+    }
+}
+
+impl<T: Element> FusedSgdScalars<T> {
+    #[inline(always)]
+    fn momentum<S: Storage<Math = T>>(&self, s: SgdMomentumSlices<'_, S>) {
+        let buffers = s.momentum_buffer.iter_mut();
+        for ((p, &g), b) in s.param.iter_mut().zip(s.grad).zip(buffers) {
+            self.element(p, g, Some(b));
+        }
+    }
+
+    #[inline(always)]
+    fn element<S: Storage<Math = T>>(&self, p: &mut S, g: S, b: Option<&mut S>) {
+        let h = &self.0;
+        let x = p.load();
+        let mut g = g.load();
+        if h.maximize {
+            g = -g;
+        }
+        if let Some(wd) = h.weight_decay {
+            g = x.mul_add(wd, g);
+        }
+        if let Some(b) = b {
+            let b_new = if h.first {
+                g
+            } else if h.tail {
+                b.load().mul_add(h.momentum, h.one_minus_dampening * g)
+            } else {
+                h.one_minus_dampening.mul_add(g, b.load() * h.momentum)
+            };
+            *b = S::store(b_new);
+            g = if h.nesterov {
+                b_new.mul_add(h.momentum, g)
+            } else {
+                b_new
+            };
+        }
+        *p = S::store(g.mul_add(h.neg_lr, x));
+    }
+}

@@ -56,6 +56,11 @@ pub struct AdagradConfig {
     pub eps: f64,
     /// Maximize the objective instead of minimizing (default false).
     pub maximize: bool,
+    /// torch's `fused=True` (default `None`, torch's single-tensor path):
+    /// its fused CPU kernel's arithmetic, computed in `f32` for the 16-bit
+    /// dtypes with one rounding per stored value (see
+    /// [`kernels::adagrad_fused`]). As torch, it takes no sparse gradients.
+    pub fused: Option<bool>,
 }
 
 impl Default for AdagradConfig {
@@ -67,6 +72,7 @@ impl Default for AdagradConfig {
             initial_accumulator_value: 0.0,
             eps: 1e-10,
             maximize: false,
+            fused: None,
         }
     }
 }
@@ -87,8 +93,8 @@ crate::param_state!(AdagradState {
 
 crate::hyperparameters!(AdagradConfig {
     name: "Adagrad",
-    torch_flags: &["foreach", "differentiable", "fused"],
-    optional_keys: &["maximize"],
+    torch_flags: &["foreach", "differentiable"],
+    optional_keys: &["maximize", "fused"],
 
     fn validate(&self) -> Result<()> {
         check_non_negative("lr", "Invalid learning rate", self.lr)?;
@@ -118,7 +124,12 @@ impl Algorithm for AdagradConfig {
     }
 
     fn check_grad(&self, sparse: bool, param: usize) -> Result<()> {
-        crate::algorithm::sparse_without_weight_decay::<Self>(sparse, self.weight_decay, param)
+        crate::algorithm::sparse_without_weight_decay::<Self>(
+            sparse,
+            self.weight_decay,
+            self.fused,
+            param,
+        )
     }
 
     fn update_sparse<T: Element>(
@@ -152,10 +163,25 @@ impl AdagradConfig {
         state: &mut AdagradState,
     ) -> Result<()> {
         let step = state.step + 1.0;
-        let clr = self.lr / (1.0 + (step - 1.0) * self.lr_decay);
+        let fused = self.fused == Some(true);
+        // torch's Python computes the decayed rate in two roundings; its
+        // fused C++ kernel's compiler fuses the multiply-add.
+        let clr = if fused {
+            self.lr / (step - 1.0).mul_add(self.lr_decay, 1.0)
+        } else {
+            self.lr / (1.0 + (step - 1.0) * self.lr_decay)
+        };
         let h = AdaptiveScalars::<S::Math>::new(-clr, self.weight_decay, self.eps, self.maximize);
-        let sum = state.sum.as_slice_mut::<S>()?;
-        kernels::adagrad(AdagradSlices { param, grad, sum }, &h)?;
+        let slices = AdagradSlices {
+            param,
+            grad,
+            sum: state.sum.as_slice_mut::<S>()?,
+        };
+        if fused {
+            kernels::adagrad_fused(slices, &kernels::FusedAdagradScalars(h))?;
+        } else {
+            kernels::adagrad(slices, &h)?;
+        }
         state.step = step;
         Ok(())
     }

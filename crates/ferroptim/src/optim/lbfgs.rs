@@ -152,7 +152,7 @@ impl<P: ParamSlot> Lbfgs<P> {
     /// LBFGS over `params`: one group, every parameter of the same dtype.
     /// `max_eval` left as `None` becomes `max_iter * 5 / 4`, as in torch.
     pub fn new(params: impl IntoParamGroups<P>, defaults: LbfgsConfig) -> Result<Self> {
-        let groups = Groups::new(params, defaults, &|_, _, _| Ok(()))?;
+        let groups = Groups::new(params, defaults, &|_, _, _, _| Ok(()))?;
         if groups.num_params() == 0 {
             return Err(Error::EmptyParamList);
         }

@@ -319,19 +319,19 @@ mod tests {
             [crate::Param::zeros::<f32>(&[2])],
         )
         .unwrap();
-        // Adam and AdamW run torch's fused kernel; the others refuse it.
-        let adam = super::super::build(
-            "adam",
-            r#"{"fused": true}"#,
-            [crate::Param::zeros::<f32>(&[2])],
-        );
-        assert_eq!(
-            adam.unwrap().hyperparameter(0, "fused"),
-            Some(serde_json::json!(true))
-        );
-        assert!(
-            build_err("sgd", r#"{"fused": true}"#).contains("`fused=true`: torch's fused kernels")
-        );
+        // The four optimizers torch has fused kernels for run them.
+        for name in ["adam", "adamw", "sgd", "adagrad"] {
+            let opt = super::super::build(
+                name,
+                r#"{"fused": true}"#,
+                [crate::Param::zeros::<f32>(&[2])],
+            );
+            assert_eq!(
+                opt.unwrap().hyperparameter(0, "fused"),
+                Some(serde_json::json!(true)),
+                "{name}"
+            );
+        }
         assert_eq!(
             build_err("adamw", r#"{"fused": true, "foreach": true}"#),
             "invalid AdamW configuration: `fused` and `foreach` cannot be `True` together."

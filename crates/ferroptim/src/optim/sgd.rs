@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::algorithm::Algorithm;
 use crate::error::{Error, Result};
-use crate::kernels::{self, SgdMomentumSlices, SgdScalars, SgdSlices};
+use crate::kernels::{self, FusedSgdScalars, SgdMomentumSlices, SgdScalars, SgdSlices};
 use crate::optimizer::Optim;
 use crate::param::SparseGrad;
 use crate::slot::ParamMeta;
@@ -65,6 +65,11 @@ pub struct SgdConfig {
     pub nesterov: bool,
     /// Maximize the objective instead of minimizing (default false).
     pub maximize: bool,
+    /// torch's `fused=True` (default `None`, torch's single-tensor path):
+    /// its fused CPU kernel's arithmetic, computed in `f32` for the 16-bit
+    /// dtypes with one rounding per stored value (see [`kernels::sgd_fused`]).
+    /// As torch, it takes no sparse gradients.
+    pub fused: Option<bool>,
 }
 
 impl Default for SgdConfig {
@@ -76,6 +81,7 @@ impl Default for SgdConfig {
             weight_decay: 0.0,
             nesterov: false,
             maximize: false,
+            fused: None,
         }
     }
 }
@@ -93,8 +99,8 @@ crate::param_state!(SgdState {
 
 crate::hyperparameters!(SgdConfig {
     name: "SGD",
-    torch_flags: &["foreach", "differentiable", "fused"],
-    optional_keys: &["nesterov", "maximize"],
+    torch_flags: &["foreach", "differentiable"],
+    optional_keys: &["nesterov", "maximize", "fused"],
 
     fn validate(&self) -> Result<()> {
         // torch's checks, in torch's order. torch lets a NaN through `lr < 0.0`; we don't.
@@ -136,7 +142,8 @@ impl SgdConfig {
             self.nesterov,
             self.maximize,
         );
-        step(h, self.momentum != 0.0, param, grad, shape, state)
+        let fused = self.fused == Some(true);
+        step(h, self.momentum != 0.0, fused, param, grad, shape, state)
     }
 }
 
@@ -149,7 +156,12 @@ impl Algorithm for SgdConfig {
     }
 
     fn check_grad(&self, sparse: bool, param: usize) -> Result<()> {
-        crate::algorithm::sparse_without_weight_decay::<Self>(sparse, self.weight_decay, param)
+        crate::algorithm::sparse_without_weight_decay::<Self>(
+            sparse,
+            self.weight_decay,
+            self.fused,
+            param,
+        )
     }
 
     fn update_sparse<T: Element>(
@@ -188,42 +200,39 @@ impl Algorithm for SgdConfig {
 }
 
 /// SGD's step with scalars `h` (LARS's too, with its trust ratio): without
-/// momentum, or with a buffer created from the first step's gradient.
+/// momentum, or with a buffer created from the first step's gradient; by
+/// torch's single-tensor arithmetic, or by its fused kernel's (`fused`).
 pub(super) fn step<S: Storage>(
     mut h: SgdScalars<S::Math>,
     momentum: bool,
+    fused: bool,
     param: &mut [S],
     grad: &[S],
     shape: &[usize],
     state: &mut SgdState,
 ) -> Result<()> {
+    let run = |h: &SgdScalars<S::Math>, param, grad, buffer: Option<&mut [S]>| match (fused, buffer)
+    {
+        (true, buffer) => kernels::sgd_fused(param, grad, buffer, &FusedSgdScalars(*h)),
+        (false, None) => kernels::sgd(SgdSlices { param, grad }, h),
+        (false, Some(momentum_buffer)) => kernels::sgd_momentum(
+            SgdMomentumSlices {
+                param,
+                grad,
+                momentum_buffer,
+            },
+            h,
+        ),
+    };
     if !momentum {
-        return kernels::sgd(SgdSlices { param, grad }, &h);
+        return run(&h, param, grad, None);
     }
     match &mut state.momentum_buffer {
-        Some(buf) => {
-            let momentum_buffer = buf.as_slice_mut::<S>()?;
-            kernels::sgd_momentum(
-                SgdMomentumSlices {
-                    param,
-                    grad,
-                    momentum_buffer,
-                },
-                &h,
-            )
-        }
+        Some(buf) => run(&h, param, grad, Some(buf.as_slice_mut::<S>()?)),
         None => {
             let mut buf = vec![S::default(); param.len()];
             h.first = true;
-            let momentum_buffer = &mut buf[..];
-            kernels::sgd_momentum(
-                SgdMomentumSlices {
-                    param,
-                    grad,
-                    momentum_buffer,
-                },
-                &h,
-            )?;
+            run(&h, param, grad, Some(&mut buf))?;
             state.momentum_buffer = Some(Tensor::from_vec(buf, shape)?);
             Ok(())
         }

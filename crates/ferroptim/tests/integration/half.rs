@@ -250,12 +250,12 @@ fn radam_matches_torch_in_16_bits() {
     replay("radam", 0.0);
 }
 
-/// torch's fused CPU Adam and AdamW (`fused=True`) in float32, float64,
-/// bfloat16 and float16, selected by the config's `fused` and recorded in
-/// the state_dict's groups.
+/// torch's fused CPU Adam, AdamW, SGD and Adagrad (`fused=True`) in
+/// float32, float64, bfloat16 and float16, selected by the config's `fused`
+/// and recorded in the state_dict's groups.
 #[test]
-fn fused_adam_and_adamw_match_torch_in_every_dtype() {
-    for name in ["adam", "adamw"] {
+fn fused_optimizers_match_torch_in_every_dtype() {
+    for name in ["adam", "adamw", "sgd", "adagrad"] {
         let per_dtype = replay_in("fused", name, 0.0);
         assert_eq!(per_dtype.len(), 4, "{name}: {:?}", per_dtype.keys());
     }
@@ -388,14 +388,16 @@ fn optimizers_without_a_16_bit_path_refuse_16_bit_parameters() {
         ])],
     )
     .err()
-    .expect("Lamb has no 16-bit path yet");
+    .expect("Lamb steps 16-bit parameters only in a float32 mode's group");
     assert!(
         matches!(&err, Error::DtypeUnsupported { what, dtype: Dtype::BF16, refused_by: "Lamb", .. } if what == "parameter 1"),
         "{err}"
     );
     assert_eq!(
         err.to_string(),
-        "parameter 1 has dtype bfloat16, which Lamb does not take (it takes float32 and float64)"
+        "parameter 1 has dtype bfloat16, which Lamb does not take (it takes float32 and float64; \
+         bfloat16 and float16 in a group with master_weights or kahan_summation, bfloat16 with \
+         stochastic_rounding)"
     );
     let mut opt = optim::build("lamb", "{}", vec![GroupSpec::new([f32_param])]).unwrap();
     let half = Param::new(Tensor::zeros(Dtype::F16, &[3]));

@@ -53,6 +53,18 @@ pub(crate) const CONFIGS: &[(&str, &str)] = &[
         "nadam",
         r#"{"lr": 0.002, "decoupled_weight_decay": true, "weight_decay": 0.1}"#,
     ),
+    // Beyond torch's 16-bit set: optimizers that step only float32 and
+    // float64 parameters, and 16-bit ones in a float32 mode's group.
+    ("adafactor", "{}"),
+    ("muon", r#"{"lr": 0.02}"#),
+    ("lion", r#"{"lr": 0.001, "weight_decay": 0.1}"#),
+    ("adopt", "{}"),
+    ("ademamix", "{}"),
+    ("lars", r#"{"lr": 0.1, "momentum": 0.9}"#),
+    // Both take the global gradient norm first.
+    ("lamb", r#"{"lr": 0.01, "pre_norm": true}"#),
+    ("adan", r#"{"lr": 0.005, "max_grad_norm": 1.0}"#),
+    ("soap", r#"{"precondition_frequency": 2}"#),
 ];
 
 /// The definition: the float32 optimizer on a float32 copy of the
@@ -173,24 +185,51 @@ fn bad_master_weights_are_typed_errors() {
     ];
     let err = optim::build("adam", "{}", bad).err().unwrap();
     assert!(err.to_string().contains("expected true or false"), "{err}");
-    // Optimizers with no 16-bit path still refuse 16-bit parameters.
-    let err = optim::build(
-        "lamb",
-        "{}",
-        master_group(vec![Param::new(reduced(Dtype::F16, &[1.0], &[1]))]),
-    )
-    .err()
-    .unwrap();
+    // Optimizers without torch's 16-bit path step 16-bit parameters only in
+    // a float32 mode's group; Prodigy (two passes over every parameter) and
+    // Schedule-Free (train/eval moves the stored values) not even there.
+    let half = || vec![Param::new(reduced(Dtype::F16, &[1.0], &[1]))];
+    let err = optim::build("lamb", "{}", vec![GroupSpec::new(half())])
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, Error::DtypeUnsupported { refused_by: "Lamb", supported, .. } if supported.contains("master_weights")),
+        "{err}"
+    );
+    for (name, torch) in [
+        ("prodigy", "Prodigy"),
+        ("sgdschedulefree", "SGDScheduleFree"),
+    ] {
+        let err = optim::build(name, "{}", master_group(half()))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, Error::DtypeUnsupported { refused_by, supported, .. } if *refused_by == torch && !supported.contains("master_weights")),
+            "{err}"
+        );
+    }
+    // Nor does a checkpoint without the mode load into such a group.
+    let p = Param::new(reduced(Dtype::BF16, &[1.0, 2.0], &[2]));
+    let mut lion = optim::build("lion", "{}", master_group(vec![p.clone()])).unwrap();
+    p.set_grad(reduced(Dtype::BF16, &[0.5, 0.5], &[2])).unwrap();
+    lion.step().unwrap();
+    let saved = lion.state_dict();
+    let mut plain = saved.clone();
+    plain.param_groups[0].remove("master_weights");
+    plain.state.get_mut(&0).unwrap().remove("master_weight");
+    let err = lion.load_state_dict(&plain).unwrap_err();
     assert!(
         matches!(
-            err,
+            &err,
             Error::DtypeUnsupported {
-                refused_by: "Lamb",
+                refused_by: "Lion",
+                dtype: Dtype::BF16,
                 ..
             }
         ),
         "{err}"
     );
+    assert_eq!(lion.state_dict(), saved, "a failed load changes nothing");
 
     let p = Param::new(reduced(Dtype::BF16, &[1.0, 2.0], &[2]));
     let mut opt = optim::build("adam", "{}", master_group(vec![p.clone()])).unwrap();

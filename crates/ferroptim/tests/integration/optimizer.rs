@@ -150,6 +150,92 @@ fn sparse_rows(p: &Param, rows: Vec<usize>) {
         .unwrap();
 }
 
+/// torch's fused SGD and Adagrad take no sparse gradient ("`_fused_sgd`
+/// does not support sparse gradients"): refused before anything changes,
+/// naming `fused`; the same optimizers take it unfused.
+#[test]
+fn fused_sgd_and_adagrad_refuse_sparse_gradients() {
+    for build in [
+        |p: Vec<Param>| -> Box<dyn Optimizer> {
+            let config = SgdConfig {
+                lr: 0.1,
+                momentum: 0.9,
+                fused: Some(true),
+                ..Default::default()
+            };
+            Box::new(Sgd::new(p, config).unwrap())
+        },
+        |p: Vec<Param>| -> Box<dyn Optimizer> {
+            let config = AdagradConfig {
+                fused: Some(true),
+                ..Default::default()
+            };
+            Box::new(Adagrad::new(p, config).unwrap())
+        },
+    ] {
+        let dense = Param::from_vec(vec![1.0f32, 2.0], &[2]).unwrap();
+        let emb = Param::from_vec(vec![1.0f32; 6], &[3, 2]).unwrap();
+        let mut opt = build(vec![dense.clone(), emb.clone()]);
+        let before = opt.state_dict();
+        grad(&dense, 1.0);
+        sparse_rows(&emb, vec![2, 0]);
+        let err = opt.step().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::SparseGradIncompatible {
+                    option: "fused",
+                    param: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("fused"), "{err}");
+        assert_eq!(opt.state_dict(), before);
+        assert_eq!(dense.to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
+        assert_eq!(opt.hyperparameter(0, "fused"), Some(json!(true)));
+        opt.set_hyperparameter(0, "fused", json!(null)).unwrap();
+        opt.step().unwrap();
+        assert!(emb.to_vec::<f32>().unwrap()[0] < 1.0, "{}", opt.name());
+    }
+}
+
+/// torch's fused SGD fails on a group where one parameter has no momentum
+/// buffer yet and the others have one (its `_fused_sgd` hands the kernel a
+/// `None`); ferroptim starts that parameter's buffer from its gradient, as
+/// on a first step, so it moves as it would have alone.
+#[test]
+fn fused_sgd_starts_a_late_parameter_from_its_gradient() {
+    let config = SgdConfig {
+        lr: 0.1,
+        momentum: 0.9,
+        dampening: 0.5,
+        fused: Some(true),
+        ..Default::default()
+    };
+    let (a, late) = (Param::zeros::<f32>(&[3]), Param::zeros::<f32>(&[3]));
+    let mut opt = Sgd::new([a.clone(), late.clone()], config.clone()).unwrap();
+    grad(&a, 1.0);
+    opt.step().unwrap();
+    grad(&a, 1.0);
+    grad(&late, 2.0);
+    opt.step().unwrap();
+    let alone = Param::zeros::<f32>(&[3]);
+    let mut single = Sgd::new([alone.clone()], config).unwrap();
+    grad(&alone, 2.0);
+    single.step().unwrap();
+    assert_eq!(
+        late.to_vec::<f32>().unwrap(),
+        alone.to_vec::<f32>().unwrap()
+    );
+    assert_eq!(
+        late.to_vec::<f32>().unwrap(),
+        vec![-0.2f32; 3],
+        "b = g, not (1 - τ)·g"
+    );
+}
+
 #[test]
 fn gradients_of_the_wrong_kind_are_refused_before_anything_changes() {
     // Adagrad takes sparse gradients, but not with weight_decay (torch raises too).
