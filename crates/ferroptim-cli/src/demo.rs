@@ -69,6 +69,11 @@ impl Weights {
         }
     }
 
+    /// Its place in [`Weights::COMPARED`] (its colour in the picture).
+    fn rank(&self) -> usize {
+        Self::COMPARED.iter().position(|w| w == self).unwrap_or(0)
+    }
+
     /// A reader's name for it.
     pub fn label(&self) -> String {
         match (self.dtype, self.mode) {
@@ -477,8 +482,8 @@ fn mode_panels<DB: DrawingBackend>(
             .label_style(("sans-serif", 15))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
-        for (k, run) in members.iter().enumerate() {
-            let color = palette::LINES[k % palette::LINES.len()];
+        for run in &members {
+            let color = palette::LINES[run.weights.rank() % palette::LINES.len()];
             let points = run
                 .losses
                 .iter()
@@ -506,6 +511,14 @@ fn mode_panels<DB: DrawingBackend>(
             .draw()?;
     }
     Ok(())
+}
+
+/// Whether optimizer `name` steps bfloat16 parameters as torch does, each
+/// operation rounded to nearest (the others take them only with one of the
+/// float32 modes): asked of the optimizer itself, which refuses them if not.
+pub fn rounds_to_nearest(name: &str) -> bool {
+    let p = ferroptim::Param::new(ferroptim::Tensor::zeros(ferroptim::Dtype::BF16, &[2, 2]));
+    ferroptim::optim::build(name, "{}", [p]).is_ok()
 }
 
 /// The loss axis: from the smallest positive loss to the largest, with a
@@ -606,8 +619,8 @@ fn draw_panels<DB: DrawingBackend>(
             .label_style(("sans-serif", 15))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
-        for (k, run) in members.iter().enumerate() {
-            let color = palette::LINES[k % palette::LINES.len()];
+        for run in &members {
+            let color = palette::LINES[run.weights.rank() % palette::LINES.len()];
             let points = run
                 .losses
                 .iter()
@@ -709,6 +722,17 @@ mod tests {
             seconds: 0.1,
             weights: Weights::F32,
         }
+    }
+
+    /// The bfloat16 demo runs round to nearest for torch's 16-bit optimizers
+    /// only; the others (Lion, Muon) still run the three float32 modes.
+    #[test]
+    fn only_torchs_16_bit_optimizers_round_to_nearest() {
+        assert!(rounds_to_nearest("adam") && rounds_to_nearest("sgd"));
+        assert!(!rounds_to_nearest("lion") && !rounds_to_nearest("muon"));
+        let p = ferroptim::Param::new(ferroptim::Tensor::zeros(ferroptim::Dtype::BF16, &[2, 2]));
+        let group = ferroptim::GroupSpec::new([p]).set("master_weights", true);
+        assert!(ferroptim::optim::build("lion", "{}", vec![group]).is_ok());
     }
 
     #[test]

@@ -323,6 +323,16 @@ fn run_demo(
     let mut runs = Vec::with_capacity(names.len());
     for (name, &rate) in names.iter().zip(&rates) {
         for &weights in ways {
+            if weights.dtype == candle_core::DType::BF16
+                && weights.mode.is_none()
+                && !demo::rounds_to_nearest(name)
+            {
+                println!(
+                    "{name}: torch has no bfloat16 path for it to round to nearest; \
+                     its float32 modes only"
+                );
+                continue;
+            }
             let bar = indicatif::ProgressBar::new(settings.epochs as u64)
                 .with_style(style.clone())
                 .with_prefix(name.clone());
