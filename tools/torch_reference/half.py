@@ -5,6 +5,7 @@
     .venv/bin/python tools/torch_reference/half.py adam       # just one
     .venv/bin/python tools/torch_reference/half.py fused      # fused=True runs (FUSED)
     .venv/bin/python tools/torch_reference/half.py fused sgd  # just one of them
+    .venv/bin/python tools/torch_reference/half.py grad_scale # FUSED with AMP's grad_scale/found_inf
 
 For each optimizer ferroptim steps in bfloat16 and float16, it runs the
 configurations `generate.py` runs (torch's `optim_inputs_func_<name>` plus its
@@ -104,6 +105,59 @@ def generate(name: str, fused: bool = False) -> dict:
     }
 
 
+# AMP's gradient scaling as torch's fused optimizers take it: GradScaler sets
+# `optimizer.grad_scale` and `optimizer.found_inf` (float32 tensors) before
+# `step()`; the kernel divides each gradient by the scale in float, writes it
+# back unscaled and steps with the quotient, and with found_inf = 1 changes
+# nothing (the step counts are put back). The scale is not a power of two, so
+# that the quotients round; found_inf is 1 at step INF_STEP.
+GRAD_SCALE = 1536.0
+INF_STEP = 2
+SCALED_STEPS = 5
+SCALED_SHAPES = [(10, 9), (7,)]
+
+
+def grad_scaled(name: str) -> dict:
+    """The fused=True runs of `name`'s configurations in FUSED_DTYPES with
+    grad_scale and found_inf: each step's scaled gradients, the gradients
+    as the step leaves them, the parameters and the state."""
+    cls, inputs_func, _ = g.OPTIMIZERS[name]
+    configs = [(i.kwargs, i.desc) for i in inputs_func("cpu", torch.float32)]
+    configs += g.EXTRA_INPUTS.get(name, [])
+    cases, seed = [], 3000
+    for kwargs, desc in configs:
+        if g.has_tensor(kwargs) or NOT_WITH_FUSED & set(kwargs):
+            continue
+        kwargs = dict(kwargs, fused=True)
+        for dtype in FUSED_DTYPES:
+            seed += 1
+            gen = torch.Generator().manual_seed(seed)
+            params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in SCALED_SHAPES]
+            case = {"desc": desc, "dtype": str(dtype).removeprefix("torch."), "kwargs": g.value_json(kwargs),
+                    "grad_scale": GRAD_SCALE, "initial_params": [g.tensor_json(p) for p in params], "steps": []}
+            opt = cls(params, **kwargs)
+            for step in range(SCALED_STEPS):
+                grads = [(torch.randn(p.shape, generator=gen) * GRAD_SCALE).to(dtype) for p in params]
+                for p, grad in zip(params, grads):
+                    p.grad = grad.clone()
+                opt.grad_scale = torch.tensor(GRAD_SCALE)
+                opt.found_inf = torch.tensor(1.0 if step == INF_STEP else 0.0)
+                opt.step()
+                index = {id(p): i for i, p in enumerate(params)}
+                state = {str(index[id(p)]): {k: g.value_json(v, dtype) for k, v in st.items()}
+                         for p, st in opt.state.items()}
+                case["steps"].append({
+                    "grads": [g.tensor_json(x) for x in grads],
+                    "found_inf": step == INF_STEP,
+                    "grads_after": [g.tensor_json(p.grad) for p in params],
+                    "params": [g.tensor_json(p) for p in params],
+                    "state": state,
+                })
+            cases.append(case)
+    return {"generator": "tools/torch_reference/half.py grad_scale", "torch_version": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "optimizer": name, "cases": cases}
+
+
 def write(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, separators=(",", ":")) + "\n")
     print(f"{path.relative_to(g.ROOT)}: {len(data['cases'])} cases, {path.stat().st_size / 1e6:.2f} MB")
@@ -113,6 +167,11 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     names = argv[1:] or HALF + ["fused"]
+    if names == ["grad_scale"]:
+        FUSED_DIR.mkdir(parents=True, exist_ok=True)
+        for name in FUSED:
+            write(FUSED_DIR / f"{name}-grad_scale.json", grad_scaled(name))
+        return
     if "fused" in names:
         # `fused [names]`: those of FUSED named after it (all by default).
         at = names.index("fused")

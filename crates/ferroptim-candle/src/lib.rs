@@ -302,6 +302,9 @@ impl<A: Algorithm> Optimizer for CandleOptim<A> {
     fn step_if_finite(&mut self) -> ferroptim::Result<StepOutcome> {
         self.inner.step_if_finite()
     }
+    fn step_scaled(&mut self, grad_scale: Option<f32>, found_inf: bool) -> ferroptim::Result<()> {
+        self.inner.step_scaled(grad_scale, found_inf)
+    }
     fn step_with_closure(
         &mut self,
         closure: &mut dyn FnMut() -> ferroptim::Result<f64>,

@@ -118,6 +118,45 @@ macro_rules! hyperparameters {
 #[macro_export]
 #[doc(hidden)]
 macro_rules! dense_in_every_dtype {
+    // The fused optimizers: `dense_scaled` takes AMP's grad_scale too.
+    ($state:ty, fused) => {
+        const REDUCED: bool = true;
+
+        fn update<T: $crate::Element>(
+            &self,
+            param: &mut [T],
+            grad: &[T],
+            shape: &[usize],
+            state: &mut $state,
+        ) -> $crate::Result<()> {
+            self.dense_scaled(param, grad, shape, state, None)
+        }
+
+        fn update_reduced<S: $crate::Storage>(
+            &self,
+            param: &mut [S],
+            grad: &[S],
+            shape: &[usize],
+            state: &mut $state,
+        ) -> $crate::Result<()> {
+            self.dense_scaled(param, grad, shape, state, None)
+        }
+
+        fn takes_grad_scale(&self) -> bool {
+            self.fused == Some(true)
+        }
+
+        fn update_scaled<S: $crate::Storage>(
+            &self,
+            param: &mut [S],
+            grad: &[S],
+            shape: &[usize],
+            state: &mut $state,
+            grad_scale: f32,
+        ) -> $crate::Result<()> {
+            self.dense_scaled(param, grad, shape, state, Some(grad_scale))
+        }
+    };
     ($state:ty) => {
         const REDUCED: bool = true;
 
@@ -299,6 +338,31 @@ pub trait Algorithm: Hyperparameters {
             S::DTYPE,
             widens(self),
         ))
+    }
+
+    /// Whether this group's step takes AMP's gradient scaling
+    /// ([`Optimizer::step_scaled`](crate::Optimizer::step_scaled)): torch's
+    /// fused kernels do. By default not.
+    fn takes_grad_scale(&self) -> bool {
+        false
+    }
+
+    /// One update with a dense gradient that is `grad_scale` times the
+    /// true one, divided inside the update as torch's fused kernels divide
+    /// it (in the type the step computes in). Called only where
+    /// [`Algorithm::takes_grad_scale`]; by default an error.
+    fn update_scaled<S: Storage>(
+        &self,
+        param: &mut [S],
+        grad: &[S],
+        shape: &[usize],
+        state: &mut Self::State,
+        grad_scale: f32,
+    ) -> Result<()> {
+        let _ = (param, grad, shape, state, grad_scale);
+        Err(Error::GradScalingUnsupported {
+            optimizer: Self::NAME,
+        })
     }
 
     /// Whether a parameter of `shape` can be optimized at all (Muon takes

@@ -270,6 +270,14 @@ pub enum Error {
         optimizer: &'static str,
     },
 
+    /// `step_scaled` (AMP's `grad_scale`/`found_inf`) on a group whose
+    /// step does not take them: torch's fused kernels do, nothing else.
+    #[error("{optimizer}: grad_scale and found_inf are taken by torch's fused kernels only (fused=True with Adam, AdamW, SGD or Adagrad, in groups without master_weights, stochastic_rounding or kahan_summation); unscale the gradients first and call step_if_finite")]
+    GradScalingUnsupported {
+        /// The optimizer's torch name.
+        optimizer: &'static str,
+    },
+
     /// A sparse gradient met a hyperparameter that needs dense ones (torch:
     /// "weight_decay option is not compatible with sparse gradients").
     #[error("{optimizer}: the {option} option is not compatible with sparse gradients (parameter {param}); turn it off (0, or fused=None) or pass a dense gradient")]

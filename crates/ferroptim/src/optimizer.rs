@@ -70,6 +70,39 @@ pub trait Optimizer: Send {
     /// ```
     fn step_if_finite(&mut self) -> Result<StepOutcome>;
 
+    /// One step of a run with AMP's gradient scaling, as torch's fused
+    /// optimizers take GradScaler's `optimizer.grad_scale` and
+    /// `optimizer.found_inf`: with `found_inf` nothing changes (parameters,
+    /// state, step counts and gradients; the step hooks are not called);
+    /// otherwise each gradient, `grad_scale` times the true one, is divided
+    /// by it inside the update, in the type the step computes in (`f32` for
+    /// the 16-bit types, so the update sees the unrounded quotient), and
+    /// left unscaled in place, as torch leaves it. Only groups with
+    /// `fused=True` (Adam, AdamW, SGD, Adagrad) take it, as in torch; a
+    /// `grad_scale` that is not finite and positive is refused too, before
+    /// anything changes.
+    ///
+    /// ```
+    /// use ferroptim::{optim::{Sgd, SgdConfig}, Grad, Optimizer, Param, Tensor};
+    /// let p = Param::from_vec(vec![1.0f32], &[1])?;
+    /// let config = SgdConfig { lr: 0.1, fused: Some(true), ..Default::default() };
+    /// let mut opt = Sgd::new([p.clone()], config)?;
+    /// p.set_grad(Tensor::from_vec(vec![1024.0f32], &[1])?)?; // 1.0, scaled by 1024
+    /// opt.step_scaled(Some(1024.0), false)?;
+    /// assert_eq!(p.to_vec::<f32>()?, [0.9]);
+    /// let Some(Grad::Dense(g)) = p.grad() else { unreachable!() };
+    /// assert_eq!(g.as_slice::<f32>()?, [1.0]);
+    /// opt.step_scaled(Some(1024.0), true)?; // found_inf: skipped
+    /// assert_eq!(p.to_vec::<f32>()?, [0.9]);
+    /// # Ok::<(), ferroptim::Error>(())
+    /// ```
+    fn step_scaled(&mut self, grad_scale: Option<f32>, found_inf: bool) -> Result<()> {
+        let _ = (grad_scale, found_inf);
+        Err(Error::GradScalingUnsupported {
+            optimizer: self.name(),
+        })
+    }
+
     /// Calls `closure` (which recomputes the loss and gradients), then steps,
     /// and returns the loss, as torch's `step(closure)`.
     fn step_with_closure(&mut self, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64>;
@@ -581,6 +614,30 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
         Ok(total)
     }
 
+    /// Leaves every dense gradient divided by `grad_scale`, rounded to its
+    /// dtype as torch's fused kernels store it (the update has used the
+    /// same quotient, unrounded).
+    fn unscale_grads(&self, grad_scale: f32) -> Result<()> {
+        fn unscale<S: Storage>(g: &mut [S], scale: f32) {
+            let scale = S::Math::from_f64(f64::from(scale));
+            for x in g {
+                *x = S::store(x.load() / scale);
+            }
+        }
+        for (index, p) in self.groups.params().enumerate() {
+            p.with_grad_mut(index, &mut |g| {
+                match g {
+                    TensorDataMut::F32(v) => unscale(v, grad_scale),
+                    TensorDataMut::F64(v) => unscale(v, grad_scale),
+                    TensorDataMut::BF16(v) => unscale(v, grad_scale),
+                    TensorDataMut::F16(v) => unscale(v, grad_scale),
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
     /// A gathering step's first pass ([`Algorithm::GATHERS`]): every
     /// parameter with a gradient gathers (its state created first), and the
     /// totals are added in parameter order, whatever the threads.
@@ -624,7 +681,10 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
     }
 
     /// The step itself, without hooks.
-    fn update_all(&mut self) -> Result<()> {
+    /// One update of every parameter with a gradient, each gradient
+    /// divided by `grad_scale` inside the update when there is one (see
+    /// [`Optimizer::step_scaled`], which checked every group takes it).
+    fn update_all(&mut self, grad_scale: Option<f32>) -> Result<()> {
         self.check_grads()?;
         if A::GATHERS {
             A::begin_gather(self.groups.as_mut_slice())?;
@@ -653,9 +713,11 @@ impl<A: Algorithm, P: ParamSlot> Optim<A, P> {
             for ((group, states), companions) in each {
                 let options = &group.options;
                 let precision = Precision::of(&group.extra);
-                let one = |i: usize, p: &P, slot: &mut _, c: &mut Option<Companion>| {
-                    update_one(options, first + i, p, slot, precision, c)
-                };
+                let one =
+                    |i: usize, p: &P, slot: &mut _, c: &mut Option<Companion>| match grad_scale {
+                        Some(scale) => update_scaled(options, first + i, p, slot, scale),
+                        None => update_one(options, first + i, p, slot, precision, c),
+                    };
                 match &exec {
                     // Parameters are independent: spread them over the threads.
                     Exec::Install(pool) if group.params.len() > 1 => pool.install(|| {
@@ -697,7 +759,34 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
     }
 
     fn step(&mut self) -> Result<()> {
-        hooked_step(self, Self::update_all)
+        hooked_step(self, |opt| opt.update_all(None))
+    }
+
+    fn step_scaled(&mut self, grad_scale: Option<f32>, found_inf: bool) -> Result<()> {
+        let groups = self.groups.as_slice();
+        let plain = |g: &ParamGroup<A, P>| Precision::of(&g.extra) == Precision::Plain;
+        if !groups
+            .iter()
+            .all(|g| g.options.takes_grad_scale() && plain(g))
+        {
+            return Err(Error::GradScalingUnsupported { optimizer: A::NAME });
+        }
+        if let Some(scale) = grad_scale.filter(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(Error::hyper(
+                "grad_scale",
+                format!("Invalid grad_scale: {scale} (expected a finite, positive scale)"),
+            ));
+        }
+        if found_inf {
+            return Ok(());
+        }
+        hooked_step(self, |opt| {
+            opt.update_all(grad_scale)?;
+            if let Some(scale) = grad_scale {
+                opt.unscale_grads(scale)?;
+            }
+            Ok(())
+        })
     }
 
     fn step_if_finite(&mut self) -> Result<StepOutcome> {
@@ -712,7 +801,7 @@ impl<A: Algorithm, P: ParamSlot> Optimizer for Optim<A, P> {
         hooked_step(self, |opt| {
             opt.check_modes()?;
             let loss = closure()?;
-            opt.update_all()?;
+            opt.update_all(None)?;
             Ok(loss)
         })
     }
@@ -912,6 +1001,41 @@ fn update_one<A: Algorithm, P: ParamSlot>(
         (SlotData::F64(v, g), Plain) => update_typed(options, index, shape, v, g, slot),
         (SlotData::BF16(v, g), Plain) => update_reduced(options, index, shape, v, g, slot),
         (SlotData::F16(v, g), Plain) => update_reduced(options, index, shape, v, g, slot),
+    })
+}
+
+/// One update of parameter `index` (state_dict numbering) whose gradient
+/// is `grad_scale` times the true one ([`Optimizer::step_scaled`]), in a
+/// group that takes it (checked): the algorithm divides it in its update.
+fn update_scaled<A: Algorithm, P: ParamSlot>(
+    options: &A,
+    index: usize,
+    p: &P,
+    slot: &mut Option<A::State>,
+    grad_scale: f32,
+) -> Result<()> {
+    fn typed<A: Algorithm, S: Storage>(
+        options: &A,
+        index: usize,
+        shape: &[usize],
+        values: &mut [S],
+        grad: GradRef<'_, S>,
+        slot: &mut Option<A::State>,
+        grad_scale: f32,
+    ) -> Result<()> {
+        let GradRef::Dense(g) = grad else {
+            // The fused kernels take no sparse gradient (check_grad refused it).
+            return options.check_grad(true, index);
+        };
+        let meta = ParamMeta::new(shape, S::DTYPE);
+        let state = slot.get_or_insert_with(|| options.init_state(&meta));
+        options.update_scaled(values, g, shape, state, grad_scale)
+    }
+    p.update_in_place(index, &mut |shape, data| match data {
+        SlotData::F32(v, g) => typed(options, index, shape, v, g, slot, grad_scale),
+        SlotData::F64(v, g) => typed(options, index, shape, v, g, slot, grad_scale),
+        SlotData::BF16(v, g) => typed(options, index, shape, v, g, slot, grad_scale),
+        SlotData::F16(v, g) => typed(options, index, shape, v, g, slot, grad_scale),
     })
 }
 

@@ -200,9 +200,10 @@ impl<T: Element> AdamScalars<T> {
     }
 }
 
-/// The scalars of one step of torch's fused CPU Adam (`fused=True`).
+/// The scalars of one step of torch's fused CPU Adam (`fused=True`), and
+/// AMP's `grad_scale` (each gradient is divided by it first).
 #[derive(Clone, Copy, Debug)]
-pub struct FusedAdamScalars<T>(pub AdamScalars<T>);
+pub struct FusedAdamScalars<T>(pub AdamScalars<T>, pub Option<T>);
 
 /// The block of torch's fused CPU Adam whose multiple its last elements
 /// are not: its explicit vector loop takes whole `Vectorized<scalar_t>`s,
@@ -277,6 +278,9 @@ impl<T: Element> FusedAdamScalars<T> {
         let h = &self.0.moments;
         let mut x = p.load();
         let mut g = g.load();
+        if let Some(scale) = self.1 {
+            g = g / scale;
+        }
         if h.maximize {
             g = -g;
         }

@@ -176,9 +176,10 @@ impl<T: Element> AdaptiveScalars<T> {
 }
 
 /// The scalars of one step of torch's fused CPU Adagrad (`fused=True`):
-/// Adagrad's, in `S::Math` (`float` for the 16-bit types).
+/// Adagrad's, in `S::Math` (`float` for the 16-bit types), and AMP's
+/// `grad_scale` (each gradient is divided by it first).
 #[derive(Clone, Copy, Debug)]
-pub struct FusedAdagradScalars<T>(pub AdaptiveScalars<T>);
+pub struct FusedAdagradScalars<T>(pub AdaptiveScalars<T>, pub Option<T>);
 
 /// One step of torch's fused CPU Adagrad (`_fused_adagrad_`,
 /// `aten/src/ATen/native/cpu/FusedAdagradKernel.cpp`): every value loaded
@@ -200,6 +201,9 @@ impl<S: Storage> Loop<AdagradSlices<'_, S>> for FusedAdagradScalars<S::Math> {
         for ((p, &g), sum) in s.param.iter_mut().zip(s.grad).zip(s.sum.iter_mut()) {
             let x = p.load();
             let mut g = g.load();
+            if let Some(scale) = self.1 {
+                g = g / scale;
+            }
             if h.maximize {
                 g = -g;
             }

@@ -176,9 +176,10 @@ impl<T: Element> SgdScalars<T> {
 
 /// The scalars of one step of torch's fused CPU SGD (`fused=True`): SGD's,
 /// computed in `S::Math` (`float` for the 16-bit types, the Python floats
-/// rounded to it once) with one rounding per stored value.
+/// rounded to it once) with one rounding per stored value, and AMP's
+/// `grad_scale` (each gradient is divided by it first).
 #[derive(Clone, Copy, Debug)]
-pub struct FusedSgdScalars<T>(pub SgdScalars<T>);
+pub struct FusedSgdScalars<T>(pub SgdScalars<T>, pub Option<T>);
 
 /// One step of torch's fused CPU SGD (`_fused_sgd_`,
 /// `aten/src/ATen/native/cpu/FusedSGDKernel.cpp`), with or without a
@@ -207,7 +208,7 @@ pub fn sgd_fused<S: Storage>(
     h: &FusedSgdScalars<S::Math>,
 ) -> Result<()> {
     let block = 32 / S::DTYPE.size();
-    let tail = FusedSgdScalars(h.0.with_tail(true));
+    let tail = FusedSgdScalars(h.0.with_tail(true), h.1);
     match momentum_buffer {
         None => super::run_blocks(SgdSlices { param, grad }, block, h, &tail),
         Some(momentum_buffer) => {
@@ -251,6 +252,9 @@ impl<T: Element> FusedSgdScalars<T> {
         let h = &self.0;
         let x = p.load();
         let mut g = g.load();
+        if let Some(scale) = self.1 {
+            g = g / scale;
+        }
         if h.maximize {
             g = -g;
         }

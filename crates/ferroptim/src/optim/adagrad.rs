@@ -116,7 +116,7 @@ crate::hyperparameters!(AdagradConfig {
 impl Algorithm for AdagradConfig {
     const EAGER_STATE: bool = true;
     type State = AdagradState;
-    crate::dense_in_every_dtype!(AdagradState);
+    crate::dense_in_every_dtype!(AdagradState, fused);
 
     fn init_state(&self, param: &ParamMeta<'_>) -> AdagradState {
         let sum = Tensor::full(param.dtype(), param.shape(), self.initial_accumulator_value);
@@ -154,13 +154,15 @@ impl Algorithm for AdagradConfig {
 }
 
 impl AdagradConfig {
-    /// One dense update in any storage type.
-    fn dense<S: Storage>(
+    /// One dense update in any storage type; with `grad_scale` (fused
+    /// only) the gradient divided by it first.
+    fn dense_scaled<S: Storage>(
         &self,
         param: &mut [S],
         grad: &[S],
         _: &[usize],
         state: &mut AdagradState,
+        grad_scale: Option<f32>,
     ) -> Result<()> {
         let step = state.step + 1.0;
         let fused = self.fused == Some(true);
@@ -177,10 +179,17 @@ impl AdagradConfig {
             grad,
             sum: state.sum.as_slice_mut::<S>()?,
         };
-        if fused {
-            kernels::adagrad_fused(slices, &kernels::FusedAdagradScalars(h))?;
-        } else {
-            kernels::adagrad(slices, &h)?;
+        let scale = grad_scale.map(|s| S::Math::from_f64(f64::from(s)));
+        match (fused, scale) {
+            (true, scale) => {
+                kernels::adagrad_fused(slices, &kernels::FusedAdagradScalars(h, scale))?
+            }
+            (false, None) => kernels::adagrad(slices, &h)?,
+            (false, Some(_)) => {
+                return Err(crate::Error::GradScalingUnsupported {
+                    optimizer: "Adagrad",
+                })
+            }
         }
         state.step = step;
         Ok(())

@@ -113,7 +113,7 @@ crate::hyperparameters!(AdamConfig {
 
 impl Algorithm for AdamConfig {
     type State = AdamState;
-    crate::dense_in_every_dtype!(AdamState);
+    crate::dense_in_every_dtype!(AdamState, fused);
 
     fn init_state(&self, param: &ParamMeta<'_>) -> AdamState {
         AdamState {
@@ -127,13 +127,15 @@ impl Algorithm for AdamConfig {
 
 impl AdamConfig {
     /// One dense update in any storage type: the scalars in the type the
-    /// step computes in (`f32` for the 16-bit types, as torch's `opmath`).
-    pub(crate) fn dense<S: Storage>(
+    /// step computes in (`f32` for the 16-bit types, as torch's `opmath`);
+    /// with `grad_scale` (fused only) the gradient divided by it first.
+    pub(crate) fn dense_scaled<S: Storage>(
         &self,
         param: &mut [S],
         grad: &[S],
         shape: &[usize],
         state: &mut AdamState,
+        grad_scale: Option<f32>,
     ) -> Result<()> {
         type M<S> = <S as Storage>::Math;
         let (beta1, beta2) = self.betas;
@@ -168,10 +170,13 @@ impl AdamConfig {
             exp_avg_sq: state.exp_avg_sq.as_slice_mut::<S>()?,
             max_exp_avg_sq: max,
         };
-        if self.fused == Some(true) {
-            kernels::adam_fused(slices, &kernels::FusedAdamScalars(h))?;
-        } else {
-            kernels::adam(slices, &h)?;
+        let scale = grad_scale.map(|s| M::<S>::from_f64(f64::from(s)));
+        match (self.fused == Some(true), scale) {
+            (true, scale) => kernels::adam_fused(slices, &kernels::FusedAdamScalars(h, scale))?,
+            (false, None) => kernels::adam(slices, &h)?,
+            (false, Some(_)) => {
+                return Err(crate::Error::GradScalingUnsupported { optimizer: "Adam" })
+            }
         }
         state.step = step;
         Ok(())

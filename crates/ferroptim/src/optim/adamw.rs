@@ -103,7 +103,7 @@ crate::hyperparameters!(AdamWConfig {
 
 impl Algorithm for AdamWConfig {
     type State = AdamState;
-    crate::dense_in_every_dtype!(AdamState);
+    crate::dense_in_every_dtype!(AdamState, fused);
 
     fn init_state(&self, param: &ParamMeta<'_>) -> AdamState {
         self.to_adam().init_state(param)
@@ -111,14 +111,16 @@ impl Algorithm for AdamWConfig {
 }
 
 impl AdamWConfig {
-    fn dense<S: Storage>(
+    fn dense_scaled<S: Storage>(
         &self,
         param: &mut [S],
         grad: &[S],
         shape: &[usize],
         state: &mut AdamState,
+        grad_scale: Option<f32>,
     ) -> Result<()> {
-        self.to_adam().dense(param, grad, shape, state)
+        self.to_adam()
+            .dense_scaled(param, grad, shape, state, grad_scale)
     }
 }
 

@@ -165,6 +165,15 @@ impl Algorithm for LarsConfig {
             h.weight_decay = Some(T::from_f64(self.weight_decay));
             h.trust_ratio = Some(self.trust_ratio(param, grad));
         }
-        super::sgd::step(h, self.momentum != 0.0, false, param, grad, shape, state)
+        let arithmetic = super::sgd::Arithmetic::SingleTensor;
+        super::sgd::step(
+            h,
+            self.momentum != 0.0,
+            arithmetic,
+            param,
+            grad,
+            shape,
+            state,
+        )
     }
 }

@@ -126,13 +126,15 @@ crate::hyperparameters!(SgdConfig {
 });
 
 impl SgdConfig {
-    /// One dense update in any storage type.
-    fn dense<S: Storage>(
+    /// One dense update in any storage type; with `grad_scale` (fused
+    /// only) the gradient divided by it first.
+    fn dense_scaled<S: Storage>(
         &self,
         param: &mut [S],
         grad: &[S],
         shape: &[usize],
         state: &mut SgdState,
+        grad_scale: Option<f32>,
     ) -> Result<()> {
         let h = SgdScalars::<S::Math>::new(
             -self.lr,
@@ -142,14 +144,26 @@ impl SgdConfig {
             self.nesterov,
             self.maximize,
         );
-        let fused = self.fused == Some(true);
-        step(h, self.momentum != 0.0, fused, param, grad, shape, state)
+        let arithmetic = match (self.fused == Some(true), grad_scale) {
+            (true, grad_scale) => Arithmetic::Fused { grad_scale },
+            (false, None) => Arithmetic::SingleTensor,
+            (false, Some(_)) => return Err(Error::GradScalingUnsupported { optimizer: "SGD" }),
+        };
+        step(
+            h,
+            self.momentum != 0.0,
+            arithmetic,
+            param,
+            grad,
+            shape,
+            state,
+        )
     }
 }
 
 impl Algorithm for SgdConfig {
     type State = SgdState;
-    crate::dense_in_every_dtype!(SgdState);
+    crate::dense_in_every_dtype!(SgdState, fused);
 
     fn init_state(&self, _param: &ParamMeta<'_>) -> SgdState {
         SgdState::default()
@@ -199,31 +213,47 @@ impl Algorithm for SgdConfig {
     }
 }
 
+/// Whose arithmetic an SGD step follows.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Arithmetic {
+    /// torch's single-tensor path.
+    SingleTensor,
+    /// torch's fused kernel, the gradient divided by AMP's `grad_scale` first.
+    Fused {
+        /// The factor the gradient is scaled by.
+        grad_scale: Option<f32>,
+    },
+}
+
 /// SGD's step with scalars `h` (LARS's too, with its trust ratio): without
 /// momentum, or with a buffer created from the first step's gradient; by
-/// torch's single-tensor arithmetic, or by its fused kernel's (`fused`).
+/// torch's single-tensor arithmetic, or by its fused kernel's.
 pub(super) fn step<S: Storage>(
     mut h: SgdScalars<S::Math>,
     momentum: bool,
-    fused: bool,
+    arithmetic: Arithmetic,
     param: &mut [S],
     grad: &[S],
     shape: &[usize],
     state: &mut SgdState,
 ) -> Result<()> {
-    let run = |h: &SgdScalars<S::Math>, param, grad, buffer: Option<&mut [S]>| match (fused, buffer)
-    {
-        (true, buffer) => kernels::sgd_fused(param, grad, buffer, &FusedSgdScalars(*h)),
-        (false, None) => kernels::sgd(SgdSlices { param, grad }, h),
-        (false, Some(momentum_buffer)) => kernels::sgd_momentum(
-            SgdMomentumSlices {
-                param,
-                grad,
-                momentum_buffer,
-            },
-            h,
-        ),
-    };
+    let run =
+        |h: &SgdScalars<S::Math>, param, grad, buffer: Option<&mut [S]>| match (arithmetic, buffer)
+        {
+            (Arithmetic::Fused { grad_scale }, buffer) => {
+                let scale = grad_scale.map(|s| S::Math::from_f64(f64::from(s)));
+                kernels::sgd_fused(param, grad, buffer, &FusedSgdScalars(*h, scale))
+            }
+            (Arithmetic::SingleTensor, None) => kernels::sgd(SgdSlices { param, grad }, h),
+            (Arithmetic::SingleTensor, Some(momentum_buffer)) => kernels::sgd_momentum(
+                SgdMomentumSlices {
+                    param,
+                    grad,
+                    momentum_buffer,
+                },
+                h,
+            ),
+        };
     if !momentum {
         return run(&h, param, grad, None);
     }

@@ -261,6 +261,136 @@ fn fused_optimizers_match_torch_in_every_dtype() {
     }
 }
 
+/// One run of `fused/{name}-grad_scale.json` (half.py grad_scale).
+#[derive(serde::Deserialize)]
+struct ScaledCase {
+    desc: String,
+    dtype: String,
+    kwargs: serde_json::Value,
+    grad_scale: f32,
+    initial_params: Vec<Tensor>,
+    steps: Vec<ScaledStep>,
+}
+
+#[derive(serde::Deserialize)]
+struct ScaledStep {
+    grads: Vec<Tensor>,
+    found_inf: bool,
+    grads_after: Vec<Tensor>,
+    params: Vec<Tensor>,
+    state: BTreeMap<usize, BTreeMap<String, StateValue>>,
+}
+
+/// AMP's gradient scaling as torch's fused Adam, AdamW, SGD and Adagrad
+/// take it (`optimizer.grad_scale`, `optimizer.found_inf`), in every
+/// dtype: scaled gradients divided inside the step and left unscaled, and
+/// a step with `found_inf` that changes nothing; parameters, gradients and
+/// state bit for bit after every step.
+#[test]
+fn fused_optimizers_take_grad_scale_and_found_inf_as_torch() {
+    for name in ["adam", "adamw", "sgd", "adagrad"] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/fused/{name}-grad_scale.json"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(fixture["torch_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("2.15"));
+        let cases: Vec<ScaledCase> = serde_json::from_value(fixture["cases"].clone()).unwrap();
+        assert!(cases.len() >= 24, "{name}: {} cases", cases.len());
+        let mut per_dtype: BTreeMap<String, Ulps> = BTreeMap::new();
+        for case in &cases {
+            let params: Vec<Param> = case
+                .initial_params
+                .iter()
+                .cloned()
+                .map(Param::new)
+                .collect();
+            let kwargs = case.kwargs.to_string();
+            let mut opt = ferroptim::optim::build(name, &kwargs, params.clone()).unwrap();
+            let mut agreement = Ulps::default();
+            assert!(case.steps.iter().any(|s| s.found_inf));
+            for (i, step) in case.steps.iter().enumerate() {
+                for (p, g) in params.iter().zip(&step.grads) {
+                    p.set_grad(g.clone()).unwrap();
+                }
+                opt.step_scaled(Some(case.grad_scale), step.found_inf)
+                    .unwrap_or_else(|e| panic!("{name} [{}] {}: {e}", case.desc, case.dtype));
+                let what = format!("{name} [{}] {} step {}", case.desc, case.dtype, i + 1);
+                for (j, p) in params.iter().enumerate() {
+                    agreement.tensor(&format!("{what} param {j}"), &p.value(), &step.params[j]);
+                    let Some(ferroptim::Grad::Dense(grad)) = p.grad() else {
+                        panic!("{what}: no dense gradient");
+                    };
+                    agreement.tensor(&format!("{what} grad {j}"), &grad, &step.grads_after[j]);
+                }
+                agreement.state(&what, &opt.state_dict().state, &step.state);
+            }
+            assert_eq!(agreement.exact, agreement.values, "{}", agreement.worst);
+            per_dtype
+                .entry(case.dtype.clone())
+                .or_default()
+                .merge(agreement);
+        }
+        for (dtype, a) in &per_dtype {
+            println!(
+                "fused/{name}-grad_scale {dtype}: {} values, {} bit-exact",
+                a.values, a.exact
+            );
+        }
+        assert_eq!(per_dtype.len(), 4, "{name}");
+    }
+}
+
+fn dense_grad(p: &Param) -> Vec<f32> {
+    match p.grad() {
+        Some(ferroptim::Grad::Dense(g)) => g.as_slice::<f32>().unwrap().to_vec(),
+        other => panic!("not a dense gradient: {other:?}"),
+    }
+}
+
+/// Gradient scaling is for torch's fused kernels: elsewhere (an unfused
+/// group, a float32 mode's group, LBFGS) and with a scale that is not finite
+/// and positive it is a typed error, and nothing changes.
+#[test]
+fn grad_scaling_elsewhere_is_a_typed_error() {
+    use ferroptim::optim::{self, Lbfgs, LbfgsConfig};
+    use ferroptim::{Error, GroupSpec};
+    let p = Param::zeros::<f32>(&[2]);
+    p.set_grad(Tensor::from_vec(vec![2.0f32, 4.0], &[2]).unwrap())
+        .unwrap();
+    let refused = |opt: &mut dyn Optimizer| {
+        let before = opt.state_dict();
+        let err = opt.step_scaled(Some(2.0), false).unwrap_err();
+        assert!(
+            matches!(err, Error::GradScalingUnsupported { .. }),
+            "{}: {err}",
+            opt.name()
+        );
+        assert!(err.to_string().contains("fused=True"), "{err}");
+        assert_eq!(opt.state_dict(), before);
+        assert_eq!(p.to_vec::<f32>().unwrap(), [0.0, 0.0]);
+        assert_eq!(dense_grad(&p), [2.0, 4.0]);
+    };
+    refused(&mut *optim::build("adam", "{}", [p.clone()]).unwrap());
+    refused(&mut *optim::build("lion", "{}", [p.clone()]).unwrap());
+    refused(&mut Lbfgs::new([p.clone()], LbfgsConfig::default()).unwrap());
+    let half = Param::new(Tensor::from_vec(vec![bf16::from_f32(1.0)], &[1]).unwrap());
+    let group = GroupSpec::new([half]).set("master_weights", true);
+    refused(&mut *optim::build("adam", r#"{"fused": true}"#, vec![group]).unwrap());
+    let mut fused = optim::build("sgd", r#"{"fused": true}"#, [p.clone()]).unwrap();
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        let err = fused.step_scaled(Some(bad), false).unwrap_err();
+        assert!(err.to_string().contains("grad_scale"), "{bad}: {err}");
+        assert_eq!(p.to_vec::<f32>().unwrap(), [0.0, 0.0]);
+    }
+    // Without a scale it is a fused step, unscaled.
+    fused.step_scaled(None, false).unwrap();
+    assert_eq!(dense_grad(&p), [2.0, 4.0]);
+    assert!(p.to_vec::<f32>().unwrap()[1] < 0.0);
+}
+
 #[test]
 fn asgd_matches_torch_in_16_bits() {
     replay("asgd", 0.0);
