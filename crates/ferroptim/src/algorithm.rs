@@ -114,12 +114,15 @@ macro_rules! hyperparameters {
 /// [`Algorithm::update`] and [`Algorithm::update_reduced`] both the
 /// algorithm's inherent `fn dense<S: Storage>(&self, param: &mut [S], grad:
 /// &[S], shape: &[usize], state: &mut State) -> Result<()>`, written once
-/// for every storage type.
+/// for every storage type. `dense_in_every_dtype!(State, fused)` is for the
+/// optimizers with torch's fused kernels: both call `dense_scaled(.., None)`,
+/// which takes AMP's `grad_scale` last, and [`Algorithm::update_scaled`]
+/// passes it; [`Algorithm::takes_grad_scale`] is `fused == Some(true)`.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! dense_in_every_dtype {
-    // The fused optimizers: `dense_scaled` takes AMP's grad_scale too.
-    ($state:ty, fused) => {
+    // Both updates call `$dense` (with `$arg` after the state, if any).
+    (@updates $state:ty, $dense:ident $(, $arg:expr)?) => {
         const REDUCED: bool = true;
 
         fn update<T: $crate::Element>(
@@ -129,7 +132,7 @@ macro_rules! dense_in_every_dtype {
             shape: &[usize],
             state: &mut $state,
         ) -> $crate::Result<()> {
-            self.dense_scaled(param, grad, shape, state, None)
+            self.$dense(param, grad, shape, state $(, $arg)?)
         }
 
         fn update_reduced<S: $crate::Storage>(
@@ -139,8 +142,12 @@ macro_rules! dense_in_every_dtype {
             shape: &[usize],
             state: &mut $state,
         ) -> $crate::Result<()> {
-            self.dense_scaled(param, grad, shape, state, None)
+            self.$dense(param, grad, shape, state $(, $arg)?)
         }
+    };
+    // The fused optimizers: `dense_scaled` takes AMP's grad_scale too.
+    ($state:ty, fused) => {
+        $crate::dense_in_every_dtype!(@updates $state, dense_scaled, None);
 
         fn takes_grad_scale(&self) -> bool {
             self.fused == Some(true)
@@ -158,27 +165,7 @@ macro_rules! dense_in_every_dtype {
         }
     };
     ($state:ty) => {
-        const REDUCED: bool = true;
-
-        fn update<T: $crate::Element>(
-            &self,
-            param: &mut [T],
-            grad: &[T],
-            shape: &[usize],
-            state: &mut $state,
-        ) -> $crate::Result<()> {
-            self.dense(param, grad, shape, state)
-        }
-
-        fn update_reduced<S: $crate::Storage>(
-            &self,
-            param: &mut [S],
-            grad: &[S],
-            shape: &[usize],
-            state: &mut $state,
-        ) -> $crate::Result<()> {
-            self.dense(param, grad, shape, state)
-        }
+        $crate::dense_in_every_dtype!(@updates $state, dense);
     };
 }
 

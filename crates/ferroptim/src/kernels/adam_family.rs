@@ -277,16 +277,7 @@ impl<T: Element> FusedAdamScalars<T> {
     ) {
         let h = &self.0.moments;
         let mut x = p.load();
-        let mut g = g.load();
-        if let Some(scale) = self.1 {
-            g = g / scale;
-        }
-        if h.maximize {
-            g = -g;
-        }
-        if let Some(wd) = h.weight_decay {
-            g = x.mul_add(wd, g);
-        }
+        let g = super::fused_grad(g.load(), x, self.1, h.maximize, h.weight_decay);
         if let Some(decay) = h.decay {
             x = x * decay;
         }

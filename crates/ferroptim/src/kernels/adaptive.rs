@@ -200,16 +200,7 @@ impl<S: Storage> Loop<AdagradSlices<'_, S>> for FusedAdagradScalars<S::Math> {
         let h = &self.0;
         for ((p, &g), sum) in s.param.iter_mut().zip(s.grad).zip(s.sum.iter_mut()) {
             let x = p.load();
-            let mut g = g.load();
-            if let Some(scale) = self.1 {
-                g = g / scale;
-            }
-            if h.maximize {
-                g = -g;
-            }
-            if let Some(wd) = h.weight_decay {
-                g = x.mul_add(wd, g);
-            }
+            let g = super::fused_grad(g.load(), x, self.1, h.maximize, h.weight_decay);
             let s_new = g.mul_add(g, sum.load());
             *sum = S::store(s_new);
             *p = S::store(x + (h.neg_lr * g) / (s_new.sqrt() + h.eps));

@@ -333,6 +333,22 @@ pub fn signed_decayed<S: Storage>(
     }
 }
 
+/// The gradient torch's fused kernels start from, in the type they compute
+/// in: divided by AMP's `grad_scale`, then `±g + λ·θ` as one fused
+/// multiply-add (its vector and scalar loops alike).
+#[inline(always)]
+pub(crate) fn fused_grad<T: Element>(
+    g: T,
+    p: T,
+    grad_scale: Option<T>,
+    maximize: bool,
+    weight_decay: Option<T>,
+) -> T {
+    let g = grad_scale.map_or(g, |scale| g / scale);
+    let g = if maximize { -g } else { g };
+    weight_decay.map_or(g, |wd| p.mul_add(wd, g))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -251,16 +251,7 @@ impl<T: Element> FusedSgdScalars<T> {
     fn element<S: Storage<Math = T>>(&self, p: &mut S, g: S, b: Option<&mut S>) {
         let h = &self.0;
         let x = p.load();
-        let mut g = g.load();
-        if let Some(scale) = self.1 {
-            g = g / scale;
-        }
-        if h.maximize {
-            g = -g;
-        }
-        if let Some(wd) = h.weight_decay {
-            g = x.mul_add(wd, g);
-        }
+        let mut g = super::fused_grad(g.load(), x, self.1, h.maximize, h.weight_decay);
         if let Some(b) = b {
             let b_new = if h.first {
                 g
